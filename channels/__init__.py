@@ -1,0 +1,1 @@
+"""Channel adapters: normalize inbound messages, render outbound events."""

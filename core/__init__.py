@@ -1,0 +1,1 @@
+"""The agent runtime and the shared contracts (no imports from other top-level packages)."""

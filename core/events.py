@@ -1,0 +1,179 @@
+"""Typed run events: what the agent loop yields, the SDK streams and the bus carries.
+
+Every event is a frozen pydantic model with a ``type`` discriminator whose value is
+one of the ten stable v1 names (seed 000). ``StreamEvent`` is the discriminated
+union; ``parse_event`` turns bus JSON back into the right class.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+STREAM_EVENT_RUN_STARTED: Final = "run.started"
+STREAM_EVENT_TEXT_DELTA: Final = "text.delta"
+STREAM_EVENT_TEXT_COMPLETED: Final = "text.completed"
+STREAM_EVENT_REASONING_DELTA: Final = "reasoning.delta"
+STREAM_EVENT_REASONING_COMPLETED: Final = "reasoning.completed"
+STREAM_EVENT_TOOL_STARTED: Final = "tool.started"
+STREAM_EVENT_TOOL_COMPLETED: Final = "tool.completed"
+STREAM_EVENT_TOOL_FAILED: Final = "tool.failed"
+STREAM_EVENT_RUN_COMPLETED: Final = "run.completed"
+STREAM_EVENT_RUN_FAILED: Final = "run.failed"
+
+StreamEventType: TypeAlias = Literal[
+    "run.started",
+    "text.delta",
+    "text.completed",
+    "reasoning.delta",
+    "reasoning.completed",
+    "tool.started",
+    "tool.completed",
+    "tool.failed",
+    "run.completed",
+    "run.failed",
+]
+
+STREAM_EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        STREAM_EVENT_RUN_STARTED,
+        STREAM_EVENT_TEXT_DELTA,
+        STREAM_EVENT_TEXT_COMPLETED,
+        STREAM_EVENT_REASONING_DELTA,
+        STREAM_EVENT_REASONING_COMPLETED,
+        STREAM_EVENT_TOOL_STARTED,
+        STREAM_EVENT_TOOL_COMPLETED,
+        STREAM_EVENT_TOOL_FAILED,
+        STREAM_EVENT_RUN_COMPLETED,
+        STREAM_EVENT_RUN_FAILED,
+    }
+)
+
+Usage: TypeAlias = dict[str, int]
+"""Token usage: ``prompt_tokens``, ``completion_tokens``, ``total_tokens``."""
+
+StopReason: TypeAlias = Literal[
+    "completed", "max_iterations", "timeout", "cancelled", "error", "interrupted"
+]
+
+
+class RunResult(BaseModel):
+    """What one run produced (seed 000's ``RunResult``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content: str = ""
+    tools_used: list[str] = Field(default_factory=list)
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=dict)
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Event(BaseModel):
+    """Fields every event carries: which run, its position in that run, the loop iteration."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str = ""
+    seq: int = 0
+    iteration: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunStarted(_Event):
+    type: Literal["run.started"] = "run.started"
+    session_key: str = ""
+    model: str = ""
+
+
+class TextDelta(_Event):
+    type: Literal["text.delta"] = "text.delta"
+    delta: str
+
+
+class TextCompleted(_Event):
+    """A finished text segment; ``resuming`` is true when more tool work follows it."""
+
+    type: Literal["text.completed"] = "text.completed"
+    content: str
+    resuming: bool = False
+
+
+class ReasoningDelta(_Event):
+    type: Literal["reasoning.delta"] = "reasoning.delta"
+    delta: str
+
+
+class ReasoningCompleted(_Event):
+    type: Literal["reasoning.completed"] = "reasoning.completed"
+    content: str
+
+
+class ToolStarted(_Event):
+    type: Literal["tool.started"] = "tool.started"
+    name: str
+    tool_call_id: str | None = None
+    arguments: dict[str, Any] | None = None
+
+
+class ToolCompleted(_Event):
+    type: Literal["tool.completed"] = "tool.completed"
+    name: str
+    tool_call_id: str | None = None
+    content: str = ""
+
+
+class ToolFailed(_Event):
+    type: Literal["tool.failed"] = "tool.failed"
+    name: str
+    tool_call_id: str | None = None
+    error: str
+
+
+class RunCompleted(_Event):
+    type: Literal["run.completed"] = "run.completed"
+    result: RunResult
+    content: str = ""
+    usage: Usage = Field(default_factory=dict)
+
+
+class RunFailed(_Event):
+    type: Literal["run.failed"] = "run.failed"
+    error: str
+    result: RunResult | None = None
+
+
+StreamEvent: TypeAlias = Annotated[
+    RunStarted
+    | TextDelta
+    | TextCompleted
+    | ReasoningDelta
+    | ReasoningCompleted
+    | ToolStarted
+    | ToolCompleted
+    | ToolFailed
+    | RunCompleted
+    | RunFailed,
+    Field(discriminator="type"),
+]
+"""Any run event; narrow it by ``event.type``."""
+
+TERMINAL_EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    {STREAM_EVENT_RUN_COMPLETED, STREAM_EVENT_RUN_FAILED}
+)
+
+_EVENT_ADAPTER: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> StreamEvent:
+    """Parse one event from JSON text or a dict (bus entries, SSE payloads)."""
+    if isinstance(data, dict):
+        return _EVENT_ADAPTER.validate_python(data)
+    return _EVENT_ADAPTER.validate_json(data)
+
+
+def is_terminal(event: StreamEvent) -> bool:
+    return event.type in TERMINAL_EVENT_TYPES

@@ -1,0 +1,99 @@
+"""Normalized messages: what a channel publishes inbound, and the chat history format.
+
+History entries are plain OpenAI-format dicts (``role``, ``content``, ``tool_calls``,
+``tool_call_id``, ``name``) plus optional ``timestamp`` and ``metadata``; they go to
+the provider as they are, so they are not wrapped in a model on the hot path.
+``ChatMessage`` validates them at the boundaries (ingest, bus payloads).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ulid import ULID
+
+Message: TypeAlias = dict[str, Any]
+"""One history entry in OpenAI chat format."""
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+MAX_TEXT_CHARS = 32_000
+"""Largest inbound text accepted from any channel; larger is a PayloadError / 413."""
+
+
+def new_id() -> str:
+    """A new ULID as text: sortable by creation time, unique across processes."""
+    return str(ULID())
+
+
+class ChatMessage(BaseModel):
+    """Validation model for one history entry; extra keys are kept as message metadata."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    def to_message(self) -> Message:
+        return self.model_dump(exclude_none=True)
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["image", "file", "audio", "video"] = "file"
+    url: str = ""
+    path: str = ""
+    name: str = ""
+    mime_type: str = ""
+
+    @model_validator(mode="after")
+    def _has_location(self) -> Attachment:
+        if not self.url and not self.path:
+            raise ValueError("an attachment needs a url or a path")
+        return self
+
+
+def default_session_key(channel: str, chat_id: str, thread_id: str | None = None) -> str:
+    """``channel:chat_id``, or ``channel:chat_id:thread`` for threads."""
+    base = f"{channel}:{chat_id}"
+    return f"{base}:{thread_id}" if thread_id else base
+
+
+class InboundMessage(BaseModel):
+    """A platform message normalized by a channel adapter (DESIGN.md §3)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=new_id)
+    channel: str = Field(min_length=1, max_length=64)
+    chat_id: str = Field(min_length=1, max_length=256)
+    thread_id: str | None = None
+    sender_id: str = Field(min_length=1, max_length=256)
+    sender_name: str = ""
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=16)
+    reply_to: str | None = None
+    platform_event_id: str | None = None
+    received_at: float = Field(default_factory=time.time)
+    session_key: str = ""
+    agent: str | None = None
+
+    @model_validator(mode="after")
+    def _fill_session_key(self) -> InboundMessage:
+        if not self.session_key:
+            key = default_session_key(self.channel, self.chat_id, self.thread_id)
+            object.__setattr__(self, "session_key", key)
+        return self
+
+    def to_user_message(self) -> Message:
+        """The history entry this message becomes."""
+        msg: Message = {"role": "user", "content": self.text, "timestamp": self.received_at}
+        if self.attachments:
+            msg["attachments"] = [a.model_dump(exclude_defaults=True) for a in self.attachments]
+        return msg

@@ -1,0 +1,1 @@
+"""Session storage: the contract and its file and Redis backends."""

@@ -1,0 +1,1 @@
+"""Bus consumers: run core turns for sessions claimed from Redis."""
