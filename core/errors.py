@@ -11,9 +11,6 @@
      │    └── WorkspaceEscapeError     a path that leaves the workspace (by .. or a symlink)
      ├── SessionError                session storage failed
      │    └── CorruptSessionError      a session file or record that cannot be parsed
-     ├── RunError                    a run could not complete
-     │    ├── RunTimeoutError          the wall-clock limit passed
-     │    └── RunCancelledError        the run was cancelled by its caller
      └── BusError                    the Redis bus refused an operation
           ├── LeaseLostError           this holder's lease expired or was taken (fencing)
           └── PayloadError             a malformed or oversize bus payload
@@ -56,18 +53,6 @@ class SessionError(GatewayError):
 
 class CorruptSessionError(SessionError):
     """A stored session cannot be parsed."""
-
-
-class RunError(GatewayError):
-    """A run could not complete."""
-
-
-class RunTimeoutError(RunError):
-    """The run passed its wall-clock limit."""
-
-
-class RunCancelledError(RunError):
-    """The run was cancelled by its caller."""
 
 
 class BusError(GatewayError):

@@ -176,12 +176,13 @@ def default_config_path() -> Path:
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_MARK = re.compile(r"__gwenv_([A-Za-z_][A-Za-z0-9_]*)__")
 
 
 def expand_env(value: Any) -> Any:
-    """Replace ``${VAR}`` in every string of a parsed YAML tree; unset variables become ''."""
+    """Replace env marks in every string of a parsed YAML tree; unset variables become ''."""
     if isinstance(value, str):
-        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), value)
+        return _ENV_MARK.sub(lambda m: os.environ.get(m.group(1), ""), value)
     if isinstance(value, dict):
         return {k: expand_env(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -191,7 +192,10 @@ def expand_env(value: Any) -> Any:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # ``{api_key: ${KEY}}`` is not valid YAML as written (``{`` opens a mapping), so
+        # references become plain-scalar marks first and are expanded after parsing.
+        text = _ENV_REF.sub(r"__gwenv_\1__", path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     if data is None:

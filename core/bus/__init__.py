@@ -1,0 +1,1 @@
+"""Redis bus primitives: key names, inbound, leases, cursors, outbound, dead letters."""

@@ -1,0 +1,57 @@
+"""Delivery attempts per inbound entry, and the dead-letter stream ``gw:dead``.
+
+A worker counts each attempt at a turn; after ``max_deliveries`` it dead-letters the
+turn's messages and commits past them, so one poisonous message cannot wedge a chat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Final, cast
+
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from core.bus import keys
+from core.bus.codec import SESSION_FIELD
+from core.bus.lease import Lease
+from core.messages import InboundMessage
+
+DEAD_LETTER_MAXLEN: Final = 100_000
+"""Approximate cap of ``gw:dead``: it is an operator's record, not a queue."""
+
+
+async def record_attempt(redis: Redis, session_key: str, entry_id: str) -> int:
+    """Count one more attempt at ``entry_id``; returns the count including this one."""
+    count = redis.hincrby(keys.deliveries(session_key), entry_id, 1)
+    return await cast(Awaitable[int], count)
+
+
+async def add_dead_letter(
+    redis: Redis, session_key: str, entry_ids: Sequence[str], reason: str, payload: str
+) -> str:
+    """Append one record to ``gw:dead``: session, space-separated entry ids, reason, payload."""
+    fields: dict[FieldT, EncodableT] = {
+        SESSION_FIELD: session_key,
+        "ids": " ".join(entry_ids),
+        "reason": reason,
+        "payload": payload,
+    }
+    entry_id = await redis.xadd(
+        keys.DEAD_LETTER, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True
+    )
+    return cast(str, entry_id)
+
+
+async def dead_letter(
+    lease: Lease, entries: list[tuple[str, InboundMessage]], reason: str, *, cursor: str
+) -> None:
+    """Record ``entries`` in ``gw:dead`` with ``reason``, then commit the cursor past them.
+
+    The record is written first: a crash in between leaves a duplicate record rather
+    than a message that vanished without trace. ``LeaseLostError`` if the lease is gone.
+    """
+    entry_ids = [entry_id for entry_id, _ in entries]
+    payload = "[" + ",".join(message.model_dump_json() for _, message in entries) + "]"
+    await add_dead_letter(lease.redis, lease.session_key, entry_ids, reason, payload)
+    await lease.commit(session=None, cursor=cursor, entry_ids=entry_ids)

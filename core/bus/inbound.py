@@ -1,0 +1,104 @@
+"""Inbound messages: dedupe + append to the chat's stream, signal a worker, read back.
+
+``publish_inbound`` runs the ``SET seen NX EX`` dedupe and the ``XADD gw:in:{s}`` in
+one script (one hash slot), then signals ``gw:ready:{p}``. ``pending_inbound`` reads
+the entries after the committed cursor; entries that fail to parse go to ``gw:dead``
+and are deleted from the chat's stream so they cannot wedge it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+
+from core.bus import keys
+from core.bus.attempts import add_dead_letter
+from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode
+from core.bus.scripts import PUBLISH_INBOUND, ScriptArg
+from core.bus.signals import signal
+from core.errors import PayloadError
+from core.messages import InboundMessage
+
+log = logging.getLogger(__name__)
+
+INITIAL_CURSOR = "0-0"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    entry_id: str | None
+    """The inbound stream id; None for a duplicate."""
+    duplicate: bool
+    session_key: str
+
+
+async def publish_inbound(
+    redis: Redis,
+    msg: InboundMessage,
+    *,
+    partitions: int,
+    maxlen: int,
+    dedupe_ttl_s: int = 86_400,
+) -> Published:
+    """Append ``msg`` to its chat's stream and signal the workers, unless it was seen before."""
+    s = msg.session_key
+    script_keys = [keys.inbound(s)]
+    args: list[ScriptArg] = [encode(msg), maxlen]
+    if msg.platform_event_id:
+        script_keys.append(keys.seen(s, msg.platform_event_id))
+        args.append(dedupe_ttl_s)
+    entry_id = await PUBLISH_INBOUND.run(redis, script_keys, args)
+    if entry_id is None:
+        return Published(entry_id=None, duplicate=True, session_key=s)
+    await signal(redis, keys.ready(keys.partition(s, partitions)), s, msg.channel)
+    return Published(entry_id=cast(str, entry_id), duplicate=False, session_key=s)
+
+
+async def read_cursor(redis: Redis, session_key: str) -> str:
+    """Id of the last committed inbound entry, ``"0-0"`` when none."""
+    cursor = await redis.get(keys.cursor(session_key))
+    return cast(str | None, cursor) or INITIAL_CURSOR
+
+
+async def pending_inbound(
+    redis: Redis, session_key: str, *, after: str | None = None, count: int = 100
+) -> list[tuple[str, InboundMessage]]:
+    """Up to ``count`` valid entries after ``after`` (default: the cursor), oldest first."""
+    start = after if after is not None else await read_cursor(redis, session_key)
+    stream = keys.inbound(session_key)
+    while True:
+        raw = cast(
+            list[tuple[str, Mapping[str, str]]],
+            await redis.xrange(stream, min=f"({start}", max="+", count=count),
+        )
+        valid: list[tuple[str, InboundMessage]] = []
+        for entry_id, fields in raw:
+            try:
+                valid.append((entry_id, decode_inbound(fields)))
+            except PayloadError as exc:
+                await _drop_malformed(redis, session_key, entry_id, fields, exc)
+        # A full batch of only malformed entries says nothing about what follows it.
+        if valid or len(raw) < count:
+            return valid
+        start = raw[-1][0]
+
+
+async def _drop_malformed(
+    redis: Redis,
+    session_key: str,
+    entry_id: str,
+    fields: Mapping[str, str],
+    error: PayloadError,
+) -> None:
+    log.error(
+        "inbound entry %s of %s is malformed, dead-lettered: %s", entry_id, session_key, error
+    )
+    payload = fields.get(PAYLOAD_FIELD)
+    if payload is None:
+        payload = repr(dict(fields))
+    await add_dead_letter(redis, session_key, [entry_id], f"malformed: {error}", payload)
+    await redis.xdel(keys.inbound(session_key), entry_id)

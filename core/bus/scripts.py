@@ -1,0 +1,135 @@
+"""The bus's Lua scripts, run by SHA with a one-time load on ``NOSCRIPT``.
+
+Each script declares every key it touches in ``KEYS`` and all of them share one
+session's ``{hash tag}``, so the scripts also run on Redis Cluster. Fenced scripts
+begin by comparing the lease value with the caller's token and return nil/0 when it
+differs: the caller raises ``LeaseLostError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Sequence
+from typing import Final, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+ScriptArg = str | int | float
+
+
+class LuaScript:
+    """One script; the SHA is computed once so a call is a single ``EVALSHA``."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    async def run(self, redis: Redis, keys: Sequence[str], args: Sequence[ScriptArg]) -> object:
+        try:
+            return await self._evalsha(redis, keys, args)
+        except NoScriptError:
+            # A restarted or different server has an empty script cache: load and retry once.
+            await cast(Awaitable[str], redis.script_load(self.source))
+            return await self._evalsha(redis, keys, args)
+
+    async def _evalsha(
+        self, redis: Redis, keys: Sequence[str], args: Sequence[ScriptArg]
+    ) -> object:
+        reply = redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
+        return await cast(Awaitable[object], reply)
+
+
+PUBLISH_INBOUND: Final = LuaScript(
+    "publish_inbound",
+    """
+-- KEYS: inbound stream [, seen marker]   ARGV: payload, maxlen [, dedupe ttl seconds]
+if #KEYS > 1 then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+    return false
+  end
+end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
+""",
+)
+
+ACQUIRE_LEASE: Final = LuaScript(
+    "acquire_lease",
+    """
+-- KEYS: lease, fence   ARGV: ttl ms, owner, random   -> {fence, token} or nil when held
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local fence = redis.call('INCR', KEYS[2])
+local token = fence .. ':' .. ARGV[2] .. ':' .. ARGV[3]
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return {fence, token}
+""",
+)
+
+RENEW_LEASE: Final = LuaScript(
+    "renew_lease",
+    """
+-- KEYS: lease   ARGV: token, ttl ms   -> 1 renewed, 0 not ours
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+""",
+)
+
+RELEASE_LEASE: Final = LuaScript(
+    "release_lease",
+    """
+-- KEYS: lease   ARGV: token   -> 1 released, 0 not ours
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""",
+)
+
+PUBLISH_EVENTS: Final = LuaScript(
+    "publish_events",
+    """
+-- KEYS: lease, outbound stream   ARGV: token, maxlen, event json...   -> ids or nil
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
+end
+local ids = {}
+for i = 3, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[i])
+end
+return ids
+""",
+)
+
+COMMIT_TURN: Final = LuaScript(
+    "commit_turn",
+    """
+-- KEYS: lease, cursor, inbound stream, attempts hash, session
+-- ARGV: token, cursor, first id to keep, session json ('' = keep), committed entry ids...
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[4])
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
+-- HDEL in slices: unpack() of thousands of values would overflow the Lua C stack.
+local first = 5
+while first <= #ARGV do
+  local last = math.min(first + 499, #ARGV)
+  redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
+  first = last + 1
+end
+if redis.call('XLEN', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[4])
+end
+return 1
+""",
+)

@@ -1,0 +1,189 @@
+"""Work signals on partitioned streams read by consumer groups (``gw:ready:*``, ``gw:deliver:*``).
+
+A signal only says "session ``s`` of channel ``c`` has something for you"; the data
+lives in the session's own streams. ``ack`` also deletes the entry, so a signal
+stream holds only unread and in-flight signals and needs no length cap (a cap could
+drop unread signals under load).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
+
+from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD
+
+log = logging.getLogger(__name__)
+
+RawEntry = tuple[str, Mapping[str, str]]
+DeliveriesOf = Callable[[str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    stream: str
+    id: str
+    session_key: str
+    channel: str
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class AutoclaimReply:
+    next_start: str
+    entries: list[RawEntry]
+    deleted_ids: list[str]
+    """Pending ids whose entries were deleted (Redis 7 drops them from the PEL itself)."""
+
+
+def _as_fields(raw: object) -> Mapping[str, str]:
+    if isinstance(raw, Mapping):
+        return cast(Mapping[str, str], raw)
+    values = cast(list[str], raw)
+    return dict(zip(values[::2], values[1::2], strict=True))
+
+
+def parse_autoclaim(reply: Sequence[object]) -> AutoclaimReply:
+    """Normalize an ``XAUTOCLAIM`` reply.
+
+    Redis 6.2 answers ``[next, entries]`` with nil for entries deleted meanwhile;
+    Redis 7 answers ``[next, entries, deleted_ids]``. Entries may be raw
+    ``[id, [field, value, ...]]`` or redis-py's parsed ``(id, {field: value})``,
+    where a deleted entry becomes ``(None, None)``.
+    """
+    entries: list[RawEntry] = []
+    for item in cast(Iterable[Sequence[object] | None], reply[1]):
+        if item is None or item[0] is None or item[1] is None:
+            continue
+        entries.append((str(item[0]), _as_fields(item[1])))
+    deleted = [str(i) for i in cast(Iterable[object], reply[2])] if len(reply) > 2 else []
+    return AutoclaimReply(next_start=str(reply[0]), entries=entries, deleted_ids=deleted)
+
+
+def stream_batches(reply: object) -> list[tuple[str, list[RawEntry]]]:
+    """``XREAD``/``XREADGROUP`` replies as ``[(stream, entries)]`` (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        # redis-py's RESP3 callback wraps each stream's entries in a one-element list.
+        return [(str(name), cast(list[RawEntry], nested[0])) for name, nested in reply.items()]
+    pairs = cast(list[Sequence[object]], reply)
+    return [(str(name), cast(list[RawEntry], entries)) for name, entries in pairs]
+
+
+async def ensure_groups(redis: Redis, streams: Sequence[str], group: str) -> None:
+    """Create ``group`` on each stream (and the stream), reading from the start."""
+    for stream in streams:
+        try:
+            await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+async def signal(redis: Redis, stream: str, session_key: str, channel: str) -> str:
+    fields: dict[FieldT, EncodableT] = {SESSION_FIELD: session_key, CHANNEL_FIELD: channel}
+    return cast(str, await redis.xadd(stream, fields))
+
+
+async def read_signals(
+    redis: Redis,
+    streams: Sequence[str],
+    group: str,
+    consumer: str,
+    *,
+    count: int,
+    block_ms: int,
+) -> list[Signal]:
+    """New signals for ``consumer``; waits up to ``block_ms`` (0 waits forever, as in Redis)."""
+    reply = await redis.xreadgroup(
+        group, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+    )
+    signals: list[Signal] = []
+    for stream, entries in stream_batches(reply):
+        signals.extend(await _to_signals(redis, stream, group, entries, lambda _id: 1))
+    return signals
+
+
+async def claim_stale(
+    redis: Redis,
+    streams: Sequence[str],
+    group: str,
+    consumer: str,
+    *,
+    min_idle_ms: int,
+    count: int,
+) -> list[Signal]:
+    """Take over up to ``count`` signals left unacked for ``min_idle_ms`` by any consumer."""
+    claimed: list[Signal] = []
+    for stream in streams:
+        wanted = count - len(claimed)
+        if wanted <= 0:
+            break
+        raw = await redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=wanted)
+        reply = parse_autoclaim(cast(Sequence[object], raw))
+        if reply.deleted_ids:
+            log.warning("signals %s of %s were deleted while pending", reply.deleted_ids, stream)
+        if not reply.entries:
+            continue
+        counts = await _delivery_counts(redis, stream, group, [i for i, _ in reply.entries])
+        claimed.extend(await _to_signals(redis, stream, group, reply.entries, counts.__getitem__))
+    return claimed
+
+
+async def _delivery_counts(redis: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
+    """Times each pending id was delivered, from ``XPENDING`` (claiming counts as a delivery)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry_id in ids:
+            pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+        rows = cast(list[list[dict[str, object]]], await pipe.execute())
+    counts = dict.fromkeys(ids, 1)
+    for found in rows:
+        for row in found:
+            counts[str(row["message_id"])] = cast(int, row["times_delivered"])
+    return counts
+
+
+async def _to_signals(
+    redis: Redis,
+    stream: str,
+    group: str,
+    entries: list[RawEntry],
+    deliveries_of: DeliveriesOf,
+) -> list[Signal]:
+    signals: list[Signal] = []
+    for entry_id, fields in entries:
+        session_key = fields.get(SESSION_FIELD)
+        if not session_key:
+            # Nothing can act on it; acking keeps it from being claimed forever.
+            log.error("dropping malformed signal %s on %s: %r", entry_id, stream, dict(fields))
+            await _ack_ids(redis, stream, group, [entry_id])
+            continue
+        signals.append(
+            Signal(
+                stream=stream,
+                id=entry_id,
+                session_key=session_key,
+                channel=fields.get(CHANNEL_FIELD, ""),
+                deliveries=deliveries_of(entry_id),
+            )
+        )
+    return signals
+
+
+async def ack(redis: Redis, signal: Signal, group: str) -> None:
+    """Acknowledge and delete the signal (each signal stream has exactly one group)."""
+    await _ack_ids(redis, signal.stream, group, [signal.id])
+
+
+async def _ack_ids(redis: Redis, stream: str, group: str, ids: list[str]) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xack(stream, group, *ids)
+        pipe.xdel(stream, *ids)
+        await pipe.execute()

@@ -1,0 +1,438 @@
+"""File session store: one JSONL file per session under ``<workspace>/sessions``.
+
+Layout of a session file::
+
+    {"_type":"session","key":..,"created_at":..,"updated_at":..,"summary":..,
+     "metadata":{..},"message_count":n}                        line 1: the header
+    {"role":"user","content":..}                               one message per line
+    {"_type":"state","updated_at":..,"message_count":n}        commit record of an append
+
+Why appends: on ext4, replacing an existing file by rename costs about 200 µs (the
+``auto_da_alloc`` heuristic starts writeback of the new data), an O_APPEND write
+about 5 µs. So a save whose history only grew appends the new messages plus a
+``state`` record in one write; anything else (compaction, a new summary or metadata,
+the first save of a key in this process, every ``REWRITE_AFTER_APPENDS`` appends)
+rewrites the file through a temp file and ``os.replace``. The ``message_count`` of
+the last header/state record commits the messages before it, so a torn append is
+dropped on load: readers see the old session or the new one, never half.
+
+Saves are not fsynced (that is ``flush``). The store assumes one process writes a
+workspace's sessions; its write-through cache holds what each file contains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from pydantic_core import from_json, to_json
+
+from core.errors import SessionError
+from core.sessions.base import Session, SessionInfo
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".jsonl"
+REWRITE_AFTER_APPENDS = 64
+"""Appended batches after which the next save rewrites the file (drops state records)."""
+MAX_ENCODED_NAME = 200
+"""Longer encoded keys are shortened with a hash (file names stop at 255 bytes)."""
+_TAIL_BYTES = 4096
+
+
+def encode_key(key: str) -> str:
+    """The file stem of ``key``: percent-encoded, so no ``/`` and no leading dot.
+
+    Reversible by ``decode_stem`` except for over-long keys, which become a prefix,
+    ``=`` (a character quoting never emits) and a SHA-256; their header holds the key.
+    """
+    if not key:
+        raise SessionError("a session key may not be empty")
+    stem = quote(key, safe="")
+    if stem.startswith("."):
+        stem = "%2E" + stem[1:]
+    if len(stem) > MAX_ENCODED_NAME:
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        stem = f"{stem[: MAX_ENCODED_NAME - len(digest) - 1]}={digest}"
+    return stem
+
+
+def decode_stem(stem: str) -> str | None:
+    """The key of a file stem, or None for a hashed (over-long) one."""
+    return None if "=" in stem else unquote(stem)
+
+
+@dataclass(slots=True)
+class _Persisted:
+    """What one session file holds, as this process last wrote or read it."""
+
+    created_at: float
+    updated_at: float
+    summary: str
+    metadata_json: bytes
+    lines: list[bytes]
+    appended_batches: int = 0
+    needs_rewrite: bool = False
+
+
+@dataclass(slots=True)
+class _Parsed:
+    header: dict[str, Any] | None
+    lines: list[bytes]
+    updated_at: float | None
+    problems: list[str]
+    uncommitted: int
+
+
+class FileSessionStore:
+    """``SessionStore`` over JSONL files, with sync twins for the SDK."""
+
+    def __init__(self, root: Path, *, max_cached: int = 4096) -> None:
+        self._root = root
+        self._max_cached = max_cached
+        self._cache: OrderedDict[str, _Persisted] = OrderedDict()
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()  # guards the cache and dirty set only, never I/O
+        self._tmp_ids = itertools.count()
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def path_for(self, key: str) -> Path:
+        return self._root / (encode_key(key) + SUFFIX)
+
+    # -- async protocol: files are small, so no thread hop ------------------------
+
+    async def load(self, key: str) -> Session | None:
+        return self.load_sync(key)
+
+    async def save(self, session: Session) -> None:
+        self.save_sync(session)
+
+    async def delete(self, key: str) -> bool:
+        return self.delete_sync(key)
+
+    async def list(self) -> list[SessionInfo]:
+        return self.list_sync()
+
+    async def flush(self) -> None:
+        self.flush_sync()
+
+    async def aclose(self) -> None:
+        self.flush_sync()
+
+    # -- sync API -----------------------------------------------------------------
+
+    def load_sync(self, key: str) -> Session | None:
+        """A fresh ``Session`` (its own dicts); recovers what it can of a corrupt file."""
+        entry = self._cached(key)
+        if entry is None:
+            entry = self._read(key)
+            if entry is None:
+                return None
+            self._remember(key, entry)
+        return Session.model_construct(
+            key=key,
+            messages=[from_json(line) for line in entry.lines],
+            metadata=from_json(entry.metadata_json),
+            created_at=entry.created_at,
+            updated_at=entry.updated_at,
+            summary=entry.summary,
+        )
+
+    def save_sync(self, session: Session) -> None:
+        """Persist ``session`` and set its ``updated_at`` to now."""
+        session.updated_at = time.time()
+        lines = [to_json(message) for message in session.messages]
+        entry = _Persisted(
+            session.created_at, session.updated_at, session.summary, to_json(session.metadata), lines
+        )
+        path = self.path_for(session.key)
+        old = self._cached(session.key)
+        try:
+            if old is not None and _can_append(old, entry):
+                entry.appended_batches = old.appended_batches + 1
+                try:
+                    _append(path, lines[len(old.lines) :], entry.updated_at, len(lines))
+                except FileNotFoundError:
+                    log.warning("session file %s vanished; rewriting it", path)
+                    self._rewrite(path, session.key, entry)
+            else:
+                self._rewrite(path, session.key, entry)
+        except OSError as exc:
+            self._forget(session.key)  # the file state is unknown now: next save rewrites
+            raise SessionError(f"cannot save session {session.key!r} to {path}: {exc}") from exc
+        self._remember(session.key, entry, dirty=path)
+
+    def delete_sync(self, key: str) -> bool:
+        path = self.path_for(key)
+        was_cached = self._forget(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return was_cached
+        except OSError as exc:
+            raise SessionError(f"cannot delete session file {path}: {exc}") from exc
+        return True
+
+    def list_sync(self) -> list[SessionInfo]:
+        """One row per session file, from its header and last line."""
+        infos: list[SessionInfo] = []
+        with os.scandir(self._root) as entries:
+            names = [e.name for e in entries if e.name.endswith(SUFFIX) and e.name[0] != "."]
+        for name in names:
+            info = self._info(self._root / name)
+            if info is not None:
+                infos.append(info)
+        return infos
+
+    def flush_sync(self) -> None:
+        """fsync every file saved since the last flush, then the directory."""
+        with self._lock:
+            paths, self._dirty = self._dirty, set()
+        try:
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # deleted since it was saved: nothing left to make durable
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            dir_fd = os.open(self._root, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise SessionError(f"cannot flush sessions under {self._root}: {exc}") from exc
+
+    # -- cache --------------------------------------------------------------------
+
+    def _cached(self, key: str) -> _Persisted | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is not None:
+                self._cache.move_to_end(key)
+            return entry
+
+    def _remember(self, key: str, entry: _Persisted, dirty: Path | None = None) -> None:
+        with self._lock:
+            self._cache[key] = entry
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._max_cached:
+                self._cache.popitem(last=False)
+            if dirty is not None:
+                self._dirty.add(dirty)
+
+    def _forget(self, key: str) -> bool:
+        with self._lock:
+            return self._cache.pop(key, None) is not None
+
+    # -- files --------------------------------------------------------------------
+
+    def _rewrite(self, path: Path, key: str, entry: _Persisted) -> None:
+        header = {
+            "_type": "session",
+            "key": key,
+            "created_at": entry.created_at,
+            "updated_at": entry.updated_at,
+            "summary": entry.summary,
+            "metadata": from_json(entry.metadata_json),
+            "message_count": len(entry.lines),
+        }
+        payload = b"\n".join([to_json(header), *entry.lines]) + b"\n"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(self._tmp_ids)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                _write_all(fd, payload)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _read(self, key: str) -> _Persisted | None:
+        path = self.path_for(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SessionError(f"cannot read session file {path}: {exc}") from exc
+        parsed = _parse(data)
+        header = parsed.header or {}
+        fallback = Session(key=key)
+        entry = _Persisted(
+            created_at=float(header.get("created_at", fallback.created_at)),
+            updated_at=float(parsed.updated_at or header.get("updated_at", fallback.updated_at)),
+            summary=header.get("summary", ""),
+            metadata_json=to_json(header.get("metadata", {})),
+            lines=parsed.lines,
+        )
+        if parsed.problems:
+            self._recover(path, key, entry, parsed.problems)
+        elif parsed.uncommitted:
+            log.warning(
+                "session file %s: dropped a torn append (%d messages)", path, parsed.uncommitted
+            )
+            entry.needs_rewrite = True
+        return entry
+
+    def _recover(self, path: Path, key: str, entry: _Persisted, problems: list[str]) -> None:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.warning(
+            "session file %s is corrupt (%s); kept %d messages, original moved to %s",
+            path,
+            "; ".join(problems),
+            len(entry.lines),
+            aside.name,
+        )
+        try:
+            os.replace(path, aside)
+            self._rewrite(path, key, entry)
+        except OSError as exc:
+            raise SessionError(f"cannot recover corrupt session file {path}: {exc}") from exc
+
+    def _info(self, path: Path) -> SessionInfo | None:
+        try:
+            with path.open("rb") as file:
+                header = _header_or_none(file.readline())
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(0, size - _TAIL_BYTES))
+                tail = file.read()
+        except FileNotFoundError:
+            return None  # deleted while listing
+        except OSError as exc:
+            raise SessionError(f"cannot read session file {path}: {exc}") from exc
+        state = _last_state(tail)
+        if header is not None and (state is not None or "message_count" in header):
+            return SessionInfo(
+                key=header["key"],
+                message_count=(state or header)["message_count"],
+                created_at=header["created_at"],
+                updated_at=(state or header)["updated_at"],
+            )
+        key = decode_stem(path.name.removesuffix(SUFFIX))
+        if key is None:
+            log.warning("session file %s has no usable header and a hashed name; skipped", path)
+            return None
+        session = self.load_sync(key)  # a full read, which also recovers the file
+        if session is None:
+            return None
+        return SessionInfo(
+            key=key,
+            message_count=len(session.messages),
+            created_at=session.created_at,
+            updated_at=session.updated_at,
+        )
+
+
+def _can_append(old: _Persisted, new: _Persisted) -> bool:
+    known = len(old.lines)
+    return (
+        not old.needs_rewrite
+        and old.appended_batches < REWRITE_AFTER_APPENDS
+        and old.created_at == new.created_at
+        and old.summary == new.summary
+        and old.metadata_json == new.metadata_json
+        and len(new.lines) >= known
+        and new.lines[:known] == old.lines
+    )
+
+
+def _append(path: Path, lines: list[bytes], updated_at: float, count: int) -> None:
+    state = to_json({"_type": "state", "updated_at": updated_at, "message_count": count})
+    payload = b"\n".join([*lines, state]) + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        _write_all(fd, payload)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _json_dict(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = from_json(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _header_or_none(line: bytes) -> dict[str, Any] | None:
+    record = _json_dict(line)
+    if record is None or record.get("_type") != "session":
+        return None
+    usable = (
+        isinstance(record.get("key"), str)
+        and _is_number(record.get("created_at"))
+        and _is_number(record.get("updated_at"))
+        and isinstance(record.get("summary", ""), str)
+        and isinstance(record.get("metadata", {}), dict)
+        and ("message_count" not in record or _is_count(record["message_count"]))
+    )
+    return record if usable else None
+
+
+def _state_or_none(record: dict[str, Any]) -> dict[str, Any] | None:
+    usable = _is_number(record.get("updated_at")) and _is_count(record.get("message_count"))
+    return record if usable else None
+
+
+def _last_state(tail: bytes) -> dict[str, Any] | None:
+    for line in reversed(tail.split(b"\n")):
+        record = _json_dict(line)
+        if record is not None and record.get("_type") == "state":
+            return _state_or_none(record)
+    return None
+
+
+def _parse(data: bytes) -> _Parsed:
+    """Split a file into committed message lines, listing any corrupt line."""
+    raw = data.split(b"\n")
+    torn = raw.pop()  # b"" when the file ends with a newline; else a partial last write
+    header = _header_or_none(raw[0]) if raw else None
+    problems = [] if header is not None else ["line 1: no usable session header"]
+    committed: int | None = header.get("message_count") if header else None
+    updated_at: float | None = None
+    messages: list[bytes] = []
+    for number, line in enumerate(raw[1:] if header else raw, 2 if header else 1):
+        record = _json_dict(line)
+        kind = None if record is None else record.get("_type")
+        if record is not None and kind is None and isinstance(record.get("role"), str):
+            messages.append(line)
+        elif record is not None and kind == "state" and _state_or_none(record):
+            committed, updated_at = record["message_count"], record["updated_at"]
+        elif not (number == 1 and header is None):
+            problems.append(f"line {number}: not a message or record")
+    keep = len(messages) if committed is None else min(committed, len(messages))
+    uncommitted = len(messages) - keep + (1 if torn else 0)
+    return _Parsed(header, messages[:keep], updated_at, problems, uncommitted)

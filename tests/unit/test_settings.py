@@ -1,0 +1,108 @@
+"""Settings: YAML, environment overrides, ${VAR} expansion, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.settings import ECHO_MODEL, load_settings
+
+ISSUE_EXAMPLE = """
+model: local/fake-model            # default model: provider/model
+model_presets:
+  fast: {model: local/fake-model, temperature: 0.2, max_tokens: 512}
+providers:
+  local: {base_url: http://127.0.0.1:11434/v1, api_key: none}
+  openai: {api_key: ${OPENAI_API_KEY}}
+workspace: ~/.gateway/workspace
+redis: {url: redis://127.0.0.1:6379/0}
+http: {host: 127.0.0.1, port: 8080, api_keys: []}
+agents:
+  assistant: {model: local/fake-model, system_prompt: "You are helpful.", tools: [read_file, list_dir]}
+channels: {}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_issue_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
+    assert settings.model == "local/fake-model"
+    assert settings.model_presets["fast"].max_tokens == 512
+    openai_key = settings.providers["openai"].api_key
+    assert openai_key is not None and openai_key.get_secret_value() == "sk-from-env"
+    assert "sk-from-env" not in repr(settings)
+    assert settings.workspace == Path("~/.gateway/workspace").expanduser()
+    assert settings.agent("assistant").tools == ["read_file", "list_dir"]
+
+
+def test_unset_env_var_expands_to_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
+    assert settings.providers["openai"].api_key is None
+
+
+def test_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_MODEL", "openai/gpt-4.1")
+    monkeypatch.setenv("GATEWAY_REDIS__URL", "redis://127.0.0.1:1/2")
+    monkeypatch.setenv("GATEWAY_WORKER__CONCURRENCY", "7")
+    settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
+    assert settings.model == "openai/gpt-4.1"
+    assert settings.redis.url == "redis://127.0.0.1:1/2"
+    assert settings.worker.concurrency == 7
+
+
+def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
+    settings = load_settings()
+    assert settings.default_model == ECHO_MODEL
+    assert settings.agent().tools == ["read_file", "write_file", "edit_file", "list_dir"]
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "absent.yaml", required=True)
+
+
+def test_unknown_key_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "modle: x\n"))
+    message = str(info.value)
+    assert "unknown key 'modle'" in message and "\n" not in message
+
+
+def test_nested_unknown_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'http.prot'"):
+        load_settings(write(tmp_path, "http: {prot: 1}\n"))
+
+
+def test_bad_value_names_key_value_and_expectation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "http: {port: lots}\n"))
+    message = str(info.value)
+    assert "http.port" in message and "'lots'" in message and "integer" in message
+    assert "\n" not in message
+
+
+def test_secret_values_are_not_shown(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "providers: {x: {api_key: [1, 2]}}\n"))
+    assert "<secret>" in str(info.value)
+
+
+def test_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "model: [unclosed\n"))
+
+
+def test_unknown_agent(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
+    with pytest.raises(ConfigError, match="agents.nope"):
+        settings.agent("nope")

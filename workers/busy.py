@@ -1,0 +1,208 @@
+"""Busy policies: what a session's next turn covers when messages queue up.
+
+``plan_turn`` is pure (no I/O): given the entries pending after the committed cursor
+it returns the next ``TurnPlan``. The worker calls it again after every turn.
+
+- ``followup``: one turn per message, oldest first.
+- ``collect``: everything pending in one turn.
+- ``steer``: like collect; messages arriving while the turn runs are injected between
+  model calls through ``RedisSteeringInbox``, and the committed cursor covers them.
+- ``interrupt``: like collect; a newer message cancels the running turn, which
+  publishes ``run.failed`` (stop_reason ``interrupted``) and commits nothing, so the
+  next turn covers its messages and the new ones together.
+
+Backlog cap: when more than the agent's ``max_backlog`` messages are pending, the
+oldest are dropped. The chat is told with a separate short notice (a tiny run of
+its own: ``run.started``, ``text.delta``, ``text.completed``, ``run.completed``,
+``metadata.notice = "backlog_dropped"``) whose run id is the last dropped entry's id;
+the cursor is then committed past the dropped entries.
+
+A turn covers messages of one agent only (``InboundMessage.agent``): a batch stops
+where the routed agent changes. The policy is the channel's ``busy_policy`` when
+set, else the agent's. An unknown agent name falls back to the default agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+
+from core.bus import keys
+from core.bus.codec import decode_inbound
+from core.bus.signals import stream_batches
+from core.errors import PayloadError
+from core.messages import InboundMessage, Message
+from core.settings import BusyPolicy, Settings
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, InboundMessage]
+"""An inbound stream id and its message."""
+
+NOTICE_PREVIEW_CHARS = 40
+NOTICE_PREVIEW_COUNT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TurnPlan:
+    """The next turn of a session, and the entries to drop before it."""
+
+    policy: BusyPolicy
+    agent: str | None
+    """The agent of the batch (None: the default agent)."""
+    batch: tuple[Entry, ...]
+    dropped: tuple[Entry, ...]
+    max_backlog: int
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic: the id of the last entry the turn covers (same id on a re-run)."""
+        return self.batch[-1][0]
+
+
+def known_agent(settings: Settings, name: str | None) -> str | None:
+    """``name`` if configured (or the default agent's name), else None with a warning."""
+    if name is None or name in settings.agents or name == settings.default_agent:
+        return name
+    log.warning("message routed to unknown agent %r: using the default agent", name)
+    return None
+
+
+def policy_for(settings: Settings, message: InboundMessage) -> BusyPolicy:
+    """The channel's busy policy when it sets one, else the message's agent's."""
+    channel = settings.channels.get(message.channel)
+    if channel is not None and channel.busy_policy is not None:
+        return channel.busy_policy
+    return settings.agent(known_agent(settings, message.agent)).busy_policy
+
+
+def plan_turn(pending: Sequence[Entry], settings: Settings) -> TurnPlan:
+    """The next turn for ``pending`` (oldest first, not empty).
+
+    The cap comes from the newest message's agent (the one the chat talks to now);
+    the policy and the batch from the oldest message kept.
+    """
+    if not pending:
+        raise ValueError("plan_turn needs at least one pending entry")
+    newest_agent = known_agent(settings, pending[-1][1].agent)
+    cap = settings.agent(newest_agent).max_backlog
+    cut = max(0, len(pending) - cap)
+    dropped, kept = tuple(pending[:cut]), pending[cut:]
+    first = kept[0][1]
+    agent = known_agent(settings, first.agent)
+    policy = policy_for(settings, first)
+    if policy == "followup":
+        batch: tuple[Entry, ...] = (kept[0],)
+    else:
+        batch = tuple(_same_agent_prefix(kept, settings, agent))
+    return TurnPlan(policy=policy, agent=agent, batch=batch, dropped=dropped, max_backlog=cap)
+
+
+def _same_agent_prefix(entries: Sequence[Entry], settings: Settings, agent: str | None) -> list[Entry]:
+    prefix: list[Entry] = []
+    for entry in entries:
+        if known_agent(settings, entry[1].agent) != agent:
+            break
+        prefix.append(entry)
+    return prefix
+
+
+def backlog_notice(dropped: Sequence[Entry], max_backlog: int) -> str:
+    """The text telling the chat which messages were dropped, and why."""
+    count = len(dropped)
+    noun = "message was" if count == 1 else "messages were"
+    previews = [_preview(message.text) for _, message in dropped[-NOTICE_PREVIEW_COUNT:]]
+    more = count - len(previews)
+    listed = ", ".join(previews) + (f" and {more} older" if more > 0 else "")
+    return (
+        f"⚠️ {count} earlier {noun} not processed because more than {max_backlog} "
+        f"were waiting: {listed}. Please resend what still matters."
+    )
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) > NOTICE_PREVIEW_CHARS:
+        flat = flat[: NOTICE_PREVIEW_CHARS - 1] + "…"
+    return f"“{flat}”"
+
+
+async def wait_for_newer(redis: Redis, session_key: str, after: str, *, block_ms: int) -> None:
+    """Return once the chat's inbound stream has an entry after ``after`` (interrupt)."""
+    stream = keys.inbound(session_key)
+    while True:
+        reply = await redis.xread({stream: after}, count=1, block=block_ms)
+        if stream_batches(reply):
+            return
+
+
+class RedisSteeringInbox:
+    """Messages that arrive during a ``steer`` turn, handed to the loop between model calls.
+
+    ``run()`` (a background task for the turn's duration) blocks on the chat's
+    inbound stream and buffers new messages; ``drain()`` gives the loop what is
+    buffered and moves ``covered`` (the id the turn commits up to) past it. At most
+    ``limit`` messages are injected per turn, and a malformed entry stops steering
+    so the cursor never passes it (the next turn dead-letters it).
+    """
+
+    def __init__(
+        self, redis: Redis, session_key: str, *, after: str, limit: int, block_ms: int
+    ) -> None:
+        self._redis = redis
+        self._stream = keys.inbound(session_key)
+        self._seen = after
+        self._limit = limit
+        self._block_ms = block_ms
+        self._buffer: list[Entry] = []
+        self._taken = 0
+        self.covered = after
+        """The id of the last inbound entry handed to the loop (the turn's cursor)."""
+        self.drained: list[Entry] = []
+        """Every entry handed to the loop, in order."""
+
+    def drain(self) -> list[Message]:
+        entries, self._buffer = self._buffer, []
+        if entries:
+            self.covered = entries[-1][0]
+            self.drained.extend(entries)
+        return [message.to_user_message() for _, message in entries]
+
+    async def run(self) -> None:
+        """Buffer arrivals until the limit or a malformed entry; cancel to stop."""
+        while self._taken < self._limit:
+            wanted = self._limit - self._taken
+            reply = await self._redis.xread(
+                {self._stream: self._seen}, count=wanted, block=self._block_ms
+            )
+            for _, raw in stream_batches(reply):
+                if not self._take(raw):
+                    return
+
+    def _take(self, raw: list[tuple[str, Mapping[str, str]]]) -> bool:
+        for entry_id, fields in raw:
+            try:
+                message = decode_inbound(fields)
+            except PayloadError as exc:
+                log.warning("steering stops at malformed entry %s: %s", entry_id, exc)
+                return False
+            self._buffer.append((entry_id, message))
+            self._seen = entry_id
+            self._taken += 1
+        return True
+
+
+async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Task[None]) -> None:
+    """Cancel a helper task and wait for it, without raising its CancelledError.
+
+    Errors other than cancellation are logged: helpers must not fail silently.
+    """
+    task.cancel()
+    await asyncio.wait([cast(asyncio.Task[object], task)])
+    if not task.cancelled() and task.exception() is not None:
+        log.error("helper task %s failed", task.get_name(), exc_info=task.exception())
