@@ -99,8 +99,7 @@ async def compact(
     summary = (await summarize(summary_prompt(older, session.summary))).strip()
     if not summary:
         log.warning(
-            "compaction of session %r: the model returned an empty summary; "
-            "kept all %d messages",
+            "compaction of session %r: the model returned an empty summary; kept all %d messages",
             session.key,
             len(session.messages),
         )

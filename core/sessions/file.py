@@ -22,6 +22,7 @@ workspace's sessions; its write-through cache holds what each file contains.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import itertools
 import logging
@@ -156,7 +157,11 @@ class FileSessionStore:
         session.updated_at = time.time()
         lines = [to_json(message) for message in session.messages]
         entry = _Persisted(
-            session.created_at, session.updated_at, session.summary, to_json(session.metadata), lines
+            session.created_at,
+            session.updated_at,
+            session.summary,
+            to_json(session.metadata),
+            lines,
         )
         path = self.path_for(session.key)
         old = self._cached(session.key)
@@ -186,9 +191,9 @@ class FileSessionStore:
             raise SessionError(f"cannot delete session file {path}: {exc}") from exc
         return True
 
-    def list_sync(self) -> list[SessionInfo]:
+    def list_sync(self) -> builtins.list[SessionInfo]:
         """One row per session file, from its header and last line."""
-        infos: list[SessionInfo] = []
+        infos: builtins.list[SessionInfo] = []
         with os.scandir(self._root) as entries:
             names = [e.name for e in entries if e.name.endswith(SUFFIX) and e.name[0] != "."]
         for name in names:
@@ -293,7 +298,9 @@ class FileSessionStore:
             entry.needs_rewrite = True
         return entry
 
-    def _recover(self, path: Path, key: str, entry: _Persisted, problems: list[str]) -> None:
+    def _recover(
+        self, path: Path, key: str, entry: _Persisted, problems: builtins.list[str]
+    ) -> None:
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         log.warning(
             "session file %s is corrupt (%s); kept %d messages, original moved to %s",

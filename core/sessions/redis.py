@@ -9,6 +9,7 @@ cluster slots, and a stale index score only delays an idle compaction.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -74,17 +75,16 @@ class RedisSessionStore:
         """Persist ``session`` and set its ``updated_at`` to now."""
         session.updated_at = time.time()
         payload = session.model_dump_json()
-        async with _storage_errors("save", session.key), self._redis.pipeline(
-            transaction=False
-        ) as pipe:
+        async with (
+            _storage_errors("save", session.key),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
             pipe.set(keys.session(session.key), payload)
             pipe.zadd(keys.SESSIONS_INDEX, {session.key: session.updated_at})
             await pipe.execute()
 
     async def delete(self, key: str) -> bool:
-        async with _storage_errors("delete", key), self._redis.pipeline(
-            transaction=False
-        ) as pipe:
+        async with _storage_errors("delete", key), self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(keys.session(key))
             pipe.zrem(keys.SESSIONS_INDEX, key)
             deleted, _ = await pipe.execute()
@@ -109,7 +109,7 @@ class RedisSessionStore:
                 )
         return infos
 
-    async def idle_sessions(self, older_than_s: float) -> list[str]:
+    async def idle_sessions(self, older_than_s: float) -> builtins.list[str]:
         """Keys of sessions not saved for at least ``older_than_s`` seconds, oldest first."""
         async with _storage_errors("idle scan"):
             members = await self._redis.zrangebyscore(

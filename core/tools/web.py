@@ -7,6 +7,7 @@ HTML is reduced to its visible text. The whole request has one wall-clock timeou
 from __future__ import annotations
 
 import codecs
+import re
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -111,6 +112,7 @@ def _known_codec(charset: str | None) -> str:
     return "utf-8"
 
 
+_WHITESPACE = re.compile(r"\s+")
 _SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg"})
 _BLOCK_TAGS = frozenset(
     {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "title"}
@@ -139,8 +141,8 @@ class _TextExtractor(HTMLParser):
             self.parts.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self._skip_depth:
-            self.parts.append(data)
+        if not self._skip_depth:  # as a browser does: source line breaks are just spaces
+            self.parts.append(_WHITESPACE.sub(" ", data))
 
 
 def html_to_text(html: str) -> str:
@@ -148,5 +150,5 @@ def html_to_text(html: str) -> str:
     extractor = _TextExtractor()
     extractor.feed(html)
     extractor.close()
-    lines = (" ".join(line.split()) for line in "".join(extractor.parts).splitlines())
+    lines = (" ".join(line.split()) for line in "".join(extractor.parts).split("\n"))
     return "\n".join(line for line in lines if line)

@@ -64,7 +64,10 @@ def test_schema_types_defaults_and_required() -> None:
     assert props["ratio"] == {"type": "number", "default": 0.5}
     assert props["flag"]["type"] == "boolean"
     assert props["flag"]["default"] is False
-    assert props["tags"]["anyOf"] == [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+    assert props["tags"]["anyOf"] == [
+        {"type": "array", "items": {"type": "string"}},
+        {"type": "null"},
+    ]
     assert props["tags"]["default"] is None
     assert props["mode"]["enum"] == ["fast", "slow"]
     assert "$defs" in schema and "Point" in schema["$defs"]
@@ -160,7 +163,9 @@ async def test_async_function_and_argument_coercion() -> None:
 async def test_results_become_text() -> None:
     @tool
     def result(kind: str) -> object:
-        return {"str": "plain", "dict": {"a": [1, "é"]}, "none": None, "model": Point(x=1, y=2)}[kind]
+        return {"str": "plain", "dict": {"a": [1, "é"]}, "none": None, "model": Point(x=1, y=2)}[
+            kind
+        ]
 
     assert await result.invoke({"kind": "str"}, CTX) == "plain"
     assert await result.invoke({"kind": "dict"}, CTX) == '{"a":[1,"é"]}'
@@ -178,7 +183,9 @@ async def test_results_become_text() -> None:
         ({"text": "a", "count": 1, "at": {"x": 1}}, "at.y: Field required"),
     ],
 )
-async def test_invalid_arguments_name_the_argument(arguments: dict[str, Any], expected: str) -> None:
+async def test_invalid_arguments_name_the_argument(
+    arguments: dict[str, Any], expected: str
+) -> None:
     with pytest.raises(ToolError, match="invalid arguments for tool 'typed'") as caught:
         await typed.invoke(arguments, CTX)
     assert expected in str(caught.value)

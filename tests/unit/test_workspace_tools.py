@@ -1,4 +1,4 @@
-"""Workspace file tools: confinement (.., absolute paths, symlinks), read/write/edit/list, builtins."""
+"""Workspace file tools: confinement (.., absolute paths, symlinks), the four tools, builtins."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_resolve_refuses_symlinks_that_lead_outside(root: Path) -> None:
     (root / "inner_link").symlink_to(root / "target.txt")
     with pytest.raises(WorkspaceEscapeError, match="'file_link'"):
         resolve_in_workspace(root, "file_link")
-    with pytest.raises(WorkspaceEscapeError, match="'dir_link/outside.txt'"):
+    with pytest.raises(WorkspaceEscapeError, match=r"'dir_link/outside\.txt'"):
         resolve_in_workspace(root, "dir_link/outside.txt")
     assert resolve_in_workspace(root, "inner_link") == root.resolve() / "target.txt"
 
@@ -94,7 +94,7 @@ async def test_read_file(ctx: ToolContext, root: Path) -> None:
 
 async def test_read_file_errors(ctx: ToolContext, root: Path) -> None:
     (root / "sub").mkdir()
-    with pytest.raises(ToolError, match="missing.txt: no such file"):
+    with pytest.raises(ToolError, match=r"missing\.txt: no such file"):
         await read_file.invoke({"path": "missing.txt"}, ctx)
     with pytest.raises(ToolError, match="sub: is a directory"):
         await read_file.invoke({"path": "sub"}, ctx)
@@ -148,7 +148,7 @@ async def test_edit_file_refusals(ctx: ToolContext, root: Path) -> None:
         await edit_file.invoke({"path": "code.py", "old_text": "x = 1", "new_text": "z"}, ctx)
     with pytest.raises(ToolError, match="must not be empty"):
         await edit_file.invoke({"path": "code.py", "old_text": "", "new_text": "z"}, ctx)
-    with pytest.raises(ToolError, match="nope.py: no such file"):
+    with pytest.raises(ToolError, match=r"nope\.py: no such file"):
         await edit_file.invoke({"path": "nope.py", "old_text": "a", "new_text": "b"}, ctx)
     (root / "blob.bin").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ToolError, match="not a UTF-8 text file"):
@@ -170,7 +170,7 @@ async def test_list_dir(ctx: ToolContext, root: Path) -> None:
     (root / ".hidden").write_text("")
     assert await list_dir.invoke({}, ctx) == ".hidden\na_dir/\nb.txt"
     assert await list_dir.invoke({"path": "a_dir"}, ctx) == "a_dir: empty directory"
-    with pytest.raises(ToolError, match="b.txt: not a directory"):
+    with pytest.raises(ToolError, match=r"b\.txt: not a directory"):
         await list_dir.invoke({"path": "b.txt"}, ctx)
     with pytest.raises(ToolError, match="nothing: no such file or directory"):
         await list_dir.invoke({"path": "nothing"}, ctx)
@@ -186,7 +186,12 @@ async def test_list_dir_caps_entries(
 
 
 def test_builtin_tools_follow_settings() -> None:
-    assert builtin_tools(ToolsSettings()).names() == ["read_file", "write_file", "edit_file", "list_dir"]
+    assert builtin_tools(ToolsSettings()).names() == [
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_dir",
+    ]
     enabled = ToolsSettings(
         exec=ExecToolSettings(enabled=True), web_fetch=WebFetchToolSettings(enabled=True)
     )

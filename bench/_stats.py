@@ -1,0 +1,46 @@
+"""Latency statistics and the printed table shared by the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    count: int
+    seconds: float
+    latencies_ms: Sequence[float]
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return 0.0
+        index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+        return ordered[index]
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<46} {self.rate:>9.1f}/s  p50 {self.percentile(50):7.3f} ms"
+            f"  p99 {self.percentile(99):7.3f} ms  (n={self.count}){'  ' + self.note if self.note else ''}"
+        )
+
+
+def median_of(figures: Sequence[Figure]) -> Figure:
+    """The run with the median throughput: benchmarks repeat and report the middle one."""
+    ordered = sorted(figures, key=lambda f: f.rate)
+    middle = ordered[len(ordered) // 2]
+    rates = ", ".join(f"{f.rate:.0f}" for f in figures)
+    return Figure(middle.name, middle.count, middle.seconds, middle.latencies_ms,
+                  f"median of {len(figures)} runs [{rates}]/s")
+
+
+def p50(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0

@@ -1,0 +1,60 @@
+"""The session store of one bus turn: reads from Redis, writes only through the lease.
+
+The runtime saves the session just before it yields ``run.completed``. If that save
+committed at once, a lease lost between the commit and the publishing of the final
+events would leave a chat whose turn is committed (never re-run) but whose reply
+never ends. So ``save`` only keeps the session; the worker calls ``commit`` after
+every event of the turn is on the bus, and the session, the cursor, the inbound
+trim and the attempt counters are then written together by one fenced script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.bus.lease import Lease
+from core.errors import SessionError
+from core.sessions.base import Session, SessionInfo, SessionStore
+
+
+class TurnStore:
+    """A ``SessionStore`` for one leased session during one turn (or one compaction)."""
+
+    __slots__ = ("_lease", "_sessions", "cursor", "saved")
+
+    def __init__(self, sessions: SessionStore, lease: Lease, *, cursor: str) -> None:
+        self._sessions = sessions
+        self._lease = lease
+        self.cursor = cursor
+        """The inbound id the commit moves the cursor to (steering may move it on)."""
+        self.saved: Session | None = None
+        """The session the runtime saved, waiting for ``commit``."""
+
+    async def load(self, key: str) -> Session | None:
+        if self.saved is not None and key == self.saved.key:
+            return self.saved
+        return await self._sessions.load(key)
+
+    async def save(self, session: Session) -> None:
+        if session.key != self._lease.session_key:
+            raise SessionError(
+                f"turn of {self._lease.session_key!r} may not save session {session.key!r}"
+            )
+        self.saved = session
+
+    async def commit(self, *, entry_ids: Sequence[str] = ()) -> None:
+        """Write the saved session (if any) and the cursor atomically; ``LeaseLostError``
+        when the lease is no longer ours (nothing is written then)."""
+        await self._lease.commit(session=self.saved, cursor=self.cursor, entry_ids=entry_ids)
+
+    async def delete(self, key: str) -> bool:
+        return await self._sessions.delete(key)
+
+    async def list(self) -> list[SessionInfo]:
+        return await self._sessions.list()
+
+    async def flush(self) -> None:
+        await self._sessions.flush()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the shared session store is owned by the worker."""
