@@ -24,18 +24,22 @@ set, else the agent's. An unknown agent name falls back to the default agent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.bus import keys
 from core.bus.codec import decode_inbound
-from core.bus.signals import stream_batches
+from core.bus.inbound import pending_inbound
+from core.bus.lease import Lease
+from core.bus.outbound import signal_delivery
+from core.bus.signals import signal, stream_batches
 from core.errors import PayloadError
+from core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextCompleted, TextDelta
 from core.messages import InboundMessage, Message
 from core.settings import BusyPolicy, Settings
 
@@ -103,7 +107,9 @@ def plan_turn(pending: Sequence[Entry], settings: Settings) -> TurnPlan:
     return TurnPlan(policy=policy, agent=agent, batch=batch, dropped=dropped, max_backlog=cap)
 
 
-def _same_agent_prefix(entries: Sequence[Entry], settings: Settings, agent: str | None) -> list[Entry]:
+def _same_agent_prefix(
+    entries: Sequence[Entry], settings: Settings, agent: str | None
+) -> list[Entry]:
     prefix: list[Entry] = []
     for entry in entries:
         if known_agent(settings, entry[1].agent) != agent:
@@ -130,6 +136,29 @@ def _preview(text: str) -> str:
     if len(flat) > NOTICE_PREVIEW_CHARS:
         flat = flat[: NOTICE_PREVIEW_CHARS - 1] + "…"
     return f"“{flat}”"
+
+
+async def read_backlog(redis: Redis, session_key: str, *, page: int) -> list[Entry]:
+    """Everything pending after the cursor, page by page, so the cap sees the whole backlog."""
+    entries = await pending_inbound(redis, session_key, count=page)
+    batch = entries
+    while len(batch) == page:
+        batch = await pending_inbound(redis, session_key, after=batch[-1][0], count=page)
+        entries.extend(batch)
+    return entries
+
+
+async def hand_off(redis: Redis, settings: Settings, session_key: str, channel: str) -> None:
+    """A fresh ready signal for a session whose holder stops without finishing it.
+
+    Best effort: if it fails, the holder's own signal is still pending and
+    ``claim_stale`` recovers it.
+    """
+    stream = keys.ready(keys.partition(session_key, settings.worker.ready_partitions))
+    try:
+        await signal(redis, stream, session_key, channel)
+    except (RedisError, OSError) as exc:
+        log.warning("hand-off of %s failed (%s); claim_stale will recover it", session_key, exc)
 
 
 async def wait_for_newer(redis: Redis, session_key: str, after: str, *, block_ms: int) -> None:
@@ -197,12 +226,29 @@ class RedisSteeringInbox:
         return True
 
 
-async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Task[None]) -> None:
-    """Cancel a helper task and wait for it, without raising its CancelledError.
-
-    Errors other than cancellation are logged: helpers must not fail silently.
-    """
-    task.cancel()
-    await asyncio.wait([cast(asyncio.Task[object], task)])
-    if not task.cancelled() and task.exception() is not None:
-        log.error("helper task %s failed", task.get_name(), exc_info=task.exception())
+async def publish_backlog_notice(
+    settings: Settings,
+    lease: Lease,
+    dropped: Sequence[Entry],
+    max_backlog: int,
+    *,
+    deliver_channels: frozenset[str],
+) -> None:
+    """Tell the chat which messages were dropped (a tiny run of its own), then commit past them."""
+    run_id = dropped[-1][0]
+    text = backlog_notice(dropped, max_backlog)
+    meta: dict[str, Any] = {"notice": "backlog_dropped", "dropped_ids": [i for i, _ in dropped]}
+    result = RunResult(content=text, stop_reason="completed", metadata=meta)
+    events: list[StreamEvent] = [
+        RunStarted(run_id=run_id, seq=1, session_key=lease.session_key, metadata=meta),
+        TextDelta(run_id=run_id, seq=2, delta=text),
+        TextCompleted(run_id=run_id, seq=3, content=text),
+        RunCompleted(run_id=run_id, seq=4, result=result, content=text, metadata=meta),
+    ]
+    await lease.publish_events(events, maxlen=settings.worker.stream_maxlen)
+    channel = dropped[-1][1].channel
+    if channel in deliver_channels:
+        partitions = settings.worker.ready_partitions
+        await signal_delivery(lease.redis, channel, lease.session_key, partitions=partitions)
+    log.warning("dropped %d backlog message(s) of %s", len(dropped), lease.session_key)
+    await lease.commit(session=None, cursor=run_id, entry_ids=[i for i, _ in dropped])

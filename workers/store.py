@@ -10,7 +10,11 @@ trim and the attempt counters are then written together by one fenced script.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
 
 from core.bus.lease import Lease
 from core.errors import SessionError
@@ -58,3 +62,25 @@ class TurnStore:
 
     async def aclose(self) -> None:
         """Nothing to release: the shared session store is owned by the worker."""
+
+
+@asynccontextmanager
+async def leased(
+    redis: Redis, session_key: str, *, ttl_ms: int, owner: str, release: bool = True
+) -> AsyncIterator[tuple[Lease, asyncio.Event] | None]:
+    """Hold the session's lease for the block, renewed every third of its ttl.
+
+    Yields ``(lease, lost)`` (``lost`` is set if a renewal fails), or None when another
+    holder has it. The lease is released at the end unless ``release`` is false
+    (a worker stopping as a crash would leaves it to lapse).
+    """
+    lease = await Lease.acquire(redis, session_key, ttl_ms=ttl_ms, owner=owner)
+    if lease is None:
+        yield None
+        return
+    try:
+        async with lease.keepalive(ttl_ms / 3000) as lost:
+            yield lease, lost
+    finally:
+        if release:
+            await lease.release()

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Coroutine
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -32,18 +32,15 @@ from core.bus.lease import Lease
 from core.bus.outbound import signal_delivery
 from core.errors import LeaseLostError
 from core.events import (
-    RunCompleted,
     RunFailed,
     RunResult,
     RunStarted,
     StreamEvent,
-    TextCompleted,
-    TextDelta,
 )
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
 from core.settings import Settings
-from workers.busy import Entry, RedisSteeringInbox, TurnPlan, backlog_notice, wait_for_newer
+from workers.busy import Entry, RedisSteeringInbox, TurnPlan, wait_for_newer
 from workers.coalesce import CoalescingOutbox, DeltaCoalescer
 from workers.store import TurnStore
 
@@ -98,13 +95,18 @@ class TurnRunner:
         self._key = lease.session_key
         self._first = plan.batch[0][1]
         worker = deps.settings.worker
-        coalescer = DeltaCoalescer(window_s=worker.coalesce_ms / 1000, max_chars=worker.coalesce_chars)
+        coalescer = DeltaCoalescer(
+            window_s=worker.coalesce_ms / 1000, max_chars=worker.coalesce_chars
+        )
         self._outbox = CoalescingOutbox(coalescer)
         self._store = TurnStore(deps.sessions, lease, cursor=plan.run_id)
         self._steering: RedisSteeringInbox | None = None
         if plan.policy == "steer":
             self._steering = RedisSteeringInbox(
-                deps.redis, self._key, after=plan.run_id, limit=plan.max_backlog,
+                deps.redis,
+                self._key,
+                after=plan.run_id,
+                limit=plan.max_backlog,
                 block_ms=WATCH_BLOCK_MS,
             )
         self._signalled = False
@@ -131,8 +133,14 @@ class TurnRunner:
         if attempt >= max_deliveries:
             await self._dead_letter(attempt, streamed.failure)
             return TurnOutcome.DEAD_LETTERED, attempt
-        log.warning("turn %s of %s failed (attempt %d of %d): %s", self._plan.run_id, self._key,
-                    attempt, max_deliveries, streamed.failure)
+        log.warning(
+            "turn %s of %s failed (attempt %d of %d): %s",
+            self._plan.run_id,
+            self._key,
+            attempt,
+            max_deliveries,
+            streamed.failure,
+        )
         return TurnOutcome.RETRY, attempt
 
     def _request(self) -> TurnRequest:
@@ -157,16 +165,23 @@ class TurnRunner:
             helpers.append(asyncio.create_task(self._steering.run()))
         if self._plan.policy == "interrupt":
             helpers.append(asyncio.create_task(self._interrupt_on_newer()))
+        tasks = (producer, publisher, *helpers)
         try:
             await _until_done_or_failed((producer, publisher), helpers)
-        finally:
-            for task in (producer, publisher, *helpers):
-                await _cancel_and_wait(task)
+        except BaseException as exc:
+            await _stop_tasks(tasks, already_raised=exc)
+            raise
+        await _stop_tasks(tasks, already_raised=None)
         return streamed
 
     async def _produce(self, streamed: _Streamed) -> None:
         try:
-            events = self._deps.runtime.stream(self._request(), store=self._store)
+            # ``stream`` is an async generator function (annotated AsyncIterator): close
+            # it explicitly so the model stream and tools stop with the turn.
+            events = cast(
+                AsyncGenerator[StreamEvent, None],
+                self._deps.runtime.stream(self._request(), store=self._store),
+            )
             async with aclosing(events):
                 async for event in events:
                     if isinstance(event, RunFailed) and _is_attempt_failure(event):
@@ -208,11 +223,15 @@ class TurnRunner:
         if not self._outbox.terminal_seen:
             raise _Interrupted
 
+    def _covered(self) -> list[Entry]:
+        """The batch and every message steered into the turn, oldest first."""
+        if self._steering is None or not self._steering.drained:
+            return list(self._plan.batch)
+        return [*self._plan.batch, *self._steering.drained]
+
     def _covered_ids(self) -> list[str]:
-        covered = [entry_id for entry_id, _ in self._plan.batch]
-        if self._steering is not None:
-            covered.extend(entry_id for entry_id, _ in self._steering.drained)
-            self._store.cursor = max(self._store.cursor, self._steering.covered, key=_id_key)
+        covered = [entry_id for entry_id, _ in self._covered()]
+        self._store.cursor = covered[-1]
         return covered
 
     def _next_seq(self) -> int:
@@ -234,45 +253,26 @@ class TurnRunner:
         text = f"Sorry, I could not process your message after {attempts} attempts."
         result = RunResult(stop_reason="error", error=cause)
         metadata = {"dead_lettered": True, "attempts": attempts}
-        events.append(RunFailed(run_id=run_id, seq=seq, error=text, result=result, metadata=metadata))
+        events.append(
+            RunFailed(run_id=run_id, seq=seq, error=text, result=result, metadata=metadata)
+        )
         await self._publish_now(events)
-        entries = [*self._plan.batch, *(self._steering.drained if self._steering else [])]
-        log.error("dead-lettering %d message(s) of %s after %d attempts: %s",
-                  len(entries), self._key, attempts, cause)
-        await dead_letter(self._lease, entries, f"failed {attempts} attempts: {cause}",
-                          cursor=max((entry_id for entry_id, _ in entries), key=_id_key))
+        entries = self._covered()
+        log.error(
+            "dead-lettering %d message(s) of %s after %d attempts: %s",
+            len(entries),
+            self._key,
+            attempts,
+            cause,
+        )
+        await dead_letter(
+            self._lease, entries, f"failed {attempts} attempts: {cause}", cursor=entries[-1][0]
+        )
 
 
 def _is_attempt_failure(event: RunFailed) -> bool:
     """A provider failure (worth another attempt); timeouts and the like are final."""
     return event.result is None or event.result.stop_reason == "error"
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-async def publish_backlog_notice(deps: TurnDeps, lease: Lease, dropped: list[Entry],
-                                 max_backlog: int) -> None:
-    """Tell the chat which messages were dropped (a tiny run of its own), then commit past them."""
-    run_id = dropped[-1][0]
-    text = backlog_notice(dropped, max_backlog)
-    meta: dict[str, Any] = {"notice": "backlog_dropped", "dropped_ids": [i for i, _ in dropped]}
-    result = RunResult(content=text, stop_reason="completed", metadata=meta)
-    events: list[StreamEvent] = [
-        RunStarted(run_id=run_id, seq=1, session_key=lease.session_key, metadata=meta),
-        TextDelta(run_id=run_id, seq=2, delta=text),
-        TextCompleted(run_id=run_id, seq=3, content=text),
-        RunCompleted(run_id=run_id, seq=4, result=result, content=text, metadata=meta),
-    ]
-    await lease.publish_events(events, maxlen=deps.settings.worker.stream_maxlen)
-    channel = dropped[-1][1].channel
-    if channel in deps.deliver_channels:
-        partitions = deps.settings.worker.ready_partitions
-        await signal_delivery(deps.redis, channel, lease.session_key, partitions=partitions)
-    log.warning("dropped %d backlog message(s) of %s", len(dropped), lease.session_key)
-    await lease.commit(session=None, cursor=run_id, entry_ids=[i for i, _ in dropped])
 
 
 async def _until_done_or_failed(
@@ -287,15 +287,16 @@ async def _until_done_or_failed(
                 raise error
 
 
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel a helper and wait for it without raising its CancelledError; log its errors."""
-    if task.done():
-        return
-    task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("task %s failed while stopping", task.get_name(), exc_info=error)
-
-
-def spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    return asyncio.create_task(coro, name=name)
+async def _stop_tasks(
+    tasks: tuple[asyncio.Task[None], ...], *, already_raised: BaseException | None
+) -> None:
+    """Cancel the turn's tasks, wait for them, and log any error not already raised."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if task.cancelled():
+            continue
+        error = task.exception()
+        if error is not None and error is not already_raised:
+            log.error("task %s failed", task.get_name(), exc_info=error)

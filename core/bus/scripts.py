@@ -21,10 +21,9 @@ ScriptArg = str | int | float
 class LuaScript:
     """One script; the SHA is computed once so a call is a single ``EVALSHA``."""
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("sha", "source")
 
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
+    def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
@@ -39,12 +38,12 @@ class LuaScript:
     async def _evalsha(
         self, redis: Redis, keys: Sequence[str], args: Sequence[ScriptArg]
     ) -> object:
+        # redis-py annotates the arguments as str but encodes ints and floats as well.
         reply = redis.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[arg-type]
         return await cast(Awaitable[object], reply)
 
 
 PUBLISH_INBOUND: Final = LuaScript(
-    "publish_inbound",
     """
 -- KEYS: inbound stream [, seen marker]   ARGV: payload, maxlen [, dedupe ttl seconds]
 if #KEYS > 1 then
@@ -57,7 +56,6 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
 )
 
 ACQUIRE_LEASE: Final = LuaScript(
-    "acquire_lease",
     """
 -- KEYS: lease, fence   ARGV: ttl ms, owner, random   -> {fence, token} or nil when held
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -71,7 +69,6 @@ return {fence, token}
 )
 
 RENEW_LEASE: Final = LuaScript(
-    "renew_lease",
     """
 -- KEYS: lease   ARGV: token, ttl ms   -> 1 renewed, 0 not ours
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -82,7 +79,6 @@ return 0
 )
 
 RELEASE_LEASE: Final = LuaScript(
-    "release_lease",
     """
 -- KEYS: lease   ARGV: token   -> 1 released, 0 not ours
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -93,7 +89,6 @@ return 0
 )
 
 PUBLISH_EVENTS: Final = LuaScript(
-    "publish_events",
     """
 -- KEYS: lease, outbound stream   ARGV: token, maxlen, event json...   -> ids or nil
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -108,7 +103,6 @@ return ids
 )
 
 COMMIT_TURN: Final = LuaScript(
-    "commit_turn",
     """
 -- KEYS: lease, cursor, inbound stream, attempts hash, session
 -- ARGV: token, cursor, first id to keep, session json ('' = keep), committed entry ids...

@@ -107,8 +107,12 @@ async def read_signals(
     )
     signals: list[Signal] = []
     for stream, entries in stream_batches(reply):
-        signals.extend(await _to_signals(redis, stream, group, entries, lambda _id: 1))
+        signals.extend(await _to_signals(redis, stream, group, entries, _first_delivery))
     return signals
+
+
+def _first_delivery(_entry_id: str) -> int:
+    return 1
 
 
 async def claim_stale(

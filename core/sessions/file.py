@@ -172,6 +172,7 @@ class FileSessionStore:
                     _append(path, lines[len(old.lines) :], entry.updated_at, len(lines))
                 except FileNotFoundError:
                     log.warning("session file %s vanished; rewriting it", path)
+                    entry.appended_batches = 0
                     self._rewrite(path, session.key, entry)
             else:
                 self._rewrite(path, session.key, entry)

@@ -70,7 +70,7 @@ async def run_shell(command: str, cwd: Path, settings: ExecToolSettings) -> str:
         ) from None
     finally:
         # Also on cancellation: the run was aborted, so its command must stop now.
-        pass
+        _kill_group(process.pid)
         if process.returncode is None:
             await process.wait()
     return f"{output.text() or '(no output)'}\n[exit code {exit_code}]"

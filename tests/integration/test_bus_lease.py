@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -16,7 +18,7 @@ from core.bus.attempts import record_attempt
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
 from core.bus.lease import Lease
 from core.errors import LeaseLostError
-from core.events import RunStarted, TextDelta
+from core.events import RunStarted, StreamEvent, TextDelta
 from core.messages import InboundMessage
 from core.sessions.base import Session
 from tests.fakes.redis_server import (  # noqa: F401
@@ -47,6 +49,10 @@ async def publish(redis: Redis, *texts: str) -> list[str]:
         assert published.entry_id is not None
         ids.append(published.entry_id)
     return ids
+
+
+async def attempts(redis: Redis) -> dict[str, str]:
+    return await cast(Awaitable[dict[str, str]], redis.hgetall(keys.deliveries(SESSION)))
 
 
 async def test_acquire_grants_a_fenced_token(redis: Redis) -> None:
@@ -140,7 +146,10 @@ def test_keepalive_interval_must_be_shorter_than_ttl(redis: Redis) -> None:
 
 async def test_publish_events_in_order(redis: Redis) -> None:
     lease = await acquire(redis)
-    events = [RunStarted(run_id="r", seq=0), TextDelta(run_id="r", seq=1, delta="hi")]
+    events: list[StreamEvent] = [
+        RunStarted(run_id="r", seq=0),
+        TextDelta(run_id="r", seq=1, delta="hi"),
+    ]
 
     ids = await lease.publish_events(events, maxlen=1000)
 
@@ -168,7 +177,7 @@ async def test_commit_stores_session_cursor_and_trims(redis: Redis) -> None:
     assert stored == session
     assert await redis.zscore(keys.SESSIONS_INDEX, SESSION) == 123.5
     assert [entry_id for entry_id, _ in await redis.xrange(keys.inbound(SESSION))] == [ids[2]]
-    assert await redis.hgetall(keys.deliveries(SESSION)) == {ids[2]: "1"}
+    assert await attempts(redis) == {ids[2]: "1"}
     assert [m.text for _, m in await pending_inbound(redis, SESSION)] == ["c"]
 
 
@@ -185,7 +194,7 @@ async def test_commit_without_session_keeps_stored_session(redis: Redis) -> None
     assert await read_cursor(redis, SESSION) == ids[1]
     assert await redis.xlen(keys.inbound(SESSION)) == 0
     # Nothing left to retry: the attempts hash goes with the last entry.
-    assert not await redis.exists(keys.deliveries(SESSION))
+    assert await attempts(redis) == {}
 
 
 async def test_commit_trims_an_id_sharing_the_cursor_millisecond(redis: Redis) -> None:

@@ -207,9 +207,7 @@ def test_torn_append_is_dropped_without_declaring_corruption(
     assert not list(root.glob("*.corrupt-*"))
     loaded.messages.append({"role": "user", "content": "next"})
     cold.save_sync(loaded)  # the torn tail forces a clean rewrite
-    assert [r.get("content") for r in _lines(path)[1:]] == [
-        m["content"] for m in loaded.messages
-    ]
+    assert [r.get("content") for r in _lines(path)[1:]] == [m["content"] for m in loaded.messages]
 
 
 def test_corrupt_line_is_recovered_and_moved_aside(
@@ -271,7 +269,17 @@ def test_empty_file_recovers_as_an_empty_session(root: Path) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["telegram:123:45", "user/../x", "..", ".", "../../etc/passwd", "a\\b", "%2E", "日本:1", "x" * 300],
+    [
+        "telegram:123:45",
+        "user/../x",
+        "..",
+        ".",
+        "../../etc/passwd",
+        "a\\b",
+        "%2E",
+        "日本:1",
+        "x" * 300,
+    ],
 )
 def test_key_encoding_stays_in_the_directory(store: FileSessionStore, root: Path, key: str) -> None:
     path = store.path_for(key)

@@ -1,0 +1,66 @@
+"""Attempt counting and dead-lettering a poisonous turn (real Redis)."""
+
+# The fixtures are imported by name, so test parameters "redefine" them.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from core.bus import keys
+from core.bus.attempts import dead_letter, record_attempt
+from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
+from core.bus.lease import Lease
+from core.errors import LeaseLostError
+from core.messages import InboundMessage
+from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
+
+SESSION = "discord:9"
+
+
+def message(text: str) -> InboundMessage:
+    return InboundMessage(channel="discord", chat_id="9", sender_id="u", text=text)
+
+
+async def test_record_attempt_counts_per_entry(redis: Redis) -> None:
+    assert [await record_attempt(redis, SESSION, "1-0") for _ in range(3)] == [1, 2, 3]
+    assert await record_attempt(redis, SESSION, "2-0") == 1
+
+
+async def test_dead_letter_records_and_commits_past(redis: Redis) -> None:
+    for text in ("poison", "also poison", "fine"):
+        await publish_inbound(redis, message(text), partitions=2, maxlen=1000)
+    pending = await pending_inbound(redis, SESSION)
+    bad = pending[:2]
+    for entry_id, _ in bad:
+        await record_attempt(redis, SESSION, entry_id)
+    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+    assert lease is not None
+
+    await dead_letter(lease, bad, "failed 5 times", cursor=bad[-1][0])
+
+    [(_, record)] = await redis.xrange(keys.DEAD_LETTER)
+    assert record["s"] == SESSION
+    assert record["ids"].split() == [entry_id for entry_id, _ in bad]
+    assert record["reason"] == "failed 5 times"
+    assert [m["text"] for m in json.loads(record["payload"])] == ["poison", "also poison"]
+    assert await read_cursor(redis, SESSION) == bad[-1][0]
+    assert [m.text for _, m in await pending_inbound(redis, SESSION)] == ["fine"]
+    assert not await redis.exists(keys.deliveries(SESSION))
+
+
+async def test_dead_letter_with_a_lost_lease_does_not_move_the_cursor(redis: Redis) -> None:
+    await publish_inbound(redis, message("poison"), partitions=2, maxlen=1000)
+    pending = await pending_inbound(redis, SESSION)
+    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+    assert lease is not None
+    await lease.release()
+
+    with pytest.raises(LeaseLostError):
+        await dead_letter(lease, pending, "boom", cursor=pending[-1][0])
+
+    assert await read_cursor(redis, SESSION) == "0-0"
+    assert len(await pending_inbound(redis, SESSION)) == 1

@@ -1,0 +1,45 @@
+"""The ``gateway`` command: agent -m and config errors, through typer's runner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+async def test_agent_message_prints_reply(sdk_config: Path) -> None:
+    # The CLI runs its own event loop; the fake model server needs this one free meanwhile.
+    args = ["agent", "-m", "Hello!", "--config", str(sdk_config)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    assert "echo: Hello!" in result.output
+
+
+def test_agent_with_echo_model_needs_no_config(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
+    monkeypatch.setenv("GATEWAY_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["agent", "-m", "ping"])
+    assert result.exit_code == 0, result.output
+    assert "ping" in result.output
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("http: {port: lots}\n")
+    result = CliRunner().invoke(app, ["agent", "-m", "x", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "http.port" in result.output and "'lots'" in result.output
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["agent", "-m", "x", "--config", str(tmp_path / "no.yaml")])
+    assert result.exit_code == 2
+    assert "not found" in result.output

@@ -1,0 +1,236 @@
+"""The channel-agnostic deliverer against a real redis-server and a recording renderer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from channels.delivery import Deliverer, Outcome
+from channels.render import FAILED_TEXT, SUPERSEDED_TEXT
+from core.bus import keys
+from core.bus.codec import encode
+from core.bus.outbound import signal_delivery
+from core.events import (
+    RunCompleted,
+    RunFailed,
+    RunResult,
+    RunStarted,
+    StreamEvent,
+    TextCompleted,
+    TextDelta,
+)
+from gateway.metrics import GatewayMetrics
+from tests.fakes.recording_renderer import RecordingRenderer
+from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+CHANNEL = "fake"
+SESSION = "fake:chat-1"
+RUN = "1700000000000-0"
+PARTITIONS = 2
+
+
+async def publish(redis: Redis, *events: StreamEvent, signal: bool = False) -> list[str]:
+    ids = [await redis.xadd(keys.outbound(SESSION), {"d": encode(e)}) for e in events]
+    if signal:
+        await signal_delivery(redis, CHANNEL, SESSION, partitions=PARTITIONS)
+    return ids
+
+
+async def settled(redis: Redis, timeout_s: float = 10.0) -> None:
+    """Wait until every delivery signal was acked (the deliverer finished its work)."""
+    stream = keys.deliver(CHANNEL, keys.partition(SESSION, PARTITIONS))
+    async with asyncio.timeout(timeout_s):
+        while await redis.xlen(stream) or await redis.exists(keys.deliver_lease(SESSION)):
+            await asyncio.sleep(0.01)
+
+
+def started(run_id: str = RUN) -> RunStarted:
+    return RunStarted(run_id=run_id, session_key=SESSION)
+
+
+def completed(content: str, run_id: str = RUN) -> RunCompleted:
+    return RunCompleted(run_id=run_id, content=content, result=RunResult(content=content))
+
+
+def make_deliverer(
+    redis: Redis, renderer: RecordingRenderer, consumer: str = "d1", **options: object
+) -> Deliverer:
+    return Deliverer(
+        redis,
+        CHANNEL,
+        renderer,
+        partitions=PARTITIONS,
+        consumer=consumer,
+        block_ms=200,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def test_streamed_reply_is_sent_once_then_edited(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    metrics = GatewayMetrics()
+    deliverer = make_deliverer(redis, renderer, metrics=metrics)
+    await deliverer.start()
+    try:
+        await publish(redis, started(), TextDelta(run_id=RUN, delta="Hel"), signal=True)
+        await renderer.wait_until(lambda: renderer.texts() == ["Hel"])
+        *_, last = await publish(
+            redis,
+            TextDelta(run_id=RUN, delta="lo"),
+            TextCompleted(run_id=RUN, content="Hello"),
+            completed("Hello"),
+        )
+        await renderer.wait_until(lambda: renderer.texts() == ["Hello"])
+        await settled(redis)
+    finally:
+        await deliverer.stop()
+    assert renderer.sends == 1
+    assert renderer.typings >= 1
+    assert await redis.get(keys.deliver_cursor(SESSION)) == last
+    assert await redis.hgetall(keys.sent_parts(SESSION)) == {f"{RUN}:0": "m1"}
+    assert metrics.registry.get_sample_value("messages_out_total", {"channel": CHANNEL}) == 1
+
+
+async def test_long_final_text_edits_part_zero_and_sends_the_rest(redis: Redis) -> None:
+    renderer = RecordingRenderer(max_message_chars=40)
+    final = " ".join(f"w{i:03d}" for i in range(30))  # 149 characters
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="w000 w001"))
+    task = asyncio.create_task(deliverer.deliver_session(SESSION))
+    await renderer.wait_until(lambda: renderer.texts() == ["w000 w001"])
+    await publish(redis, TextCompleted(run_id=RUN, content=final), completed(final))
+    assert await task is Outcome.DONE
+    parts = renderer.texts()
+    assert len(parts) == 5 and all(len(p) <= 40 for p in parts)
+    assert " ".join(parts) == final
+    assert renderer.sends == 5 and renderer.edits == 1  # the preview became part 0
+    records = await redis.hgetall(keys.sent_parts(SESSION))
+    assert records == {f"{RUN}:{i}": f"m{i + 1}" for i in range(5)}
+
+
+async def test_redelivery_edits_the_recorded_messages(redis: Redis) -> None:
+    renderer = RecordingRenderer(max_message_chars=40)
+    final = " ".join(f"w{i:03d}" for i in range(20))
+    await publish(redis, started(), TextCompleted(run_id=RUN, content=final), completed(final))
+    deliverer = make_deliverer(redis, renderer)
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    sends = renderer.sends
+    # A crash before the cursor moved: the whole run is rendered again.
+    await redis.delete(keys.deliver_cursor(SESSION))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.sends == sends
+    assert renderer.edits >= sends
+    assert " ".join(renderer.texts()) == final
+
+
+async def test_rerun_replaces_the_partial_reply(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="a partial answ"))
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="The answer"), completed("x"))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.texts() == ["The answer"]
+
+
+async def test_rerun_after_the_final_event_edits_instead_of_posting(redis: Redis) -> None:
+    renderer = RecordingRenderer(max_message_chars=40)
+    long_text = " ".join(f"w{i:03d}" for i in range(20))
+    await publish(redis, started(), TextDelta(run_id=RUN, delta=long_text), completed(long_text))
+    deliverer = make_deliverer(redis, renderer)
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.sends == 3
+    # The worker died after run.completed but before its commit: the turn re-runs.
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="short"), completed("short"))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.sends == 3
+    assert renderer.texts() == ["short", SUPERSEDED_TEXT, SUPERSEDED_TEXT]
+
+
+async def test_next_run_posts_a_new_message_and_forgets_old_records(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), completed("one"))
+    await publish(redis, started("1700000000001-0"), completed("two", "1700000000001-0"))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.texts() == ["one", "two"]
+    assert await redis.hgetall(keys.sent_parts(SESSION)) == {"1700000000001-0:0": "m2"}
+
+
+async def test_failed_run_shows_a_clear_error(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="Working"))
+    await publish(redis, RunFailed(run_id=RUN, error="model timed out"))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    [text] = renderer.texts()
+    assert text.startswith("Working") and f"{FAILED_TEXT}: model timed out" in text
+
+
+async def test_streaming_edits_are_throttled(redis: Redis) -> None:
+    renderer = RecordingRenderer(edit_interval_s=3600.0)
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="a"))
+    task = asyncio.create_task(deliverer.deliver_session(SESSION))
+    await renderer.wait_until(lambda: renderer.sends == 1)
+    for delta in "bcdef":
+        await publish(redis, TextDelta(run_id=RUN, delta=delta))
+    await publish(redis, completed("abcdef"))
+    assert await task is Outcome.DONE
+    # Within one interval only the final text was edited in.
+    assert renderer.edits == 1
+    assert renderer.texts() == ["abcdef"]
+
+
+async def test_second_deliverer_edits_after_the_first_is_killed_mid_run(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    first = make_deliverer(redis, renderer, consumer="first", claim_idle_ms=300)
+    await first.start()
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="Hello"), signal=True)
+    await renderer.wait_until(lambda: renderer.texts() == ["Hello"])
+    await first.stop()  # mid-run: the signal was never acked
+    # A crashed process keeps its lease until the ttl lapses.
+    await redis.set(keys.deliver_lease(SESSION), "first:dead", px=300)
+
+    second = make_deliverer(redis, renderer, consumer="second", claim_idle_ms=300)
+    await second.start()
+    try:
+        await publish(redis, TextDelta(run_id=RUN, delta=", world"), completed("Hello, world"))
+        await renderer.wait_until(lambda: renderer.texts() == ["Hello, world"])
+    finally:
+        await second.stop()
+    assert renderer.sends == 1
+    assert renderer.edits >= 1
+
+
+async def test_platform_failure_is_retried_without_duplicates(redis: Redis) -> None:
+    renderer = RecordingRenderer(fail_next_sends=1)
+    deliverer = make_deliverer(redis, renderer, claim_idle_ms=200)
+    await deliverer.start()
+    try:
+        await publish(redis, started(), completed("Answer"), signal=True)
+        await renderer.wait_until(lambda: renderer.texts() == ["Answer"])
+    finally:
+        await deliverer.stop()
+    assert renderer.sends == 1
+
+
+async def test_concurrent_signals_for_a_busy_chat_are_not_lost(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    a = make_deliverer(redis, renderer, consumer="a")
+    b = make_deliverer(redis, renderer, consumer="b")
+    await a.start()
+    await b.start()
+    try:
+        for i in range(5):
+            run = f"17000000000{i:02d}-0"
+            await publish(redis, started(run), completed(f"reply {i}", run), signal=True)
+        await renderer.wait_until(lambda: len(renderer.texts()) == 5)
+    finally:
+        await a.stop()
+        await b.stop()
+    assert renderer.texts() == [f"reply {i}" for i in range(5)]
+    assert renderer.sends == 5

@@ -1,0 +1,372 @@
+"""The bus worker: claims sessions signalled on ``gw:ready:*`` and runs their turns.
+
+Lifecycle (like python-telegram-bot's ``Application``): ``initialize()`` creates the
+consumer groups, ``start()`` begins reading signals, ``stop()`` ends reading and lets
+running turns finish within a grace period, ``shutdown()`` deregisters the worker.
+All four are idempotent; ``async with Worker(...)`` does all of them and cleans up
+when ``start`` fails.
+
+For each signal: take the session's lease (if another holder has it, that holder
+drains, so a fresh signal is acked; a *claimed* stale one stays pending until the
+holder is done or gone), drain the pending messages turn by turn under the busy
+policy, release, re-check once for a message that arrived just before the release,
+and only then ack. Unfinished work is never acked: a crash leaves the signal pending
+and ``claim_stale`` hands it to a live worker once it has been idle for
+``worker.claim_idle_ms`` (by then the dead holder's lease has lapsed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from core.bus import keys
+from core.bus.inbound import pending_inbound
+from core.bus.lease import Lease
+from core.bus.signals import Signal, ack, claim_stale, ensure_groups, read_signals
+from core.errors import LeaseLostError
+from core.runtime import AgentRuntime
+from core.sessions.base import SessionStore
+from core.sessions.redis import RedisSessionStore
+from core.settings import Settings
+from workers.busy import hand_off, plan_turn, publish_backlog_notice, read_backlog
+from workers.jobs import RetryScheduler
+from workers.turn import TurnDeps, TurnOutcome, TurnRunner
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 5_000
+"""Longest single XREADGROUP block (re-issued; bounded so client socket timeouts never hit)."""
+ERROR_BACKOFF_MAX_S = 5.0
+
+
+class _Drained(enum.Enum):
+    EMPTY = "empty"
+    """Nothing pending any more."""
+    RETRY = "retry"
+    """A turn failed with attempts left: stop draining, retry later."""
+    HANDOFF = "handoff"
+    """The worker is stopping: another worker continues."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DrainEnd:
+    how: _Drained
+    attempt: int = 0
+    run_id: str = ""
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Worker:
+    """Runs session turns from the bus, up to ``settings.worker.concurrency`` at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        runtime: AgentRuntime,
+        *,
+        worker_id: str | None = None,
+        deliver_channels: frozenset[str] = frozenset(),
+        sessions: SessionStore | None = None,
+        retry: RetryScheduler | None = None,
+        stop_grace_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.worker_id = worker_id or default_worker_id()
+        self.stop_grace_s = stop_grace_s
+        cfg = settings.worker
+        self._deps = TurnDeps(
+            settings=settings,
+            redis=redis,
+            runtime=runtime,
+            sessions=sessions if sessions is not None else RedisSessionStore(redis),
+            deliver_channels=deliver_channels,
+        )
+        self._retry = retry
+        self._streams = [keys.ready(p) for p in range(cfg.ready_partitions)]
+        caps = [agent.max_backlog for agent in settings.agents.values()]
+        self._page = max(100, settings.agent().max_backlog + 1, *(cap + 1 for cap in caps))
+        self._initialized = False
+        self._running = False
+        self._stopping = False
+        self._aborting = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._turns: dict[asyncio.Task[None], Signal] = {}
+        self._slot_freed = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def active(self) -> int:
+        """Signals being handled right now."""
+        return len(self._turns)
+
+    async def initialize(self) -> None:
+        if self._initialized:
+            return
+        await ensure_groups(self.redis, self._streams, keys.WORKER_GROUP)
+        self._initialized = True
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        await self.initialize()
+        self._stopping = self._aborting = False
+        await self._beat()
+        self._loops = [
+            asyncio.create_task(self._read_loop(), name=f"worker {self.worker_id} read"),
+            asyncio.create_task(self._claim_loop(), name=f"worker {self.worker_id} claim"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"worker {self.worker_id} beat"),
+        ]
+        self._running = True
+        log.info(
+            "worker %s started (concurrency %d)", self.worker_id, self.settings.worker.concurrency
+        )
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking signals; give running turns ``grace_s`` to finish, then cancel them.
+
+        A cancelled turn commits and acks nothing; its session gets a fresh ready signal
+        so another worker takes it over at once (its old signal stays pending until a
+        live worker claims and acks it).
+        """
+        if not self._running:
+            return
+        self._stopping = True
+        await _cancel_all(self._loops)
+        grace = self.stop_grace_s if grace_s is None else grace_s
+        unfinished: list[Signal] = []
+        if self._turns:
+            _, late = await asyncio.wait(list(self._turns), timeout=grace)
+            unfinished = [self._turns[task] for task in late]
+            await _cancel_all(late)
+        for sig in unfinished:
+            await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
+        self._running = False
+        log.info("worker %s stopped (%d turn(s) cancelled)", self.worker_id, len(unfinished))
+
+    async def abort(self) -> None:
+        """Stop at once as a crash would: cancel everything, release no lease, ack nothing.
+
+        What ``kill -9`` leaves behind, inside one process: leases lapse by their ttl and
+        the pending signals are recovered by other workers' ``claim_stale``.
+        """
+        if not self._running:
+            return
+        self._aborting = self._stopping = True
+        await _cancel_all([*self._loops, *self._turns])
+        self._running = False
+
+    async def shutdown(self) -> None:
+        if self._running:
+            await self.stop()
+        if not self._initialized:
+            return
+        await self.redis.hdel(keys.WORKERS_ALIVE, self.worker_id)  # type: ignore[misc]
+        self._initialized = False
+
+    async def __aenter__(self) -> Worker:
+        await self.initialize()
+        try:
+            await self.start()
+        except BaseException:
+            await self.shutdown()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+        await self.shutdown()
+
+    # -- reading and dispatching signals ----------------------------------------------
+
+    async def _read_loop(self) -> None:
+        failures = 0
+        while True:
+            free = await self._free_slots()
+            try:
+                signals = await read_signals(
+                    self.redis,
+                    self._streams,
+                    keys.WORKER_GROUP,
+                    self.worker_id,
+                    count=free,
+                    block_ms=READ_BLOCK_MS,
+                )
+            except (RedisError, OSError) as exc:
+                failures += 1
+                await self._after_read_error(exc, failures)
+                continue
+            failures = 0
+            for sig in signals:
+                self._dispatch(sig, claimed=False)
+
+    async def _claim_loop(self) -> None:
+        interval = self.settings.worker.claim_idle_ms / 2000
+        while True:
+            await asyncio.sleep(interval)  # a timer, not a wait for a condition
+            free = self.settings.worker.concurrency - self.active
+            if free <= 0:
+                continue
+            try:
+                claimed = await claim_stale(
+                    self.redis,
+                    self._streams,
+                    keys.WORKER_GROUP,
+                    self.worker_id,
+                    min_idle_ms=self.settings.worker.claim_idle_ms,
+                    count=free,
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("worker %s: claiming stale signals failed: %s", self.worker_id, exc)
+                continue
+            for sig in claimed:
+                log.info(
+                    "worker %s claimed stale signal %s of %s",
+                    self.worker_id,
+                    sig.id,
+                    sig.session_key,
+                )
+                self._dispatch(sig, claimed=True)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(1.0, self.settings.worker.lease_ms / 3000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
+
+    async def _beat(self) -> None:
+        await self.redis.hset(keys.WORKERS_ALIVE, self.worker_id, f"{time.time():.3f}")  # type: ignore[misc]
+
+    async def _free_slots(self) -> int:
+        while (free := self.settings.worker.concurrency - self.active) <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        return free
+
+    async def _after_read_error(self, exc: Exception, failures: int) -> None:
+        if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+            log.warning(
+                "worker %s: consumer group missing (Redis lost data?); recreating", self.worker_id
+            )
+            await ensure_groups(self.redis, self._streams, keys.WORKER_GROUP)
+            return
+        delay = min(ERROR_BACKOFF_MAX_S, 0.1 * 2**failures)
+        log.warning(
+            "worker %s: reading signals failed (%s); retrying in %.1fs", self.worker_id, exc, delay
+        )
+        await asyncio.sleep(delay)
+
+    def _dispatch(self, sig: Signal, *, claimed: bool) -> None:
+        task = asyncio.create_task(self._handle(sig, claimed), name=f"session {sig.session_key}")
+        self._turns[task] = sig
+        task.add_done_callback(self._turn_done)
+
+    def _turn_done(self, task: asyncio.Task[None]) -> None:
+        self._turns.pop(task, None)
+        self._slot_freed.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("session task %s crashed", task.get_name(), exc_info=error)
+
+    # -- one signal ---------------------------------------------------------------------
+
+    async def _handle(self, sig: Signal, claimed: bool) -> None:
+        try:
+            finished = await self._drain_session(sig, claimed)
+        except Exception as exc:
+            # LeaseLostError, a Redis outage or a bug: the work is unfinished, so the
+            # signal stays pending and claim_stale brings it back.
+            expected = isinstance(exc, LeaseLostError | RedisError | OSError)
+            log.log(
+                logging.WARNING if expected else logging.ERROR,
+                "worker %s: %s unfinished, signal %s left pending: %r",
+                self.worker_id, sig.session_key, sig.id, exc,
+                exc_info=not expected,
+            )  # fmt: skip
+            return
+        if finished:
+            await ack(self.redis, sig, keys.WORKER_GROUP)
+
+    async def _drain_session(self, sig: Signal, claimed: bool) -> bool:
+        """Drain the session; True when the signal may be acked."""
+        cfg = self.settings.worker
+        key = sig.session_key
+        while True:
+            lease = await Lease.acquire(self.redis, key, ttl_ms=cfg.lease_ms, owner=self.worker_id)
+            if lease is None:
+                # The holder drains. A claimed signal may be a dead holder's: keep it
+                # pending until the holder released or its lease lapsed.
+                return not claimed
+            try:
+                async with lease.keepalive(cfg.lease_ms / 3000) as lost:
+                    end = await self._drain(lease, lost)
+            finally:
+                if not self._aborting:
+                    await lease.release()
+            if end.how is _Drained.RETRY:
+                return await self._schedule_retry(sig, end)
+            if end.how is _Drained.HANDOFF:
+                await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
+                return True
+            if not await pending_inbound(self.redis, key, count=1):
+                return True
+
+    async def _drain(self, lease: Lease, lost: asyncio.Event) -> _DrainEnd:
+        while not self._stopping:
+            if lost.is_set():
+                raise LeaseLostError(f"lease of {lease.session_key!r} lost between turns")
+            pending = await read_backlog(self.redis, lease.session_key, page=self._page)
+            if not pending:
+                return _DrainEnd(_Drained.EMPTY)
+            plan = plan_turn(pending, self.settings)
+            if plan.dropped:
+                await publish_backlog_notice(
+                    self.settings,
+                    lease,
+                    plan.dropped,
+                    plan.max_backlog,
+                    deliver_channels=self._deps.deliver_channels,
+                )
+            outcome, attempt = await TurnRunner(self._deps, lease, plan, lost).run()
+            if outcome is TurnOutcome.RETRY:
+                return _DrainEnd(_Drained.RETRY, attempt, plan.run_id)
+        return _DrainEnd(_Drained.HANDOFF)
+
+    async def _schedule_retry(self, sig: Signal, end: _DrainEnd) -> bool:
+        """Retry later: via the arq job when configured (then ack), else by leaving the
+        signal pending for ``claim_stale`` (retried after ``claim_idle_ms``)."""
+        if self._retry is None:
+            return False
+        await self._retry.schedule(
+            sig.session_key, sig.channel, attempt=end.attempt, run_id=end.run_id
+        )
+        return True
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]] | set[asyncio.Task[None]]) -> None:
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
