@@ -27,9 +27,10 @@ class Figure:
         return ordered[index]
 
     def line(self) -> str:
+        note = f"  {self.note}" if self.note else ""
         return (
             f"{self.name:<46} {self.rate:>9.1f}/s  p50 {self.percentile(50):7.3f} ms"
-            f"  p99 {self.percentile(99):7.3f} ms  (n={self.count}){'  ' + self.note if self.note else ''}"
+            f"  p99 {self.percentile(99):7.3f} ms  (n={self.count}){note}"
         )
 
 
@@ -38,8 +39,13 @@ def median_of(figures: Sequence[Figure]) -> Figure:
     ordered = sorted(figures, key=lambda f: f.rate)
     middle = ordered[len(ordered) // 2]
     rates = ", ".join(f"{f.rate:.0f}" for f in figures)
-    return Figure(middle.name, middle.count, middle.seconds, middle.latencies_ms,
-                  f"median of {len(figures)} runs [{rates}]/s")
+    return Figure(
+        middle.name,
+        middle.count,
+        middle.seconds,
+        middle.latencies_ms,
+        f"median of {len(figures)} runs [{rates}]/s",
+    )
 
 
 def p50(values: Sequence[float]) -> float:

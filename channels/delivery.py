@@ -320,12 +320,7 @@ class _SessionRenderer:
             self._lease.check()
             message_id = view.message_ids.get(part)
             if message_id is None:
-                message_id = await self._renderer.send(
-                    chat, body, thread_id=self._address.thread_id
-                )
-                # Recorded before anything else: a replay must edit this, not send again.
-                await self._lease.record_part(view.run_id, part, message_id)
-                view.message_ids[part] = message_id
+                view.message_ids[part] = await self._send_recorded(view.run_id, part, body)
             else:
                 await self._renderer.edit(chat, message_id, body)
             view.shown[part] = body
@@ -336,6 +331,23 @@ class _SessionRenderer:
                     view.shown[part] = SUPERSEDED_TEXT
         view.last_edit_at = self._d.clock()
         view.dirty = False
+
+    async def _send_recorded(self, run_id: str, part: int, body: str) -> str:
+        """Send one part and record it; a cancel (shutdown) waits for the record first."""
+        sending = asyncio.ensure_future(self._send_then_record(run_id, part, body))
+        try:
+            return await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            # Leaving now could post this part twice: the replay would not know of it.
+            await sending
+            raise
+
+    async def _send_then_record(self, run_id: str, part: int, body: str) -> str:
+        address = self._address
+        message_id = await self._renderer.send(address.chat_id, body, thread_id=address.thread_id)
+        # Recorded before anything else: a replay must edit this, not send it again.
+        await self._lease.record_part(run_id, part, message_id)
+        return message_id
 
     async def _typing(self) -> None:
         if not self._d.can_type:

@@ -3,7 +3,7 @@
 ::
 
     GatewayError
-     ├── ConfigError                 bad config file or value (names key, value, expectation)
+     ├── ConfigError                 bad config file or value (key, value, expectation)
      ├── ProviderError               the model provider failed
      │    ├── RetryableProviderError   rate limit, 5xx, connection: failover may try the next model
      │    └── UnknownModelError        a model string or preset that resolves to nothing

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,7 +53,7 @@ class SteeringInbox(Protocol):
 class ModelStreamer(Protocol):
     def stream(
         self, chain: list[ModelSpec], messages: list[Message], tools: list[dict[str, Any]]
-    ) -> AsyncIterator[ProviderChunk]: ...
+    ) -> AsyncGenerator[ProviderChunk, None]: ...
 
 
 @dataclass(slots=True)
@@ -109,7 +109,7 @@ def _remaining(deadline: float) -> float:
 
 async def run_loop(
     models: ModelStreamer, prompt: list[Message], new_messages: list[Message], spec: LoopSpec
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Run one turn. ``prompt`` is the full model input (system, history, then
     ``new_messages``); it is extended in place as the run goes on."""
     emit = _Emitter(spec.run_id)
@@ -151,8 +151,11 @@ async def run_loop(
         usage=turn.usage,
         stop_reason=stop,
         error=error,
-        metadata={"latency_ms": round((time.monotonic() - started) * 1000, 3),
-                  "model": spec.models[0].name, "run_id": spec.run_id},
+        metadata={
+            "latency_ms": round((time.monotonic() - started) * 1000, 3),
+            "model": spec.models[0].name,
+            "run_id": spec.run_id,
+        },
     )
     if error is None:
         yield emit(RunCompleted, result=result, content=content, usage=turn.usage)
@@ -203,7 +206,7 @@ async def _model_step(
             elif chunk.kind == "usage":
                 turn.add_usage(chunk.prompt_tokens, chunk.completion_tokens)
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
     if reasoning:
         yield emit(ReasoningCompleted, content="".join(reasoning))
     content = "".join(text)
@@ -243,8 +246,12 @@ async def _tool_step(
         outcomes = await asyncio.gather(*(_invoke(spec, call, args) for call, args in parsed))
     ctx.tool_results = []
     for (call, _), (ok, text) in zip(parsed, outcomes, strict=True):
-        result: Message = {"role": "tool", "tool_call_id": call.id, "name": call.name,
-                           "content": text if ok else f"Error: {text}"}
+        result: Message = {
+            "role": "tool",
+            "tool_call_id": call.id,
+            "name": call.name,
+            "content": text if ok else f"Error: {text}",
+        }
         prompt.append(result)
         turn.new_messages.append(result)
         ctx.tool_results.append(result)
@@ -274,7 +281,8 @@ async def _invoke(
     if tool is None:
         return False, f"unknown tool {call.name!r}; available: {', '.join(spec.tools.names())}"
     try:
-        return True, truncate_result(await tool.invoke(args, spec.tool_context),
-                                     spec.max_result_chars)
+        return True, truncate_result(
+            await tool.invoke(args, spec.tool_context), spec.max_result_chars
+        )
     except ToolError as exc:
         return False, str(exc)

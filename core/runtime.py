@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,6 @@ from core.sessions.base import Session, SessionStore
 from core.settings import AgentSettings, Settings
 from core.tools.base import ToolContext, ToolRegistry
 from core.tools.builtin import builtin_tools
-
 
 COMPACTION_KEEP_LAST = 8
 
@@ -132,7 +131,7 @@ class AgentRuntime:
 
     async def stream(
         self, turn: TurnRequest, *, store: SessionStore | None = None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Run one turn under the session's lock; persist it before the final event."""
         store = store or self.store
         agent = self.settings.agent(turn.agent)
@@ -143,8 +142,12 @@ class AgentRuntime:
             models=self.router.failover_chain(self.resolve_model(turn, agent)),
             tools=self._tools_for(turn.agent, agent),
             tool_context=ToolContext(
-                session_key=turn.session_key, run_id=run_id, workspace=self.workspace,
-                channel=turn.channel, chat_id=turn.chat_id, sender_id=turn.sender_id,
+                session_key=turn.session_key,
+                run_id=run_id,
+                workspace=self.workspace,
+                channel=turn.channel,
+                chat_id=turn.chat_id,
+                sender_id=turn.sender_id,
                 deps=self.deps,
             ),
             max_iterations=agent.max_iterations,
@@ -172,8 +175,9 @@ class AgentRuntime:
         session.messages.extend(result.messages)
         session.updated_at = time.time()
         if needs_compaction(session, agent.history_token_budget):
-            await compact(session, self._summarizer(), keep_last=COMPACTION_KEEP_LAST,
-                          memory=self.memory)
+            await compact(
+                session, self._summarizer(), keep_last=COMPACTION_KEEP_LAST, memory=self.memory
+            )
         await store.save(session)
 
     def _summarizer(self) -> Callable[[list[Message]], Awaitable[str]]:
@@ -214,8 +218,9 @@ class AgentRuntime:
             session = await store.load(session_key)
             if session is None or (only_over_budget and not needs_compaction(session, budget)):
                 return ""
-            summary = await compact(session, self._summarizer(), keep_last=keep_last,
-                                    memory=self.memory)
+            summary = await compact(
+                session, self._summarizer(), keep_last=keep_last, memory=self.memory
+            )
             if summary:
                 await store.save(session)
             return summary

@@ -53,7 +53,9 @@ class AgentSettings(_Section):
     model: str | None = None
     model_preset: str | None = None
     system_prompt: str = "You are a helpful assistant."
-    tools: list[str] = Field(default_factory=lambda: ["read_file", "write_file", "edit_file", "list_dir"])
+    tools: list[str] = Field(
+        default_factory=lambda: ["read_file", "write_file", "edit_file", "list_dir"]
+    )
     max_iterations: int = Field(default=20, ge=1)
     timeout_s: float = Field(default=300.0, gt=0)
     busy_policy: BusyPolicy = "followup"

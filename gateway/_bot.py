@@ -54,8 +54,12 @@ class Bot:
         root = Path(workspace).expanduser() if workspace is not None else settings.workspace
         store = FileSessionStore(root.expanduser().resolve() / "sessions")
         self._runtime = AgentRuntime(
-            settings, store=store, workspace=root, tools=tools,
-            default_model=model, default_preset=model_preset,
+            settings,
+            store=store,
+            workspace=root,
+            tools=tools,
+            default_model=model,
+            default_preset=model_preset,
         )
         self._closed = False
         self.sessions = SessionsAPI(store, self._runtime)
@@ -99,9 +103,15 @@ class Bot:
             raise RuntimeError("this Bot is closed")
         _exclusive(model, model_preset)
         return TurnRequest(
-            session_key=session_key, messages=[_user_message(message, media)],
-            model=model, model_preset=model_preset, channel=channel, chat_id=chat_id,
-            sender_id=sender_id, ephemeral=ephemeral, hooks=tuple(hooks or ()),
+            session_key=session_key,
+            messages=[_user_message(message, media)],
+            model=model,
+            model_preset=model_preset,
+            channel=channel,
+            chat_id=chat_id,
+            sender_id=sender_id,
+            ephemeral=ephemeral,
+            hooks=tuple(hooks or ()),
         )
 
     async def run(
@@ -119,9 +129,16 @@ class Bot:
     ) -> RunResult:
         """Run the agent once and return its ``RunResult``."""
         turn = self._turn(
-            message, session_key=session_key, channel=channel, chat_id=chat_id,
-            sender_id=sender_id, media=media, ephemeral=ephemeral, hooks=hooks,
-            model=model, model_preset=model_preset,
+            message,
+            session_key=session_key,
+            channel=channel,
+            chat_id=chat_id,
+            sender_id=sender_id,
+            media=media,
+            ephemeral=ephemeral,
+            hooks=hooks,
+            model=model,
+            model_preset=model_preset,
         )
         return await self._runtime.run(turn)
 
@@ -140,9 +157,16 @@ class Bot:
     ) -> RunStream:
         """Start a run in the background and return its ``RunStream``."""
         turn = self._turn(
-            message, session_key=session_key, channel=channel, chat_id=chat_id,
-            sender_id=sender_id, media=media, ephemeral=ephemeral, hooks=hooks,
-            model=model, model_preset=model_preset,
+            message,
+            session_key=session_key,
+            channel=channel,
+            chat_id=chat_id,
+            sender_id=sender_id,
+            media=media,
+            ephemeral=ephemeral,
+            hooks=hooks,
+            model=model,
+            model_preset=model_preset,
         )
         return RunStream(self._runtime.stream(turn))
 
@@ -161,8 +185,16 @@ class Bot:
     ) -> AsyncIterator[StreamEvent]:
         """Iterate a run's events; leaving the loop early cancels the run."""
         run = await self.run_streamed(
-            message, session_key, channel, chat_id, sender_id, media, ephemeral, hooks,
-            model, model_preset,
+            message,
+            session_key,
+            channel,
+            chat_id,
+            sender_id,
+            media,
+            ephemeral,
+            hooks,
+            model,
+            model_preset,
         )
         async with run:
             async for event in run.stream_events():
@@ -179,7 +211,9 @@ class Bot:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()

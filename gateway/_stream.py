@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from types import TracebackType
 
 from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
@@ -19,7 +19,7 @@ class RunStream:
     unbounded (a run is finite), so the producer never blocks on a slow or absent reader.
     """
 
-    def __init__(self, events: AsyncIterator[StreamEvent]) -> None:
+    def __init__(self, events: AsyncGenerator[StreamEvent, None]) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._result: RunResult | None = None
         self._consumed = False
@@ -27,14 +27,14 @@ class RunStream:
         # A done callback, not a ``finally``: it also fires for a task cancelled before it ran.
         self._task.add_done_callback(lambda _: self._queue.put_nowait(_END))
 
-    async def _pump(self, events: AsyncIterator[StreamEvent]) -> None:
+    async def _pump(self, events: AsyncGenerator[StreamEvent, None]) -> None:
         try:
             async for event in events:
                 if isinstance(event, RunCompleted | RunFailed):
                     self._result = event.result
                 await self._queue.put(event)
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()
 
     @property
     def done(self) -> bool:
@@ -94,7 +94,9 @@ class RunStream:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()

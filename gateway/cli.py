@@ -44,8 +44,10 @@ def _logging(verbose: bool) -> None:
 
 def _model_note(settings: Settings) -> str:
     if settings.default_model.startswith("echo/"):
-        return ("no model configured: using the built-in offline 'echo' model "
-                "(set GATEWAY_MODEL, or OPENAI_API_KEY, or 'model:' in the config)")
+        return (
+            "no model configured: using the built-in offline 'echo' model "
+            "(set GATEWAY_MODEL, or OPENAI_API_KEY, or 'model:' in the config)"
+        )
     return f"model: {settings.default_model}"
 
 
@@ -53,8 +55,10 @@ def _with_env_defaults(settings: Settings) -> Settings:
     """``OPENAI_API_KEY`` alone switches an unconfigured gateway to OpenAI."""
     import os
 
-    if settings.model is None and settings.model_preset is None and os.environ.get(
-        "OPENAI_API_KEY"
+    if (
+        settings.model is None
+        and settings.model_preset is None
+        and os.environ.get("OPENAI_API_KEY")
     ):
         return settings.model_copy(update={"model": "openai/gpt-4.1-mini"})
     return settings
@@ -145,7 +149,9 @@ def status(config: ConfigOption = None) -> None:
     table.add_row("workspace", str(settings.workspace))
     table.add_row("model", settings.default_model)
     table.add_row("providers", _providers_summary(settings))
-    table.add_row("agents", ", ".join(sorted(settings.agents)) or f"{settings.default_agent} (default)")
+    table.add_row(
+        "agents", ", ".join(sorted(settings.agents)) or f"{settings.default_agent} (default)"
+    )
     for key, value in _bus_status(settings).items():
         table.add_row(key, str(value))
     console.print(table)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tests.fakes.openai_server import FakeModelServer, fake_model  # noqa: F401
+from tests.fakes.redis_server import aof_redis_server, redis, redis_server, redis_url  # noqa: F401
 
 
 def write_config(path: Path, fake: FakeModelServer, workspace: Path, **extra: object) -> Path:
@@ -44,7 +45,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sdk_config(tmp_path: Path, fake_model: FakeModelServer, workspace: Path) -> Path:  # noqa: F811
+def sdk_config(tmp_path: Path, fake_model: FakeModelServer, workspace: Path) -> Path:
     return write_config(tmp_path / "config.yaml", fake_model, workspace)
 
 

@@ -14,23 +14,21 @@ one: sequence numbers stay strictly increasing (with gaps where deltas merged).
 ``put``s events as the runtime yields them, a loop timer releases pending deltas
 when their window ends (no polling), and the publisher iterates ``batches()``,
 getting everything that became ready while its previous publish was in flight.
+``supervise`` runs such a pair (and any watcher tasks) until both are done or any
+of them fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from core.events import (
-    STREAM_EVENT_REASONING_DELTA,
-    STREAM_EVENT_TEXT_DELTA,
-    ReasoningDelta,
-    StreamEvent,
-    TextDelta,
-)
+from core.events import ReasoningDelta, StreamEvent, TextDelta
 
-_DELTA_TYPES = frozenset({STREAM_EVENT_TEXT_DELTA, STREAM_EVENT_REASONING_DELTA})
+log = logging.getLogger(__name__)
+
 _NOTHING: tuple[StreamEvent, ...] = ()
 
 
@@ -217,3 +215,30 @@ class CoalescingOutbox:
             self._take(self._coalescer.flush())
         # The pending delta may be a newer one than the timer was set for: wait for it.
         self._arm_timer()
+
+
+async def supervise(
+    required: tuple[asyncio.Task[None], ...], watchers: tuple[asyncio.Task[None], ...] = ()
+) -> None:
+    """Wait until every ``required`` task is done; the first error of any task is raised.
+
+    Whatever happens (success, an error, our own cancellation) every task is
+    cancelled and awaited before this returns; errors not raised are logged.
+    """
+    tasks = (*required, *watchers)
+    raised: BaseException | None = None
+    try:
+        pending: set[asyncio.Task[None]] = set(tasks)
+        while not all(task.done() for task in required):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    raised = error
+                    raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled() and (error := task.exception()) not in (None, raised):
+                log.error("task %s failed", task.get_name(), exc_info=error)

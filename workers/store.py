@@ -11,7 +11,7 @@ trim and the attempt counters are then written together by one fenced script.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
@@ -66,13 +66,18 @@ class TurnStore:
 
 @asynccontextmanager
 async def leased(
-    redis: Redis, session_key: str, *, ttl_ms: int, owner: str, release: bool = True
+    redis: Redis,
+    session_key: str,
+    *,
+    ttl_ms: int,
+    owner: str,
+    release: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[tuple[Lease, asyncio.Event] | None]:
     """Hold the session's lease for the block, renewed every third of its ttl.
 
     Yields ``(lease, lost)`` (``lost`` is set if a renewal fails), or None when another
-    holder has it. The lease is released at the end unless ``release`` is false
-    (a worker stopping as a crash would leaves it to lapse).
+    holder has it. At the end the lease is released if ``release()`` says so (a worker
+    stopping as a crash would leaves it to lapse by its ttl).
     """
     lease = await Lease.acquire(redis, session_key, ttl_ms=ttl_ms, owner=owner)
     if lease is None:
@@ -82,5 +87,5 @@ async def leased(
         async with lease.keepalive(ttl_ms / 3000) as lost:
             yield lease, lost
     finally:
-        if release:
+        if release():
             await lease.release()

@@ -18,13 +18,11 @@ and ``claim_stale`` hands it to a live worker once it has been idle for
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
@@ -40,6 +38,7 @@ from core.sessions.redis import RedisSessionStore
 from core.settings import Settings
 from workers.busy import hand_off, plan_turn, publish_backlog_notice, read_backlog
 from workers.jobs import RetryScheduler
+from workers.store import leased
 from workers.turn import TurnDeps, TurnOutcome, TurnRunner
 
 log = logging.getLogger(__name__)
@@ -47,22 +46,7 @@ log = logging.getLogger(__name__)
 READ_BLOCK_MS = 5_000
 """Longest single XREADGROUP block (re-issued; bounded so client socket timeouts never hit)."""
 ERROR_BACKOFF_MAX_S = 5.0
-
-
-class _Drained(enum.Enum):
-    EMPTY = "empty"
-    """Nothing pending any more."""
-    RETRY = "retry"
-    """A turn failed with attempts left: stop draining, retry later."""
-    HANDOFF = "handoff"
-    """The worker is stopping: another worker continues."""
-
-
-@dataclass(frozen=True, slots=True)
-class _DrainEnd:
-    how: _Drained
-    attempt: int = 0
-    run_id: str = ""
+MAINTENANCE_INTERVAL_S = 5.0
 
 
 def default_worker_id() -> str:
@@ -133,8 +117,7 @@ class Worker:
         await self._beat()
         self._loops = [
             asyncio.create_task(self._read_loop(), name=f"worker {self.worker_id} read"),
-            asyncio.create_task(self._claim_loop(), name=f"worker {self.worker_id} claim"),
-            asyncio.create_task(self._heartbeat_loop(), name=f"worker {self.worker_id} beat"),
+            asyncio.create_task(self._maintenance_loop(), name=f"worker {self.worker_id} claim"),
         ]
         self._running = True
         log.info(
@@ -219,24 +202,21 @@ class Worker:
             for sig in signals:
                 self._dispatch(sig, claimed=False)
 
-    async def _claim_loop(self) -> None:
-        interval = self.settings.worker.claim_idle_ms / 2000
+    async def _maintenance_loop(self) -> None:
+        """Every few seconds: the heartbeat, and claiming signals of dead consumers."""
+        cfg = self.settings.worker
+        interval = min(MAINTENANCE_INTERVAL_S, cfg.claim_idle_ms / 2000)
         while True:
             await asyncio.sleep(interval)  # a timer, not a wait for a condition
-            free = self.settings.worker.concurrency - self.active
-            if free <= 0:
-                continue
             try:
+                await self._beat()
+                free = cfg.concurrency - self.active
                 claimed = await claim_stale(
-                    self.redis,
-                    self._streams,
-                    keys.WORKER_GROUP,
-                    self.worker_id,
-                    min_idle_ms=self.settings.worker.claim_idle_ms,
-                    count=free,
-                )
+                    self.redis, self._streams, keys.WORKER_GROUP, self.worker_id,
+                    min_idle_ms=cfg.claim_idle_ms, count=free,
+                ) if free > 0 else []  # fmt: skip
             except (RedisError, OSError) as exc:
-                log.warning("worker %s: claiming stale signals failed: %s", self.worker_id, exc)
+                log.warning("worker %s: maintenance failed: %s", self.worker_id, exc)
                 continue
             for sig in claimed:
                 log.info(
@@ -246,15 +226,6 @@ class Worker:
                     sig.session_key,
                 )
                 self._dispatch(sig, claimed=True)
-
-    async def _heartbeat_loop(self) -> None:
-        interval = max(1.0, self.settings.worker.lease_ms / 3000)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self._beat()
-            except (RedisError, OSError) as exc:
-                log.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
 
     async def _beat(self) -> None:
         await self.redis.hset(keys.WORKERS_ALIVE, self.worker_id, f"{time.time():.3f}")  # type: ignore[misc]
@@ -311,56 +282,50 @@ class Worker:
     async def _drain_session(self, sig: Signal, claimed: bool) -> bool:
         """Drain the session; True when the signal may be acked."""
         cfg = self.settings.worker
-        key = sig.session_key
         while True:
-            lease = await Lease.acquire(self.redis, key, ttl_ms=cfg.lease_ms, owner=self.worker_id)
-            if lease is None:
-                # The holder drains. A claimed signal may be a dead holder's: keep it
-                # pending until the holder released or its lease lapsed.
-                return not claimed
-            try:
-                async with lease.keepalive(cfg.lease_ms / 3000) as lost:
-                    end = await self._drain(lease, lost)
-            finally:
-                if not self._aborting:
-                    await lease.release()
-            if end.how is _Drained.RETRY:
-                return await self._schedule_retry(sig, end)
-            if end.how is _Drained.HANDOFF:
+            async with leased(
+                self.redis, sig.session_key, ttl_ms=cfg.lease_ms, owner=self.worker_id,
+                release=lambda: not self._aborting,
+            ) as held:  # fmt: skip
+                if held is None:
+                    # The holder drains. A claimed signal may be a dead holder's: keep
+                    # it pending until that lease lapsed or was released.
+                    return not claimed
+                retry = await self._drain(*held)
+            if retry is not None:
+                return await self._schedule_retry(sig, *retry)
+            if self._stopping:
                 await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
                 return True
-            if not await pending_inbound(self.redis, key, count=1):
+            if not await pending_inbound(self.redis, sig.session_key, count=1):
                 return True
 
-    async def _drain(self, lease: Lease, lost: asyncio.Event) -> _DrainEnd:
+    async def _drain(self, lease: Lease, lost: asyncio.Event) -> tuple[int, str] | None:
+        """Run turns until nothing is pending or the worker stops; returns
+        ``(attempt, run_id)`` of a failed turn to retry later, else None."""
         while not self._stopping:
             if lost.is_set():
                 raise LeaseLostError(f"lease of {lease.session_key!r} lost between turns")
             pending = await read_backlog(self.redis, lease.session_key, page=self._page)
             if not pending:
-                return _DrainEnd(_Drained.EMPTY)
+                return None
             plan = plan_turn(pending, self.settings)
             if plan.dropped:
                 await publish_backlog_notice(
-                    self.settings,
-                    lease,
-                    plan.dropped,
-                    plan.max_backlog,
+                    self.settings, lease, plan.dropped, plan.max_backlog,
                     deliver_channels=self._deps.deliver_channels,
-                )
+                )  # fmt: skip
             outcome, attempt = await TurnRunner(self._deps, lease, plan, lost).run()
             if outcome is TurnOutcome.RETRY:
-                return _DrainEnd(_Drained.RETRY, attempt, plan.run_id)
-        return _DrainEnd(_Drained.HANDOFF)
+                return attempt, plan.run_id
+        return None
 
-    async def _schedule_retry(self, sig: Signal, end: _DrainEnd) -> bool:
-        """Retry later: via the arq job when configured (then ack), else by leaving the
+    async def _schedule_retry(self, sig: Signal, attempt: int, run_id: str) -> bool:
+        """Retry later: by the arq job when configured (then ack), else by leaving the
         signal pending for ``claim_stale`` (retried after ``claim_idle_ms``)."""
         if self._retry is None:
             return False
-        await self._retry.schedule(
-            sig.session_key, sig.channel, attempt=end.attempt, run_id=end.run_id
-        )
+        await self._retry.schedule(sig.session_key, sig.channel, attempt=attempt, run_id=run_id)
         return True
 
 

@@ -21,8 +21,9 @@ async def test_agent_message_prints_reply(sdk_config: Path) -> None:
     assert "echo: Hello!" in result.output
 
 
-def test_agent_with_echo_model_needs_no_config(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_agent_with_echo_model_needs_no_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
     monkeypatch.setenv("GATEWAY_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

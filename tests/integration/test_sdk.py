@@ -140,8 +140,11 @@ async def test_compact_session_only_over_budget(
         await bot.run("short", session_key="tiny")
         assert await bot.runtime.compact_session("tiny") == ""
         long_text = "word " * 40_000  # ~50k estimated tokens, over the 32k default budget
-        await bot.sessions.ingest("big", [{"role": "user", "content": long_text}] * 3
-                                  + [{"role": "assistant", "content": "ok"}] * 9)
+        await bot.sessions.ingest(
+            "big",
+            [{"role": "user", "content": long_text}] * 3
+            + [{"role": "assistant", "content": "ok"}] * 9,
+        )
         fake_model.script(Reply(text="SUMMARY: big"))
         assert await bot.runtime.compact_session("big") == "SUMMARY: big"
         assert len(bot.sessions.export("big").messages) == 8

@@ -31,9 +31,10 @@ async def test_inspect_what_happened(gateway_home: Path) -> None:
         result = await bot.run("Review this repository")
     assert result.content
     assert result.tools_used == []
-    assert result.usage["total_tokens"] == result.usage["prompt_tokens"] + result.usage[
-        "completion_tokens"
-    ]
+    assert (
+        result.usage["total_tokens"]
+        == result.usage["prompt_tokens"] + result.usage["completion_tokens"]
+    )
     assert result.stop_reason == "completed"
 
 
@@ -273,8 +274,6 @@ async def test_hooks(gateway_home: Path, fake_model: FakeModelServer, workspace:
 async def test_full_example(sdk_config: Path, tmp_path: Path) -> None:
     hook = TimingHook()
     async with Bot.from_config(sdk_config, workspace=tmp_path / "project") as bot:
-        result = await bot.run(
-            "Explain the main function", session_key="sdk:demo", hooks=[hook]
-        )
+        result = await bot.run("Explain the main function", session_key="sdk:demo", hooks=[hook])
     assert result.content == "echo: Explain the main function"
     assert len(hook.timings) == 1

@@ -56,7 +56,11 @@ async def test_text_run_events_in_order(tmp_path: Path) -> None:
     model = ScriptedModel([TextChunk(delta="Hel"), TextChunk(delta="lo")])
     events = await collect(model, spec(tmp_path))
     assert [e.type for e in events] == [
-        "run.started", "text.delta", "text.delta", "text.completed", "run.completed"
+        "run.started",
+        "text.delta",
+        "text.delta",
+        "text.completed",
+        "run.completed",
     ]
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert all(e.run_id == "r1" for e in events)
@@ -72,8 +76,12 @@ async def test_tool_call_result_goes_back_to_model(tmp_path: Path) -> None:
     events = await collect(model, spec(tmp_path))
     kinds = [e.type for e in events]
     assert kinds.index("tool.started") < kinds.index("tool.completed")
-    assert model.calls[1][-1] == {"role": "tool", "tool_call_id": "c1", "name": "add",
-                                  "content": "5"}
+    assert model.calls[1][-1] == {
+        "role": "tool",
+        "tool_call_id": "c1",
+        "name": "add",
+        "content": "5",
+    }
     final = events[-1]
     assert isinstance(final, RunCompleted)
     assert final.result.tools_used == ["add"]

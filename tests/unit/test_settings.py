@@ -20,7 +20,8 @@ workspace: ~/.gateway/workspace
 redis: {url: redis://127.0.0.1:6379/0}
 http: {host: 127.0.0.1, port: 8080, api_keys: []}
 agents:
-  assistant: {model: local/fake-model, system_prompt: "You are helpful.", tools: [read_file, list_dir]}
+  assistant: {model: local/fake-model, system_prompt: "You are helpful.",
+              tools: [read_file, list_dir]}
 channels: {}
 """
 
@@ -104,5 +105,5 @@ def test_bad_yaml(tmp_path: Path) -> None:
 
 def test_unknown_agent(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
-    with pytest.raises(ConfigError, match="agents.nope"):
+    with pytest.raises(ConfigError, match=r"agents\.nope"):
         settings.agent("nope")
