@@ -38,7 +38,12 @@ class Renderer(Protocol):
         ...
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
-        """Replace the text of a message this renderer posted."""
+        """Replace the text of a message this renderer posted.
+
+        An edit to the text the message already shows must succeed quietly (Telegram
+        answers it with 400 "message is not modified"): a replay after a crash
+        repeats the edits it cannot know were made.
+        """
         ...
 
 

@@ -161,19 +161,25 @@ class DeliveryLease:
             await asyncio.wait([renewer])
 
     async def _renew_until_lost(self) -> None:
-        interval_s = self.ttl_ms / 3000
+        loop = asyncio.get_running_loop()
+        ttl_s = self.ttl_ms / 1000
+        valid_until = loop.time() + ttl_s
         lease_key = [keys.deliver_lease(self.session_key)]
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(ttl_s / 3)
+            sent_at = loop.time()
             try:
                 renewed = await RENEW_LEASE.run(self.redis, lease_key, [self.token, self.ttl_ms])
             except (RedisError, OSError) as exc:
                 log.warning("delivery lease renewal of %s failed: %s", self.session_key, exc)
-                continue  # two more tries before the ttl runs out
+                if loop.time() < valid_until:
+                    continue  # it may still be ours: try again before the ttl runs out
+                renewed = 0
             if renewed != 1:
                 log.warning("delivery lease of %s was lost", self.session_key)
                 self.lost.set()
                 return
+            valid_until = sent_at + ttl_s
 
     async def begin_run(self, run_id: str) -> dict[int, str]:
         """The messages already sent for ``run_id``: part -> platform message id."""
@@ -423,6 +429,12 @@ class Deliverer:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+
+    async def wait_idle(self) -> None:
+        """Return once no session is being delivered (every signal read so far handled)."""
+        while self._jobs:
+            self._job_done.clear()
+            await self._job_done.wait()
 
     async def deliver_session(self, session_key: str) -> Outcome:
         """Render everything pending for the session, unless another holder has it."""

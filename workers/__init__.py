@@ -1,1 +1,10 @@
-"""Bus consumers: run core turns for sessions claimed from Redis."""
+"""Bus consumers: run core turns for sessions claimed from Redis, and the arq side jobs.
+
+``Worker`` (``workers.worker``) is the consumer; ``python -m workers`` runs one as a
+process (``workers.__main__.run_worker`` is what ``gateway worker`` calls).
+"""
+
+from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
+from workers.worker import Worker
+
+__all__ = ["RetryScheduler", "Worker", "arq_worker_settings", "create_job_pool", "schedule_tool"]

@@ -25,7 +25,7 @@ set, else the agent's. An unknown agent name falls back to the default agent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,14 @@ from core.bus.lease import Lease
 from core.bus.outbound import signal_delivery
 from core.bus.signals import signal, stream_batches
 from core.errors import PayloadError
-from core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextCompleted, TextDelta
+from core.events import (
+    RunCompleted,
+    RunResult,
+    RunStarted,
+    StreamEvent,
+    TextCompleted,
+    TextDelta,
+)
 from core.messages import InboundMessage, Message
 from core.settings import BusyPolicy, Settings
 
@@ -62,11 +69,19 @@ class TurnPlan:
     batch: tuple[Entry, ...]
     dropped: tuple[Entry, ...]
     max_backlog: int
+    newest_id: str
+    """The newest entry pending when planned: only later ones are news to the turn."""
 
     @property
     def run_id(self) -> str:
         """Deterministic: the id of the last entry the turn covers (same id on a re-run)."""
         return self.batch[-1][0]
+
+    @property
+    def steers(self) -> bool:
+        """Steer only when the batch covers everything pending: steering must not skip
+        the (other agent's) messages left for the next turn."""
+        return self.policy == "steer" and self.run_id == self.newest_id
 
 
 def known_agent(settings: Settings, name: str | None) -> str | None:
@@ -104,7 +119,14 @@ def plan_turn(pending: Sequence[Entry], settings: Settings) -> TurnPlan:
         batch: tuple[Entry, ...] = (kept[0],)
     else:
         batch = tuple(_same_agent_prefix(kept, settings, agent))
-    return TurnPlan(policy=policy, agent=agent, batch=batch, dropped=dropped, max_backlog=cap)
+    return TurnPlan(
+        policy=policy,
+        agent=agent,
+        batch=batch,
+        dropped=dropped,
+        max_backlog=cap,
+        newest_id=pending[-1][0],
+    )
 
 
 def _same_agent_prefix(
@@ -136,6 +158,12 @@ def _preview(text: str) -> str:
     if len(flat) > NOTICE_PREVIEW_CHARS:
         flat = flat[: NOTICE_PREVIEW_CHARS - 1] + "…"
     return f"“{flat}”"
+
+
+def backlog_page(settings: Settings) -> int:
+    """Entries read per page: more than any agent's cap, so one read usually suffices."""
+    caps = [agent.max_backlog for agent in settings.agents.values()]
+    return max(100, settings.agent().max_backlog + 1, *(cap + 1 for cap in caps))
 
 
 async def read_backlog(redis: Redis, session_key: str, *, page: int) -> list[Entry]:
@@ -176,14 +204,23 @@ class RedisSteeringInbox:
     ``run()`` (a background task for the turn's duration) blocks on the chat's
     inbound stream and buffers new messages; ``drain()`` gives the loop what is
     buffered and moves ``covered`` (the id the turn commits up to) past it. At most
-    ``limit`` messages are injected per turn, and a malformed entry stops steering
-    so the cursor never passes it (the next turn dead-letters it).
+    ``limit`` messages are injected per turn. Steering stops at a malformed entry or
+    one that ``accepts`` refuses (routed to another agent), so the cursor never
+    passes it: the next turn handles it.
     """
 
     def __init__(
-        self, redis: Redis, session_key: str, *, after: str, limit: int, block_ms: int
+        self,
+        redis: Redis,
+        session_key: str,
+        *,
+        after: str,
+        limit: int,
+        block_ms: int,
+        accepts: Callable[[InboundMessage], bool],
     ) -> None:
         self._redis = redis
+        self._accepts = accepts
         self._stream = keys.inbound(session_key)
         self._seen = after
         self._limit = limit
@@ -219,6 +256,8 @@ class RedisSteeringInbox:
                 message = decode_inbound(fields)
             except PayloadError as exc:
                 log.warning("steering stops at malformed entry %s: %s", entry_id, exc)
+                return False
+            if not self._accepts(message):
                 return False
             self._buffer.append((entry_id, message))
             self._seen = entry_id

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from core.events import ReasoningDelta, StreamEvent, TextDelta
+from core.events import TERMINAL_EVENT_TYPES, ReasoningDelta, StreamEvent, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class CoalescingOutbox:
 
     def put(self, event: StreamEvent) -> None:
         self._last_seq = max(self._last_seq, event.seq)
-        if event.type in ("run.completed", "run.failed"):
+        if event.type in TERMINAL_EVENT_TYPES:
             self.terminal_seen = True
         self._take(self._coalescer.feed(event))
         self._arm_timer()

@@ -29,17 +29,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.bus import keys
 from core.bus.inbound import pending_inbound
-from core.bus.lease import Lease
 from core.bus.signals import Signal, ack, claim_stale, ensure_groups, read_signals
 from core.errors import LeaseLostError
 from core.runtime import AgentRuntime
 from core.sessions.base import SessionStore
 from core.sessions.redis import RedisSessionStore
 from core.settings import Settings
-from workers.busy import hand_off, plan_turn, publish_backlog_notice, read_backlog
+from workers.busy import backlog_page, hand_off
 from workers.jobs import RetryScheduler
 from workers.store import leased
-from workers.turn import TurnDeps, TurnOutcome, TurnRunner
+from workers.turn import TurnDeps, drain_turns
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +81,7 @@ class Worker:
         )
         self._retry = retry
         self._streams = [keys.ready(p) for p in range(cfg.ready_partitions)]
-        caps = [agent.max_backlog for agent in settings.agents.values()]
-        self._page = max(100, settings.agent().max_backlog + 1, *(cap + 1 for cap in caps))
+        self._page = backlog_page(settings)
         self._initialized = False
         self._running = False
         self._stopping = False
@@ -182,17 +180,13 @@ class Worker:
     # -- reading and dispatching signals ----------------------------------------------
 
     async def _read_loop(self) -> None:
+        group, me = keys.WORKER_GROUP, self.worker_id
         failures = 0
         while True:
             free = await self._free_slots()
             try:
                 signals = await read_signals(
-                    self.redis,
-                    self._streams,
-                    keys.WORKER_GROUP,
-                    self.worker_id,
-                    count=free,
-                    block_ms=READ_BLOCK_MS,
+                    self.redis, self._streams, group, me, count=free, block_ms=READ_BLOCK_MS
                 )
             except (RedisError, OSError) as exc:
                 failures += 1
@@ -204,28 +198,27 @@ class Worker:
 
     async def _maintenance_loop(self) -> None:
         """Every few seconds: the heartbeat, and claiming signals of dead consumers."""
-        cfg = self.settings.worker
-        interval = min(MAINTENANCE_INTERVAL_S, cfg.claim_idle_ms / 2000)
+        interval = min(MAINTENANCE_INTERVAL_S, self.settings.worker.claim_idle_ms / 2000)
         while True:
             await asyncio.sleep(interval)  # a timer, not a wait for a condition
             try:
                 await self._beat()
-                free = cfg.concurrency - self.active
-                claimed = await claim_stale(
-                    self.redis, self._streams, keys.WORKER_GROUP, self.worker_id,
-                    min_idle_ms=cfg.claim_idle_ms, count=free,
-                ) if free > 0 else []  # fmt: skip
+                await self._claim_stale()
             except (RedisError, OSError) as exc:
                 log.warning("worker %s: maintenance failed: %s", self.worker_id, exc)
-                continue
-            for sig in claimed:
-                log.info(
-                    "worker %s claimed stale signal %s of %s",
-                    self.worker_id,
-                    sig.id,
-                    sig.session_key,
-                )
-                self._dispatch(sig, claimed=True)
+
+    async def _claim_stale(self) -> None:
+        cfg = self.settings.worker
+        free = cfg.concurrency - self.active
+        if free <= 0:
+            return
+        group, me = keys.WORKER_GROUP, self.worker_id
+        claimed = await claim_stale(
+            self.redis, self._streams, group, me, min_idle_ms=cfg.claim_idle_ms, count=free
+        )
+        for sig in claimed:
+            log.info("worker %s claimed stale signal %s of %s", me, sig.id, sig.session_key)
+            self._dispatch(sig, claimed=True)
 
     async def _beat(self) -> None:
         await self.redis.hset(keys.WORKERS_ALIVE, self.worker_id, f"{time.time():.3f}")  # type: ignore[misc]
@@ -237,17 +230,11 @@ class Worker:
         return free
 
     async def _after_read_error(self, exc: Exception, failures: int) -> None:
+        log.warning("worker %s: reading signals failed: %s", self.worker_id, exc)
         if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-            log.warning(
-                "worker %s: consumer group missing (Redis lost data?); recreating", self.worker_id
-            )
-            await ensure_groups(self.redis, self._streams, keys.WORKER_GROUP)
-            return
-        delay = min(ERROR_BACKOFF_MAX_S, 0.1 * 2**failures)
-        log.warning(
-            "worker %s: reading signals failed (%s); retrying in %.1fs", self.worker_id, exc, delay
-        )
-        await asyncio.sleep(delay)
+            await ensure_groups(self.redis, self._streams, keys.WORKER_GROUP)  # Redis lost data
+        else:
+            await asyncio.sleep(min(ERROR_BACKOFF_MAX_S, 0.1 * 2**failures))  # back off
 
     def _dispatch(self, sig: Signal, *, claimed: bool) -> None:
         task = asyncio.create_task(self._handle(sig, claimed), name=f"session {sig.session_key}")
@@ -260,8 +247,6 @@ class Worker:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("session task %s crashed", task.get_name(), exc_info=error)
 
-    # -- one signal ---------------------------------------------------------------------
-
     async def _handle(self, sig: Signal, claimed: bool) -> None:
         try:
             finished = await self._drain_session(sig, claimed)
@@ -269,12 +254,9 @@ class Worker:
             # LeaseLostError, a Redis outage or a bug: the work is unfinished, so the
             # signal stays pending and claim_stale brings it back.
             expected = isinstance(exc, LeaseLostError | RedisError | OSError)
-            log.log(
-                logging.WARNING if expected else logging.ERROR,
-                "worker %s: %s unfinished, signal %s left pending: %r",
-                self.worker_id, sig.session_key, sig.id, exc,
-                exc_info=not expected,
-            )  # fmt: skip
+            level = logging.WARNING if expected else logging.ERROR
+            what = f"worker {self.worker_id}: {sig.session_key} unfinished, signal left pending"
+            log.log(level, "%s: %r", what, exc, exc_info=not expected)
             return
         if finished:
             await ack(self.redis, sig, keys.WORKER_GROUP)
@@ -284,53 +266,35 @@ class Worker:
         cfg = self.settings.worker
         while True:
             async with leased(
-                self.redis, sig.session_key, ttl_ms=cfg.lease_ms, owner=self.worker_id,
+                self.redis,
+                sig.session_key,
+                ttl_ms=cfg.lease_ms,
+                owner=self.worker_id,
                 release=lambda: not self._aborting,
-            ) as held:  # fmt: skip
+            ) as held:
                 if held is None:
                     # The holder drains. A claimed signal may be a dead holder's: keep
                     # it pending until that lease lapsed or was released.
                     return not claimed
-                retry = await self._drain(*held)
+                retry = await drain_turns(
+                    self._deps, *held, page=self._page, stopping=lambda: self._stopping
+                )
             if retry is not None:
-                return await self._schedule_retry(sig, *retry)
+                if self._retry is None:
+                    return False  # left pending: claim_stale retries it after claim_idle_ms
+                attempt, run_id = retry
+                await self._retry.schedule(
+                    sig.session_key, sig.channel, attempt=attempt, run_id=run_id
+                )
+                return True
             if self._stopping:
                 await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
                 return True
             if not await pending_inbound(self.redis, sig.session_key, count=1):
                 return True
 
-    async def _drain(self, lease: Lease, lost: asyncio.Event) -> tuple[int, str] | None:
-        """Run turns until nothing is pending or the worker stops; returns
-        ``(attempt, run_id)`` of a failed turn to retry later, else None."""
-        while not self._stopping:
-            if lost.is_set():
-                raise LeaseLostError(f"lease of {lease.session_key!r} lost between turns")
-            pending = await read_backlog(self.redis, lease.session_key, page=self._page)
-            if not pending:
-                return None
-            plan = plan_turn(pending, self.settings)
-            if plan.dropped:
-                await publish_backlog_notice(
-                    self.settings, lease, plan.dropped, plan.max_backlog,
-                    deliver_channels=self._deps.deliver_channels,
-                )  # fmt: skip
-            outcome, attempt = await TurnRunner(self._deps, lease, plan, lost).run()
-            if outcome is TurnOutcome.RETRY:
-                return attempt, plan.run_id
-        return None
-
-    async def _schedule_retry(self, sig: Signal, attempt: int, run_id: str) -> bool:
-        """Retry later: by the arq job when configured (then ack), else by leaving the
-        signal pending for ``claim_stale`` (retried after ``claim_idle_ms``)."""
-        if self._retry is None:
-            return False
-        await self._retry.schedule(sig.session_key, sig.channel, attempt=attempt, run_id=run_id)
-        return True
-
 
 async def _cancel_all(tasks: list[asyncio.Task[None]] | set[asyncio.Task[None]]) -> None:
-    tasks = list(tasks)
     for task in tasks:
         task.cancel()
     if tasks:

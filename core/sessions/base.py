@@ -66,7 +66,11 @@ class SessionSnapshot(BaseModel):
 @runtime_checkable
 class SessionStore(Protocol):
     async def load(self, key: str) -> Session | None:
-        """The stored session, or None. Raises ``CorruptSessionError`` when unreadable."""
+        """The stored session, or None.
+
+        A corrupt record is recovered as far as possible (logged, the raw copy kept
+        aside); raises ``SessionError`` when the storage itself fails.
+        """
         ...
 
     async def save(self, session: Session) -> None:

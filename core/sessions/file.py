@@ -1,11 +1,7 @@
 """File session store: one JSONL file per session under ``<workspace>/sessions``.
 
-Layout of a session file::
-
-    {"_type":"session","key":..,"created_at":..,"updated_at":..,"summary":..,
-     "metadata":{..},"message_count":n}                        line 1: the header
-    {"role":"user","content":..}                               one message per line
-    {"_type":"state","updated_at":..,"message_count":n}        commit record of an append
+The file format (a header line, one message per line, ``state`` commit records) is
+described in ``core.sessions.jsonl``.
 
 Why appends: on ext4, replacing an existing file by rename costs about 200 µs (the
 ``auto_da_alloc`` heuristic starts writeback of the new data), an O_APPEND write
@@ -23,7 +19,6 @@ workspace's sessions; its write-through cache holds what each file contains.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import itertools
 import logging
 import os
@@ -32,44 +27,30 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, unquote
 
 from pydantic_core import from_json, to_json
 
 from core.errors import SessionError
 from core.sessions.base import Session, SessionInfo
+from core.sessions.jsonl import (
+    append_payload,
+    decode_stem,
+    encode_key,
+    header_or_none,
+    info_from_records,
+    last_state,
+    parse,
+    rewrite_payload,
+)
+
+__all__ = ["REWRITE_AFTER_APPENDS", "SUFFIX", "FileSessionStore", "decode_stem", "encode_key"]
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 REWRITE_AFTER_APPENDS = 64
 """Appended batches after which the next save rewrites the file (drops state records)."""
-MAX_ENCODED_NAME = 200
-"""Longer encoded keys are shortened with a hash (file names stop at 255 bytes)."""
 _TAIL_BYTES = 4096
-
-
-def encode_key(key: str) -> str:
-    """The file stem of ``key``: percent-encoded, so no ``/`` and no leading dot.
-
-    Reversible by ``decode_stem`` except for over-long keys, which become a prefix,
-    ``=`` (a character quoting never emits) and a SHA-256; their header holds the key.
-    """
-    if not key:
-        raise SessionError("a session key may not be empty")
-    stem = quote(key, safe="")
-    if stem.startswith("."):
-        stem = "%2E" + stem[1:]
-    if len(stem) > MAX_ENCODED_NAME:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        stem = f"{stem[: MAX_ENCODED_NAME - len(digest) - 1]}={digest}"
-    return stem
-
-
-def decode_stem(stem: str) -> str | None:
-    """The key of a file stem, or None for a hashed (over-long) one."""
-    return None if "=" in stem else unquote(stem)
 
 
 @dataclass(slots=True)
@@ -83,15 +64,6 @@ class _Persisted:
     lines: list[bytes]
     appended_batches: int = 0
     needs_rewrite: bool = False
-
-
-@dataclass(slots=True)
-class _Parsed:
-    header: dict[str, Any] | None
-    lines: list[bytes]
-    updated_at: float | None
-    problems: list[str]
-    uncommitted: int
 
 
 class FileSessionStore:
@@ -250,16 +222,9 @@ class FileSessionStore:
     # -- files --------------------------------------------------------------------
 
     def _rewrite(self, path: Path, key: str, entry: _Persisted) -> None:
-        header = {
-            "_type": "session",
-            "key": key,
-            "created_at": entry.created_at,
-            "updated_at": entry.updated_at,
-            "summary": entry.summary,
-            "metadata": from_json(entry.metadata_json),
-            "message_count": len(entry.lines),
-        }
-        payload = b"\n".join([to_json(header), *entry.lines]) + b"\n"
+        payload = rewrite_payload(
+            key, entry.created_at, entry.updated_at, entry.summary, entry.metadata_json, entry.lines
+        )
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(self._tmp_ids)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -280,7 +245,7 @@ class FileSessionStore:
             return None
         except OSError as exc:
             raise SessionError(f"cannot read session file {path}: {exc}") from exc
-        parsed = _parse(data)
+        parsed = parse(data)
         header = parsed.header or {}
         fallback = Session(key=key)
         entry = _Persisted(
@@ -319,7 +284,7 @@ class FileSessionStore:
     def _info(self, path: Path) -> SessionInfo | None:
         try:
             with path.open("rb") as file:
-                header = _header_or_none(file.readline())
+                header = header_or_none(file.readline())
                 size = file.seek(0, os.SEEK_END)
                 file.seek(max(0, size - _TAIL_BYTES))
                 tail = file.read()
@@ -327,14 +292,9 @@ class FileSessionStore:
             return None  # deleted while listing
         except OSError as exc:
             raise SessionError(f"cannot read session file {path}: {exc}") from exc
-        state = _last_state(tail)
-        if header is not None and (state is not None or "message_count" in header):
-            return SessionInfo(
-                key=header["key"],
-                message_count=(state or header)["message_count"],
-                created_at=header["created_at"],
-                updated_at=(state or header)["updated_at"],
-            )
+        info = info_from_records(header, last_state(tail))
+        if info is not None:
+            return info
         key = decode_stem(path.name.removesuffix(SUFFIX))
         if key is None:
             log.warning("session file %s has no usable header and a hashed name; skipped", path)
@@ -364,8 +324,7 @@ def _can_append(old: _Persisted, new: _Persisted) -> bool:
 
 
 def _append(path: Path, lines: list[bytes], updated_at: float, count: int) -> None:
-    state = to_json({"_type": "state", "updated_at": updated_at, "message_count": count})
-    payload = b"\n".join([*lines, state]) + b"\n"
+    payload = append_payload(lines, updated_at, count)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         _write_all(fd, payload)
@@ -377,70 +336,3 @@ def _write_all(fd: int, payload: bytes) -> None:
     view = memoryview(payload)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _json_dict(line: bytes) -> dict[str, Any] | None:
-    try:
-        value = from_json(line)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _header_or_none(line: bytes) -> dict[str, Any] | None:
-    record = _json_dict(line)
-    if record is None or record.get("_type") != "session":
-        return None
-    usable = (
-        isinstance(record.get("key"), str)
-        and _is_number(record.get("created_at"))
-        and _is_number(record.get("updated_at"))
-        and isinstance(record.get("summary", ""), str)
-        and isinstance(record.get("metadata", {}), dict)
-        and ("message_count" not in record or _is_count(record["message_count"]))
-    )
-    return record if usable else None
-
-
-def _state_or_none(record: dict[str, Any]) -> dict[str, Any] | None:
-    usable = _is_number(record.get("updated_at")) and _is_count(record.get("message_count"))
-    return record if usable else None
-
-
-def _last_state(tail: bytes) -> dict[str, Any] | None:
-    for line in reversed(tail.split(b"\n")):
-        record = _json_dict(line)
-        if record is not None and record.get("_type") == "state":
-            return _state_or_none(record)
-    return None
-
-
-def _parse(data: bytes) -> _Parsed:
-    """Split a file into committed message lines, listing any corrupt line."""
-    raw = data.split(b"\n")
-    torn = raw.pop()  # b"" when the file ends with a newline; else a partial last write
-    header = _header_or_none(raw[0]) if raw else None
-    problems = [] if header is not None else ["line 1: no usable session header"]
-    committed: int | None = header.get("message_count") if header else None
-    updated_at: float | None = None
-    messages: list[bytes] = []
-    for number, line in enumerate(raw[1:] if header else raw, 2 if header else 1):
-        record = _json_dict(line)
-        kind = None if record is None else record.get("_type")
-        if record is not None and kind is None and isinstance(record.get("role"), str):
-            messages.append(line)
-        elif record is not None and kind == "state" and _state_or_none(record):
-            committed, updated_at = record["message_count"], record["updated_at"]
-        elif not (number == 1 and header is None):
-            problems.append(f"line {number}: not a message or record")
-    keep = len(messages) if committed is None else min(committed, len(messages))
-    uncommitted = len(messages) - keep + (1 if torn else 0)
-    return _Parsed(header, messages[:keep], updated_at, problems, uncommitted)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -27,6 +29,11 @@ from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F40
 
 pytestmark = pytest.mark.integration
 
+
+async def hash_of(redis: Redis, key: str) -> dict[str, str]:
+    return await cast(Awaitable[dict[str, str]], redis.hgetall(key))
+
+
 CHANNEL = "fake"
 SESSION = "fake:chat-1"
 RUN = "1700000000000-0"
@@ -38,14 +45,6 @@ async def publish(redis: Redis, *events: StreamEvent, signal: bool = False) -> l
     if signal:
         await signal_delivery(redis, CHANNEL, SESSION, partitions=PARTITIONS)
     return ids
-
-
-async def settled(redis: Redis, timeout_s: float = 10.0) -> None:
-    """Wait until every delivery signal was acked (the deliverer finished its work)."""
-    stream = keys.deliver(CHANNEL, keys.partition(SESSION, PARTITIONS))
-    async with asyncio.timeout(timeout_s):
-        while await redis.xlen(stream) or await redis.exists(keys.deliver_lease(SESSION)):
-            await asyncio.sleep(0.01)
 
 
 def started(run_id: str = RUN) -> RunStarted:
@@ -85,14 +84,17 @@ async def test_streamed_reply_is_sent_once_then_edited(redis: Redis) -> None:
             completed("Hello"),
         )
         await renderer.wait_until(lambda: renderer.texts() == ["Hello"])
-        await settled(redis)
+        await deliverer.wait_idle()
     finally:
         await deliverer.stop()
     assert renderer.sends == 1
     assert renderer.typings >= 1
     assert await redis.get(keys.deliver_cursor(SESSION)) == last
-    assert await redis.hgetall(keys.sent_parts(SESSION)) == {f"{RUN}:0": "m1"}
+    assert await hash_of(redis, keys.sent_parts(SESSION)) == {f"{RUN}:0": "m1"}
     assert metrics.registry.get_sample_value("messages_out_total", {"channel": CHANNEL}) == 1
+    # The signal was acked (and deleted), the lease released.
+    assert await redis.xlen(keys.deliver(CHANNEL, keys.partition(SESSION, PARTITIONS))) == 0
+    assert await redis.exists(keys.deliver_lease(SESSION)) == 0
 
 
 async def test_long_final_text_edits_part_zero_and_sends_the_rest(redis: Redis) -> None:
@@ -108,7 +110,7 @@ async def test_long_final_text_edits_part_zero_and_sends_the_rest(redis: Redis) 
     assert len(parts) == 5 and all(len(p) <= 40 for p in parts)
     assert " ".join(parts) == final
     assert renderer.sends == 5 and renderer.edits == 1  # the preview became part 0
-    records = await redis.hgetall(keys.sent_parts(SESSION))
+    records = await hash_of(redis, keys.sent_parts(SESSION))
     assert records == {f"{RUN}:{i}": f"m{i + 1}" for i in range(5)}
 
 
@@ -157,7 +159,7 @@ async def test_next_run_posts_a_new_message_and_forgets_old_records(redis: Redis
     await publish(redis, started("1700000000001-0"), completed("two", "1700000000001-0"))
     assert await deliverer.deliver_session(SESSION) is Outcome.DONE
     assert renderer.texts() == ["one", "two"]
-    assert await redis.hgetall(keys.sent_parts(SESSION)) == {"1700000000001-0:0": "m2"}
+    assert await hash_of(redis, keys.sent_parts(SESSION)) == {"1700000000001-0:0": "m2"}
 
 
 async def test_failed_run_shows_a_clear_error(redis: Redis) -> None:

@@ -1,0 +1,152 @@
+"""``GET /v1/sessions/{key}/events``: a session's outbound events as Server-Sent Events.
+
+Each event is one SSE frame: ``id:`` the stream entry id (so ``Last-Event-ID`` or
+``?after=`` resumes exactly after it), ``event:`` the event type, ``data:`` the
+event JSON. Without ``?follow=1`` the stream ends after the first final event
+(``run.completed``/``run.failed``) of a run whose id is above ``?run_after=`` (the
+202 of ``POST /v1/messages`` gives both ids). Without ``after`` it starts at the
+end of the stream (only new events). A comment line is sent every
+``heartbeat_s`` so proxies keep the connection and a gone client is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import Counter
+from redis.asyncio import Redis
+
+from channels.http.errors import ApiError
+from core.bus import keys
+from core.bus.codec import parse_stream_id
+from core.bus.outbound import read_events
+from core.errors import PayloadError
+from core.events import StreamEvent, is_terminal
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT = b": keepalive\n\n"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+class StreamMetrics(Protocol):
+    @property
+    def messages_out(self) -> Counter: ...
+
+
+def sse_frame(entry_id: str, event: StreamEvent) -> bytes:
+    return f"id: {entry_id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
+
+
+def _stream_id_param(value: str, name: str) -> str:
+    full = f"{value}-0" if value.isdigit() else value
+    try:
+        parse_stream_id(full)
+    except PayloadError:
+        raise ApiError(400, "invalid_request", f"{name} must be a stream id like 1700-0") from None
+    return full
+
+
+def _run_covers(run_id: str, run_after: str | None) -> bool:
+    if run_after is None:
+        return True
+    try:
+        return parse_stream_id(run_id) > parse_stream_id(run_after)
+    except PayloadError:
+        return True  # not a bus run id: nothing to compare, take it
+
+
+class EventStream:
+    """The SSE handler; ``close()`` ends every open stream (server shutdown)."""
+
+    def __init__(
+        self, redis: Redis, *, heartbeat_s: float = 15.0, metrics: StreamMetrics | None = None
+    ) -> None:
+        self._redis = redis
+        self._heartbeat_ms = max(1, int(heartbeat_s * 1000))
+        self._metrics = metrics
+        self._open: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/v1/sessions/{key}/events", self.stream_events)]
+
+    async def close(self) -> None:
+        tasks = list(self._open)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def stream_events(self, request: web.Request) -> web.StreamResponse:
+        session_key = request.match_info["key"]
+        resume = request.headers.get("Last-Event-ID") or request.query.get("after")
+        after = _stream_id_param(resume, "after") if resume else None
+        run_after_param = request.query.get("run_after")
+        run_after = _stream_id_param(run_after_param, "run_after") if run_after_param else None
+        follow = request.query.get("follow", "0").lower() in {"1", "true", "yes"}
+        if after is None:
+            after = await self._tail_or_missing(session_key)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        # The pump runs apart so that close() can stop it and still end the response
+        # properly: a client then sees a finished stream and reconnects with Last-Event-ID.
+        pump = asyncio.create_task(self._pump(response, session_key, after, run_after, follow))
+        self._open.add(pump)
+        try:
+            await asyncio.wait([pump])
+        finally:
+            self._open.discard(pump)
+            pump.cancel()
+        error = None if pump.cancelled() else pump.exception()
+        if isinstance(error, ConnectionResetError):
+            log.debug("SSE client of %s went away", session_key)
+            return response
+        if error is not None:
+            # The status line is sent already: end the stream; the client resumes later.
+            log.error("event stream of %s failed", session_key, exc_info=error)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _tail_or_missing(self, session_key: str) -> str:
+        """The last outbound id (start after it); 404 for a session nobody wrote to."""
+        s = session_key
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.outbound(s), keys.inbound(s), keys.session(s))
+            pipe.xrevrange(keys.outbound(s), count=1)
+            found, last = await pipe.execute()
+        if not found:
+            raise ApiError(404, "not_found", "no such session")
+        return str(last[0][0]) if last else "0-0"
+
+    async def _pump(
+        self,
+        response: web.StreamResponse,
+        session_key: str,
+        after: str,
+        run_after: str | None,
+        follow: bool,
+    ) -> None:
+        while True:
+            batch = await read_events(
+                self._redis, session_key, after=after, block_ms=self._heartbeat_ms
+            )
+            if not batch:
+                await response.write(HEARTBEAT)
+                continue
+            for entry_id, event in batch:
+                await response.write(sse_frame(entry_id, event))
+                after = entry_id
+                if is_terminal(event) and _run_covers(event.run_id, run_after):
+                    if self._metrics is not None:
+                        self._metrics.messages_out.labels(channel="http").inc()
+                    if not follow:
+                        return

@@ -1,0 +1,323 @@
+"""The ``gateway start`` process: Redis, the HTTP API, channels, deliverers, a worker.
+
+Two-phase lifecycle, every step idempotent:
+
+- ``initialize()``: refuse an unsafe bind, find or start Redis, create the consumer
+  groups, build the agent runtime, the worker and the enabled platform channels,
+  and the aiohttp application (more routes may be added to ``web`` before start).
+- ``start()``: listen (``http.port`` 0 picks a free port: see ``url``), start the
+  worker, the channels and their deliverers.
+- ``stop()`` undoes ``start()``; ``shutdown()`` undoes both. A failing step undoes
+  the steps before it, so a failed start leaves nothing running.
+
+``async with GatewayApp(settings) as gw: await gw.serve_forever()`` runs until
+``request_stop()`` (the CLI wires SIGINT/SIGTERM to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from channels.base import Channel, ChannelContext
+from channels.delivery import Deliverer
+from channels.http import (
+    EventStream,
+    IngressConfig,
+    MessageIngress,
+    api_key_middleware,
+    error_middleware,
+)
+from channels.registry import REGISTRY, ChannelRegistry
+from core.bus import keys
+from core.bus.inbound import Published, publish_inbound
+from core.bus.signals import ensure_groups
+from core.errors import ConfigError
+from core.messages import InboundMessage
+from core.runtime import AgentRuntime
+from core.sessions.redis import RedisSessionStore
+from core.settings import HttpSettings, Settings, gateway_home
+from gateway.health import HealthRoutes, collect_status, required_groups
+from gateway.metrics import GatewayMetrics
+from gateway.redis_launcher import RedisHandle, find_running, resolve_redis
+from workers.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class GatewayApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        with_worker: bool = True,
+        registry: ChannelRegistry = REGISTRY,
+        home: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.with_worker = with_worker
+        self.registry = registry
+        self.home = home
+        self.metrics = GatewayMetrics()
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.redis_handle: RedisHandle | None = None
+        self.redis: Redis | None = None
+        self.runtime: AgentRuntime | None = None
+        self.worker: Worker | None = None
+        self.channels: list[Channel] = []
+        self.web: web.Application | None = None
+        self.url: str | None = None
+        """``http://host:port`` once started (the bound port when ``http.port`` is 0)."""
+        self._events: EventStream | None = None
+        self._initialized: AsyncExitStack | None = None
+        self._started: AsyncExitStack | None = None
+        self._stop_requested = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        if self._initialized is not None:
+            return
+        check_bind_is_safe(self.settings.http)
+        async with AsyncExitStack() as stack:
+            stack.callback(self._forget)
+            handle = await resolve_redis(self.settings, home=self.home)
+            stack.push_async_callback(handle.close)
+            redis = Redis.from_url(handle.url, decode_responses=True)
+            stack.push_async_callback(redis.aclose)
+            await _ping(redis, handle)
+            partitions = self.settings.worker.ready_partitions
+            await ensure_groups(
+                redis, [keys.ready(p) for p in range(partitions)], keys.WORKER_GROUP
+            )
+            specs = self.registry.enabled_platforms(self.settings.channels)
+            runtime = AgentRuntime(self.settings, store=RedisSessionStore(redis))
+            stack.push_async_callback(runtime.aclose)
+            if self.with_worker:
+                delivered = frozenset(spec.name for spec in specs)
+                worker = Worker(self.settings, redis, runtime, deliver_channels=delivered)
+                await worker.initialize()
+                stack.push_async_callback(worker.shutdown)
+                self.worker = worker
+            self.redis_handle, self.redis, self.runtime = handle, redis, runtime
+            self.channels = [spec.load_factory()(self._context(spec.name)) for spec in specs]
+            self.web = self._build_web(redis, [spec.name for spec in specs])
+            self._initialized = stack.pop_all()
+
+    async def start(self) -> None:
+        if self._started is not None:
+            return
+        await self.initialize()
+        assert self.web is not None and self.redis is not None and self._events is not None
+        async with AsyncExitStack() as stack:
+            runner = web.AppRunner(self.web, shutdown_timeout=5.0)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            self.url = await _listen(runner, self.settings.http)
+            stack.callback(setattr, self, "url", None)
+            stack.push_async_callback(self._events.close)
+            if self.worker is not None:
+                await self.worker.start()
+                stack.push_async_callback(self.worker.stop)
+            for channel in self.channels:
+                await channel.start()
+                stack.push_async_callback(channel.stop)
+                deliverer = self._deliverer(self.redis, channel)
+                await deliverer.start()
+                stack.push_async_callback(deliverer.stop)
+            self._started = stack.pop_all()
+        log.info("gateway listening on %s", self.url)
+
+    async def stop(self) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            await started.aclose()
+
+    async def shutdown(self) -> None:
+        await self.stop()
+        initialized, self._initialized = self._initialized, None
+        if initialized is not None:
+            await initialized.aclose()
+
+    async def __aenter__(self) -> GatewayApp:
+        try:
+            await self.start()
+        except BaseException:
+            await self.shutdown()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    def request_stop(self) -> None:
+        """Make ``serve_forever`` return (safe to call from a signal handler)."""
+        self._stop_requested.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        await self._stop_requested.wait()
+
+    def banner(self) -> list[str]:
+        """Lines for the start banner: where to connect, which Redis, what runs."""
+        handle = self.redis_handle
+        redis_line = f"redis  {redact_url(handle.url)} ({handle.source})" if handle else "redis  -"
+        names = ["http", *(channel.name for channel in self.channels)]
+        return [
+            f"http   {self.url or '(not listening)'}  (POST /v1/messages, /healthz, /metrics)",
+            redis_line,
+            f"worker {'in-process' if self.worker is not None else 'none (--no-worker)'}",
+            f"channels {', '.join(names)}",
+        ]
+
+    # -- parts -----------------------------------------------------------------------
+
+    def _forget(self) -> None:
+        self.redis_handle = self.redis = self.runtime = self.worker = self.web = None
+        self._events = None
+        self.channels = []
+
+    def _context(self, name: str) -> ChannelContext:
+        assert self.redis is not None
+        redis, cfg = self.redis, self.settings.worker
+
+        async def publish(msg: InboundMessage) -> Published:
+            published = await publish_inbound(
+                redis, msg, partitions=cfg.ready_partitions, maxlen=cfg.stream_maxlen
+            )
+            if not published.duplicate:
+                self.metrics.messages_in.labels(channel=msg.channel).inc()
+            return published
+
+        return ChannelContext(
+            name=name,
+            settings=self.settings,
+            config=self.settings.channels[name],
+            redis=redis,
+            publish=publish,
+        )
+
+    def _deliverer(self, redis: Redis, channel: Channel) -> Deliverer:
+        cfg = self.settings.worker
+        return Deliverer(
+            redis,
+            channel.name,
+            channel.renderer(),
+            partitions=cfg.ready_partitions,
+            consumer=f"{self.process_id}:{channel.name}",
+            metrics=self.metrics,
+            lease_ms=cfg.lease_ms,
+            claim_idle_ms=cfg.claim_idle_ms,
+            max_deliveries=cfg.max_deliveries,
+        )
+
+    def _build_web(self, redis: Redis, delivered: list[str]) -> web.Application:
+        http, cfg = self.settings.http, self.settings.worker
+        app = web.Application(
+            middlewares=[error_middleware, api_key_middleware(http.api_keys)],
+            client_max_size=http.max_body_bytes,
+        )
+        ingress = MessageIngress(
+            redis,
+            IngressConfig(
+                partitions=cfg.ready_partitions,
+                stream_maxlen=cfg.stream_maxlen,
+                max_body_bytes=http.max_body_bytes,
+                channels=self.registry.names(),
+                agents=frozenset({self.settings.default_agent, *self.settings.agents}),
+            ),
+            self.metrics,
+        )
+        self._events = EventStream(redis, metrics=self.metrics)
+        health = HealthRoutes(redis, self.metrics, required_groups(cfg.ready_partitions, delivered))
+        app.add_routes([*health.routes(), *ingress.routes(), *self._events.routes()])
+        return app
+
+
+def check_bind_is_safe(http: HttpSettings) -> None:
+    """Refuse to serve beyond this machine without API keys."""
+    if http.api_keys or is_loopback(http.host):
+        return
+    raise ConfigError(
+        f"http.host = {http.host!r} is reachable from other machines but http.api_keys is "
+        "empty; set http.api_keys (or GATEWAY_HTTP__API_KEYS) or bind to 127.0.0.1"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (for banners and status output)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+async def _ping(redis: Redis, handle: RedisHandle) -> None:
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(
+            f"redis: cannot reach {redact_url(handle.url)} (from {handle.source}): {exc}"
+        ) from exc
+
+
+async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
+    site = web.TCPSite(runner, http.host, http.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(
+            f"http.port: cannot listen on {http.host}:{http.port}: {exc.strerror or exc}"
+        ) from exc
+    host, port = runner.addresses[0][:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
+    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
+    source, url = "config", settings.redis.url
+    if not url and (url := os.environ.get("REDIS_URL")):
+        source = "env"
+    if not url:
+        source, url = "redis-server", await find_running((home or gateway_home()) / "redis")
+    if not url:
+        return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
+    client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        await client.ping()
+        facts = await collect_status(client, partitions=settings.worker.ready_partitions)
+    except (RedisError, OSError) as exc:
+        return {"redis": f"unreachable: {redact_url(url)} ({source}): {exc}"}
+    finally:
+        await client.aclose()
+    return {"redis": f"{redact_url(url)} ({source})", **facts}
