@@ -7,7 +7,7 @@
      ├── ProviderError               the model provider failed
      │    ├── RetryableProviderError   rate limit, 5xx, connection: failover may try the next model
      │    └── UnknownModelError        a model string or preset that resolves to nothing
-     ├── ToolError                   a tool refused or failed (sent back to the model as an error result)
+     ├── ToolError                   a tool refused or failed (the model reads it as a result)
      │    └── WorkspaceEscapeError     a path that leaves the workspace (by .. or a symlink)
      ├── SessionError                session storage failed
      │    └── CorruptSessionError      a session file or record that cannot be parsed

@@ -36,7 +36,7 @@ class ModelRequest(BaseModel):
     spec: ModelSpec
     messages: list[Message]
     tools: list[dict[str, Any]] = Field(default_factory=list)
-    """OpenAI ``tools`` entries: ``{"type": "function", "function": {name, description, parameters}}``."""
+    """OpenAI ``tools`` entries: ``{"type": "function", "function": {...}}``."""
 
 
 class TextChunk(BaseModel):

@@ -1,7 +1,6 @@
 """Attempt counting and dead-lettering a poisonous turn (real Redis)."""
 
 # The fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Inbound publish / dedupe / pending reads against a real redis-server."""
 
 # The fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
 
 from __future__ import annotations
 

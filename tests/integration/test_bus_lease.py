@@ -1,7 +1,6 @@
 """Leases, fencing, keepalive, fenced event publishing and the turn commit (real Redis)."""
 
 # The fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Reading outbound events and signalling deliverers (real Redis)."""
 
 # The fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
 
 from __future__ import annotations
 

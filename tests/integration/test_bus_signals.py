@@ -1,7 +1,6 @@
 """Consumer-group signals: groups, reads, acks, and claiming from a dead consumer (real Redis)."""
 
 # The fixtures are imported by name, so test parameters "redefine" them.
-# ruff: noqa: F811
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def provider_settings(server: FakeModelServer, **values: Any) -> ProviderSetting
 
 
 @pytest.fixture
-async def provider(fake_model: FakeModelServer) -> AsyncIterator[OpenAICompatProvider]:  # noqa: F811
+async def provider(fake_model: FakeModelServer) -> AsyncIterator[OpenAICompatProvider]:
     created = OpenAICompatProvider("local", provider_settings(fake_model, api_key=SECRET_KEY))
     yield created
     await created.aclose()
@@ -73,7 +73,7 @@ USER: list[Message] = [{"role": "user", "content": "hi"}]
 
 
 async def test_text_streams_in_pieces_with_usage_then_finish(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     provider: OpenAICompatProvider,
 ) -> None:
     fake_model.script(Reply(text="Hello there, world!", chunk_size=4))
@@ -87,7 +87,7 @@ async def test_text_streams_in_pieces_with_usage_then_finish(
 
 
 async def test_request_carries_only_api_keys_and_set_options(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     provider: OpenAICompatProvider,
 ) -> None:
     history: list[Message] = [
@@ -114,7 +114,7 @@ async def test_request_carries_only_api_keys_and_set_options(
 
 
 async def test_tool_call_deltas_are_assembled_after_the_text(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     provider: OpenAICompatProvider,
 ) -> None:
     first_args = {"query": "weather in Paris", "days": 3}
@@ -134,7 +134,7 @@ async def test_tool_call_deltas_are_assembled_after_the_text(
 
 
 async def test_reasoning_deltas(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     provider: OpenAICompatProvider,
 ) -> None:
     fake_model.script(Reply(text="42", reasoning="thinking about the question", chunk_size=6))
@@ -145,7 +145,7 @@ async def test_reasoning_deltas(
 
 
 async def test_rate_limit_is_retryable_and_the_message_is_one_clean_line(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     provider: OpenAICompatProvider,
 ) -> None:
     fake_model.script(Reply(status=429, error_message=f"slow down\nkey {SECRET_KEY} over quota"))
@@ -157,7 +157,7 @@ async def test_rate_limit_is_retryable_and_the_message_is_one_clean_line(
 
 
 async def test_bad_request_is_not_retryable(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     provider: OpenAICompatProvider,
 ) -> None:
     fake_model.script(Reply(status=400, error_message="messages: invalid role"))
@@ -167,7 +167,7 @@ async def test_bad_request_is_not_retryable(
     assert "HTTP 400" in str(caught.value) and "invalid role" in str(caught.value)
 
 
-async def test_connection_refused_is_retryable(fake_model: FakeModelServer) -> None:  # noqa: F811
+async def test_connection_refused_is_retryable(fake_model: FakeModelServer) -> None:
     await fake_model.stop()  # nothing listens on its port any more
     gone = OpenAICompatProvider("gone", provider_settings(fake_model))
     with pytest.raises(RetryableProviderError, match="gone"):
@@ -175,7 +175,7 @@ async def test_connection_refused_is_retryable(fake_model: FakeModelServer) -> N
     await gone.aclose()
 
 
-async def test_failover_to_the_next_provider_on_503(fake_model: FakeModelServer) -> None:  # noqa: F811
+async def test_failover_to_the_next_provider_on_503(fake_model: FakeModelServer) -> None:
     async with FakeModelServer() as backup:
         fake_model.script(Reply(status=503, error_message="overloaded"))
         settings = Settings(
@@ -193,7 +193,7 @@ async def test_failover_to_the_next_provider_on_503(fake_model: FakeModelServer)
 
 
 async def test_when_every_model_fails_the_last_error_is_raised(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
 ) -> None:
     fake_model.script(Reply(status=503, error_message="first down"), Reply(status=502))
     router = ModelRouter(Settings(providers={"main": provider_settings(fake_model)}))
@@ -205,7 +205,7 @@ async def test_when_every_model_fails_the_last_error_is_raised(
 
 
 async def test_no_failover_once_the_answer_has_started(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
 ) -> None:
     fake_model.script(Reply(text="partial answer", hang=True))
     main = provider_settings(fake_model, timeout_s=0.3)
@@ -221,7 +221,7 @@ async def test_no_failover_once_the_answer_has_started(
 
 
 async def test_closing_the_stream_early_closes_the_http_stream(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
 ) -> None:
     fake_model.script(Reply(text="never ending", hang=True))
     router = ModelRouter(Settings(providers={"main": provider_settings(fake_model)}))
@@ -235,7 +235,7 @@ async def test_closing_the_stream_early_closes_the_http_stream(
 
 
 async def test_openai_from_environment(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET_KEY)
@@ -249,7 +249,7 @@ async def test_openai_from_environment(
 
 
 async def test_keyless_local_provider_sends_a_placeholder_key(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
 ) -> None:
     keyless = OpenAICompatProvider("ollama", provider_settings(fake_model))
     assert text_of(await collect(keyless, USER)) == "echo: hi"
@@ -258,7 +258,7 @@ async def test_keyless_local_provider_sends_a_placeholder_key(
 
 
 async def test_concurrent_streams_with_different_models_do_not_interfere(
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
 ) -> None:
     async with FakeModelServer() as other:
         other.script(Reply(text="from the other server", chunk_delay_s=0.002, chunk_size=3))
@@ -283,7 +283,7 @@ async def test_concurrent_streams_with_different_models_do_not_interfere(
     assert [r["model"] for r in other.requests] == ["slow"]
 
 
-async def test_complete_collects_the_text(fake_model: FakeModelServer) -> None:  # noqa: F811
+async def test_complete_collects_the_text(fake_model: FakeModelServer) -> None:
     fake_model.script(Reply(text="a short summary", tool_calls=[("lookup", {})]))
     router = ModelRouter(Settings(providers={"main": provider_settings(fake_model)}))
     assert await router.complete(router.resolve(model="main/sum"), USER) == "a short summary"
