@@ -85,8 +85,11 @@ class TurnPlan:
 
 
 def known_agent(settings: Settings, name: str | None) -> str | None:
-    """``name`` if configured (or the default agent's name), else None with a warning."""
-    if name is None or name in settings.agents or name == settings.default_agent:
+    """The agent a message goes to: None for the default agent (by name or unnamed, and
+    with a warning for a name that is not configured), else the configured name."""
+    if name is None or name == settings.default_agent:
+        return None
+    if name in settings.agents:
         return name
     log.warning("message routed to unknown agent %r: using the default agent", name)
     return None
@@ -167,7 +170,11 @@ def backlog_page(settings: Settings) -> int:
 
 
 async def read_backlog(redis: Redis, session_key: str, *, page: int) -> list[Entry]:
-    """Everything pending after the cursor, page by page, so the cap sees the whole backlog."""
+    """Everything pending after the cursor, page by page, so the cap sees the whole backlog.
+
+    A page shortened by malformed entries (dead-lettered by ``pending_inbound``) ends
+    the read early; the rest is read before the next turn.
+    """
     entries = await pending_inbound(redis, session_key, count=page)
     batch = entries
     while len(batch) == page:
@@ -203,7 +210,7 @@ class RedisSteeringInbox:
 
     ``run()`` (a background task for the turn's duration) blocks on the chat's
     inbound stream and buffers new messages; ``drain()`` gives the loop what is
-    buffered and moves ``covered`` (the id the turn commits up to) past it. At most
+    buffered and records it in ``drained`` (what the turn's commit covers). At most
     ``limit`` messages are injected per turn. Steering stops at a malformed entry or
     one that ``accepts`` refuses (routed to another agent), so the cursor never
     passes it: the next turn handles it.
@@ -227,16 +234,12 @@ class RedisSteeringInbox:
         self._block_ms = block_ms
         self._buffer: list[Entry] = []
         self._taken = 0
-        self.covered = after
-        """The id of the last inbound entry handed to the loop (the turn's cursor)."""
         self.drained: list[Entry] = []
-        """Every entry handed to the loop, in order."""
+        """Every entry handed to the loop, in order (the turn's commit covers them)."""
 
     def drain(self) -> list[Message]:
         entries, self._buffer = self._buffer, []
-        if entries:
-            self.covered = entries[-1][0]
-            self.drained.extend(entries)
+        self.drained.extend(entries)
         return [message.to_user_message() for _, message in entries]
 
     async def run(self) -> None:

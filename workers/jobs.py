@@ -28,7 +28,6 @@ from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.lease import Lease
 from core.bus.signals import signal
 from core.errors import ToolError
 from core.messages import InboundMessage
@@ -36,7 +35,8 @@ from core.runtime import AgentRuntime
 from core.sessions.redis import RedisSessionStore
 from core.settings import Settings
 from core.tools.base import Tool, ToolContext, tool
-from workers.store import TurnStore
+from workers.busy import hand_off
+from workers.store import TurnStore, leased
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,10 @@ async def retry_turn(ctx: JobContext, session_key: str, channel: str) -> str:
 
 
 async def compact_idle_sessions(ctx: JobContext) -> int:
-    """Compact every idle session that has turns to fold; returns how many were compacted."""
+    """Compact every idle session that has turns to fold; returns how many were compacted.
+
+    One session failing (a model error, say) is logged and does not stop the others.
+    """
     state = job_state(ctx)
     if state.runtime is None:
         log.warning("compact_idle_sessions: no runtime in the arq context; skipped")
@@ -113,8 +116,10 @@ async def compact_idle_sessions(ctx: JobContext) -> int:
     sessions = RedisSessionStore(state.redis)
     compacted = 0
     for session_key in await sessions.idle_sessions(state.settings.worker.compact_idle_after_s):
-        if await compact_one(state, state.runtime, sessions, session_key):
-            compacted += 1
+        try:
+            compacted += await compact_one(state, state.runtime, sessions, session_key)
+        except Exception:
+            log.exception("compaction of idle session %s failed", session_key)
     return compacted
 
 
@@ -122,25 +127,22 @@ async def compact_one(
     state: JobState, runtime: AgentRuntime, sessions: RedisSessionStore, session_key: str
 ) -> bool:
     """Compact one session under its lease; False when busy or nothing to fold."""
-    cfg = state.settings.worker
-    lease = await Lease.acquire(
-        state.redis, session_key, ttl_ms=cfg.lease_ms, owner=COMPACTOR_OWNER
-    )
-    if lease is None:
-        return False  # a turn is running: the session is not idle after all
+    redis, cfg = state.redis, state.settings.worker
+    summary, held_it = "", False
     try:
-        async with lease.keepalive(cfg.lease_ms / 3000):
-            store = TurnStore(sessions, lease, cursor=await read_cursor(state.redis, session_key))
+        async with leased(redis, session_key, ttl_ms=cfg.lease_ms, owner=COMPACTOR_OWNER) as held:
+            if held is None:
+                return False  # a turn is running: the session is not idle after all
+            held_it = True
+            store = TurnStore(sessions, held[0], cursor=await read_cursor(redis, session_key))
             summary = await runtime.compact_session(session_key, store=store)
             if summary and store.saved is not None:
                 await store.commit()
     finally:
-        await lease.release()
-    # A worker that found the lease held acked its signal, expecting the holder to
-    # drain: this holder runs no turns, so it passes the work on.
-    pending = await pending_inbound(state.redis, session_key, count=1)
-    if pending:
-        await _resignal(state, session_key, pending[0][1].channel)
+        # A worker that found the lease held acked its signal, expecting the holder to
+        # drain: this holder runs no turns, so after releasing it passes the work on.
+        if held_it and (pending := await pending_inbound(redis, session_key, count=1)):
+            await hand_off(redis, state.settings, session_key, pending[0][1].channel)
     return bool(summary)
 
 

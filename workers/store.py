@@ -6,6 +6,9 @@ events would leave a chat whose turn is committed (never re-run) but whose reply
 never ends. So ``save`` only keeps the session; the worker calls ``commit`` after
 every event of the turn is on the bus, and the session, the cursor, the inbound
 trim and the attempt counters are then written together by one fenced script.
+
+``leased`` holds a session's lease (with keepalive) around a block: the worker's
+turns and the idle compaction job both write a session only inside it.
 """
 
 from __future__ import annotations

@@ -141,7 +141,9 @@ class TurnRunner:
         max_deliveries = self._deps.settings.worker.max_deliveries
         if attempt > max_deliveries:
             # Earlier attempts died with their worker: do not run it again.
-            await self._dead_letter(attempt - 1, "the worker stopped during every attempt")
+            await self._dead_letter(
+                attempt - 1, "every attempt ended unfinished (worker stopped or lease lost)"
+            )
             return TurnOutcome.DEAD_LETTERED, attempt
         try:
             await self._stream()

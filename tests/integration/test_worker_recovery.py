@@ -158,3 +158,25 @@ async def test_claim_stale_recovers_the_turn_of_a_crashed_worker(
     assert ends[0].content == "echo: hello"
     assert await read_cursor(redis, key) == entry
     assert await record_attempt(redis, key, entry) == 1  # counters were cleared by the commit
+
+
+async def test_a_message_whose_attempts_all_died_is_dead_lettered_without_running(
+    redis: Redis, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    settings = bus_settings(tmp_path, fake=fake_model, max_deliveries=2)
+    key = session_key("crashloop")
+    entry = await send(redis, settings, "crashloop", "poison")
+    for _ in range(2):  # two attempts that never finished (their workers died)
+        await record_attempt(redis, key, entry)
+    transcript = Transcript(redis, [key])
+    async with running_workers(settings, redis):
+        await transcript.runs_ended(1)
+        later = await send(redis, settings, "crashloop", "fine now")
+        await transcript.runs_ended(2)
+    assert len(fake_model.requests) == 1  # only the later message reached the model
+    failed, completed = transcript.terminals(key)
+    assert isinstance(failed, RunFailed) and failed.run_id == entry
+    assert failed.error == "Sorry, I could not process your message after 2 attempts."
+    assert [e.type for e in transcript.events[key]][:2] == ["run.started", "run.failed"]
+    assert isinstance(completed, RunCompleted) and completed.run_id == later
+    assert len(await redis.xrange(keys.DEAD_LETTER)) == 1

@@ -113,3 +113,21 @@ def test_interrupted_and_dead_letter_events() -> None:
     assert "after 3 attempts" in fresh[1].error
     later = dead_letter_events("9-0", 12, "s", attempts=3, cause="boom")
     assert [e.seq for e in later] == [12]
+
+
+def test_default_agent_by_name_or_unnamed_is_one_batch() -> None:
+    pending = [*entries("a", "b"), *entries("c", agent="assistant")]
+    pending[2] = ("3-0", pending[2][1])
+    plan = plan_turn(pending, settings_with("collect"))
+    assert ids(plan.batch) == ["1-0", "2-0", "3-0"]
+    assert plan.agent is None
+    assert plan.steers is False
+
+
+def test_steer_only_when_the_batch_covers_everything_pending() -> None:
+    settings = settings_with("steer")
+    assert plan_turn(entries("a", "b"), settings).steers
+    mixed = [*entries("a"), ("2-0", entries("b", agent="coder")[0][1])]
+    plan = plan_turn(mixed, settings)
+    assert ids(plan.batch) == ["1-0"] and plan.newest_id == "2-0"
+    assert not plan.steers
