@@ -59,18 +59,42 @@ async def _stack(tmp: Path) -> AsyncIterator[tuple[str, str, int]]:
     handle = await resolve_redis(Settings(), home=tmp)
     port = _free_port()
     config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": "echo/echo", "workspace": str(tmp / "ws"), "redis": {"url": handle.url},
-        "http": {"port": port}, "worker": {"concurrency": 64},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "echo/echo",
+                "workspace": str(tmp / "ws"),
+                "redis": {"url": handle.url},
+                "http": {"port": port},
+                "worker": {"concurrency": 64},
+            }
+        )
+    )
     env = {**os.environ, "GATEWAY_HOME": str(tmp)}
     quiet = {"stdout": asyncio.subprocess.DEVNULL, "stderr": asyncio.subprocess.DEVNULL}
     gateway = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "start", "--no-worker", "--config", str(config),
-        env=env, **quiet)
+        sys.executable,
+        "-m",
+        "gateway",
+        "start",
+        "--no-worker",
+        "--config",
+        str(config),
+        env=env,
+        **quiet,
+    )
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers", "--config", str(config), "--no-jobs",
-        "--log-level", "WARNING", env=env, **quiet)
+        sys.executable,
+        "-m",
+        "workers",
+        "--config",
+        str(config),
+        "--no-jobs",
+        "--log-level",
+        "WARNING",
+        env=env,
+        **quiet,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         await _wait_http(url)
@@ -130,7 +154,9 @@ async def _through_http(
     watcher.expected = total
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout()) as http:
-        followers = [asyncio.create_task(watcher.follow(http, url, f"{phase}-{c}")) for c in range(CHATS)]
+        followers = [
+            asyncio.create_task(watcher.follow(http, url, f"{phase}-{c}")) for c in range(CHATS)
+        ]
         await asyncio.sleep(0.5)  # let every SSE stream attach
         start = time.perf_counter()
         if rate is None:
@@ -164,10 +190,12 @@ async def _memory(redis_url: str, worker_pid: int) -> str:
     """Publish straight to Redis across 10,000 sessions; the worker's RSS before and after."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
+
         async def publish(start: int, count: int) -> None:
             for i in range(start, start + count):
-                msg = InboundMessage(channel="bench", chat_id=str(i % MEMORY_SESSIONS),
-                                     sender_id="b", text=f"m{i}")
+                msg = InboundMessage(
+                    channel="bench", chat_id=str(i % MEMORY_SESSIONS), sender_id="b", text=f"m{i}"
+                )
                 await publish_inbound(redis, msg, partitions=8, maxlen=10_000)
 
         warm = min(10_000, MEMORY_MESSAGES // 10)
@@ -177,17 +205,20 @@ async def _memory(redis_url: str, worker_pid: int) -> str:
         start = time.perf_counter()
         step = 5_000
         for offset in range(warm, MEMORY_MESSAGES, step):
-            await asyncio.gather(*(publish(offset + k * (step // 10), step // 10)
-                                   for k in range(10)))
+            await asyncio.gather(
+                *(publish(offset + k * (step // 10), step // 10) for k in range(10))
+            )
         await _drained(redis)
         elapsed = time.perf_counter() - start
         after = _rss_mb(worker_pid)
     finally:
         await redis.aclose()
     rate = (MEMORY_MESSAGES - warm) / elapsed
-    return (f"{'bus: worker RSS over ' + str(MEMORY_MESSAGES) + ' msgs / 10k sessions':<46}"
-            f" {before:.1f} MB -> {after:.1f} MB (growth {after - before:+.1f} MB; "
-            f"{rate:.0f} msgs/s direct to Redis)")
+    return (
+        f"{'bus: worker RSS over ' + str(MEMORY_MESSAGES) + ' msgs / 10k sessions':<46}"
+        f" {before:.1f} MB -> {after:.1f} MB (growth {after - before:+.1f} MB; "
+        f"{rate:.0f} msgs/s direct to Redis)"
+    )
 
 
 async def _drained(redis: Redis) -> None:
@@ -207,11 +238,17 @@ async def main() -> list[str]:
         async with _stack(Path(tmp)) as (url, redis_url, worker_pid):
             await _through_http(url, 400, None, "warm")
             elapsed, _ = await _through_http(url, THROUGHPUT_MESSAGES, None, "rate")
-            sustained = Figure(f"bus: HTTP->worker->SSE, {CHATS} chats", THROUGHPUT_MESSAGES,
-                               elapsed, [])
+            sustained = Figure(
+                f"bus: HTTP->worker->SSE, {CHATS} chats", THROUGHPUT_MESSAGES, elapsed, []
+            )
             total = LATENCY_RATE * LATENCY_SECONDS
             elapsed, watcher = await _through_http(url, total, LATENCY_RATE, "lat")
-            latency = Figure(f"bus: first delta at {LATENCY_RATE} msgs/s offered", total,
-                             elapsed, watcher.first_delta_ms, "(echo model ~0.01 ms)")
+            latency = Figure(
+                f"bus: first delta at {LATENCY_RATE} msgs/s offered",
+                total,
+                elapsed,
+                watcher.first_delta_ms,
+                "(echo model ~0.01 ms)",
+            )
             memory = await _memory(redis_url, worker_pid)
     return [sustained.line().split("  p50")[0] + "  (sustained)", latency.line(), memory]

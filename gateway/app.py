@@ -3,10 +3,12 @@
 Two-phase lifecycle, every step idempotent:
 
 - ``initialize()``: refuse an unsafe bind, find or start Redis, create the consumer
-  groups, build the agent runtime, the worker and the enabled platform channels,
-  and the aiohttp application (more routes may be added to ``web`` before start).
+  groups, build the worker (unless ``with_worker`` is off) as ``python -m workers``
+  does (``workers.assemble``: runtime with the ``schedule`` tool, arq retries, the
+  app's metrics), the enabled platform channels and the aiohttp application (more
+  routes may be added to ``web`` before start).
 - ``start()``: listen (``http.port`` 0 picks a free port: see ``url``), start the
-  worker, the channels and their deliverers.
+  worker with its arq side jobs, the channels and their deliverers.
 - ``stop()`` undoes ``start()``; ``shutdown()`` undoes both. A failing step undoes
   the steps before it, so a failed start leaves nothing running.
 
@@ -47,12 +49,12 @@ from core.bus.inbound import Published, publish_inbound
 from core.bus.signals import ensure_groups
 from core.errors import ConfigError
 from core.messages import InboundMessage
+from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
-from core.sessions.redis import RedisSessionStore
 from core.settings import HttpSettings, Settings, gateway_home
 from gateway.health import HealthRoutes, collect_status, required_groups
-from gateway.metrics import GatewayMetrics
 from gateway.redis_launcher import RedisHandle, find_running, resolve_redis
+from workers.assemble import WorkerAssembly, assemble_worker
 from workers.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,9 @@ class GatewayApp:
         self.redis_handle: RedisHandle | None = None
         self.redis: Redis | None = None
         self.runtime: AgentRuntime | None = None
+        """The in-process worker's runtime (None without a worker)."""
         self.worker: Worker | None = None
+        self._assembly: WorkerAssembly | None = None
         self.channels: list[Channel] = []
         self.web: web.Application | None = None
         self.url: str | None = None
@@ -104,15 +108,19 @@ class GatewayApp:
                 redis, [keys.ready(p) for p in range(partitions)], keys.WORKER_GROUP
             )
             specs = self.registry.enabled_platforms(self.settings.channels)
-            runtime = AgentRuntime(self.settings, store=RedisSessionStore(redis))
-            stack.push_async_callback(runtime.aclose)
             if self.with_worker:
-                delivered = frozenset(spec.name for spec in specs)
-                worker = Worker(self.settings, redis, runtime, deliver_channels=delivered)
-                await worker.initialize()
-                stack.push_async_callback(worker.shutdown)
-                self.worker = worker
-            self.redis_handle, self.redis, self.runtime = handle, redis, runtime
+                assembly = await stack.enter_async_context(
+                    assemble_worker(
+                        self.settings,
+                        redis,
+                        redis_url=handle.url,
+                        deliver_channels=frozenset(spec.name for spec in specs),
+                        metrics=self.metrics,
+                    )
+                )
+                self._assembly = assembly
+                self.runtime, self.worker = assembly.runtime, assembly.worker
+            self.redis_handle, self.redis = handle, redis
             self.channels = [spec.load_factory()(self._context(spec.name)) for spec in specs]
             self.web = self._build_web(redis, [spec.name for spec in specs])
             self._initialized = stack.pop_all()
@@ -129,9 +137,8 @@ class GatewayApp:
             self.url = await _listen(runner, self.settings.http)
             stack.callback(setattr, self, "url", None)
             stack.push_async_callback(self._events.close)
-            if self.worker is not None:
-                await self.worker.start()
-                stack.push_async_callback(self.worker.stop)
+            if self._assembly is not None:
+                await stack.enter_async_context(self._assembly.running())
             for channel in self.channels:
                 await channel.start()
                 stack.push_async_callback(channel.stop)
@@ -192,6 +199,7 @@ class GatewayApp:
 
     def _forget(self) -> None:
         self.redis_handle = self.redis = self.runtime = self.worker = self.web = None
+        self._assembly = None
         self._events = None
         self.channels = []
 

@@ -144,6 +144,8 @@ def status(config: ConfigOption = None) -> None:
     """Show config, workspace, model, providers and (when reachable) the bus."""
     settings = _with_env_defaults(_settings(config))
     table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # paths and URLs wrap whole instead of being cut
     path = config or default_config_path()
     table.add_row("config", f"{path}" + ("" if Path(path).is_file() else " (not found: defaults)"))
     table.add_row("workspace", str(settings.workspace))

@@ -18,16 +18,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import arq
 from redis.asyncio import Redis
 
 from core.errors import ConfigError
-from core.runtime import AgentRuntime
-from core.sessions.redis import RedisSessionStore
 from core.settings import Settings, load_settings
-from core.tools import builtin_tools
-from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
-from workers.worker import Worker
+from workers.assemble import assemble_worker
 
 log = logging.getLogger("workers")
 
@@ -71,48 +66,29 @@ async def run_worker(
 ) -> None:
     """Run a worker (and the arq side jobs) until ``stop`` is set, or SIGTERM/SIGINT."""
     url = redis_url_of(settings)
-    redis = Redis.from_url(url, decode_responses=True)
-    pool = await create_job_pool(url) if jobs else None
-    tools = builtin_tools(settings.tools)
-    if pool is not None:
-        tools.add(schedule_tool(pool))
-    runtime = AgentRuntime(settings, store=RedisSessionStore(redis), tools=tools)
-    side_jobs = None
-    if pool is not None:
-        side_jobs = arq.Worker(**arq_worker_settings(settings, redis_url=url, runtime=runtime))
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    worker = Worker(
+    if deliver_channels is None:
+        deliver_channels = enabled_channels(settings)
+    redis = Redis.from_url(url, decode_responses=True)
+    assembled = assemble_worker(
         settings,
         redis,
-        runtime,
+        redis_url=url,
+        jobs=jobs,
         worker_id=worker_id,
-        deliver_channels=enabled_channels(settings)
-        if deliver_channels is None
-        else deliver_channels,
-        retry=RetryScheduler(pool) if pool is not None else None,
+        deliver_channels=deliver_channels,
         stop_grace_s=stop_grace_s,
     )
-    jobs_task: asyncio.Task[None] | None = None
     try:
-        async with worker:
-            if side_jobs is not None:
-                jobs_task = asyncio.create_task(side_jobs.async_run(), name="arq side jobs")
+        async with assembled as assembly, assembly.running() as worker:
             print(f"worker {worker.worker_id} ready", flush=True)
             await stop.wait()
             log.info("worker %s stopping", worker.worker_id)
     finally:
-        if side_jobs is not None:
-            await side_jobs.close()
-        if jobs_task is not None:
-            jobs_task.cancel()
-            await asyncio.wait([jobs_task])
-        await runtime.aclose()
-        if pool is not None:
-            await pool.aclose()
         await redis.aclose()
 
 

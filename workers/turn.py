@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from core.bus.lease import Lease
 from core.bus.outbound import signal_delivery
 from core.errors import LeaseLostError
 from core.events import RunFailed, RunResult, RunStarted, StreamEvent
+from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
 from core.settings import Settings
@@ -69,15 +71,24 @@ class TurnDeps:
     runtime: AgentRuntime
     sessions: SessionStore
     deliver_channels: frozenset[str]
+    metrics: GatewayMetrics | None = None
 
 
 async def drain_turns(
-    deps: TurnDeps, lease: Lease, lost: asyncio.Event, *, page: int, stopping: Callable[[], bool]
+    deps: TurnDeps,
+    lease: Lease,
+    lost: asyncio.Event,
+    *,
+    page: int,
+    stopping: Callable[[], bool],
+    redelivery_counted: bool = False,
 ) -> tuple[int, str] | None:
     """Run the session's turns until nothing is pending or ``stopping()``.
 
     Returns ``(attempt, run_id)`` of a failed turn to retry later (draining stops
-    there so the chat's order holds), else None.
+    there so the chat's order holds), else None. ``redelivery_counted``: the caller
+    already counted this work as a redelivery (a claimed signal), so the first
+    turn's repeated attempt is not counted again.
     """
     while not stopping():
         if lost.is_set():
@@ -94,7 +105,9 @@ async def drain_turns(
                 plan.max_backlog,
                 deliver_channels=deps.deliver_channels,
             )
-        outcome, attempt = await TurnRunner(deps, lease, plan, lost).run()
+        runner = TurnRunner(deps, lease, plan, lost, redelivery_counted=redelivery_counted)
+        redelivery_counted = False
+        outcome, attempt = await runner.run()
         if outcome is TurnOutcome.RETRY:
             return attempt, plan.run_id
     return None
@@ -107,8 +120,18 @@ class _Interrupted(Exception):
 class TurnRunner:
     """One turn of ``plan`` for the session held by ``lease``."""
 
-    def __init__(self, deps: TurnDeps, lease: Lease, plan: TurnPlan, lost: asyncio.Event) -> None:
+    def __init__(
+        self,
+        deps: TurnDeps,
+        lease: Lease,
+        plan: TurnPlan,
+        lost: asyncio.Event,
+        *,
+        redelivery_counted: bool = False,
+    ) -> None:
         self._deps = deps
+        self._metrics = deps.metrics
+        self._redelivery_counted = redelivery_counted
         self._lease = lease
         self._plan = plan
         self._lost = lost
@@ -138,26 +161,36 @@ class TurnRunner:
         ``LeaseLostError`` propagates (nothing more may be written), as does cancellation.
         """
         attempt = await record_attempt(self._deps.redis, self._key, self._plan.run_id)
-        max_deliveries = self._deps.settings.worker.max_deliveries
-        if attempt > max_deliveries:
+        if attempt > 1 and not self._redelivery_counted and self._metrics is not None:
+            self._metrics.redeliveries.inc()
+        if attempt > self._deps.settings.worker.max_deliveries:
             # Earlier attempts died with their worker: do not run it again.
             await self._dead_letter(
                 attempt - 1, "every attempt ended unfinished (worker stopped or lease lost)"
             )
             return TurnOutcome.DEAD_LETTERED, attempt
+        started = time.perf_counter()
+        outcome = await self._attempt(attempt)
+        if self._metrics is not None:
+            self._metrics.turn_latency.observe(time.perf_counter() - started)
+        return outcome, attempt
+
+    async def _attempt(self, attempt: int) -> TurnOutcome:
+        """Stream the turn, then commit it, dead-letter it or leave it for a retry."""
         try:
             await self._stream()
         except _Interrupted:
             await self._publish([interrupted_event(self._plan.run_id, self._outbox.last_seq + 1)])
-            return TurnOutcome.INTERRUPTED, attempt
+            return TurnOutcome.INTERRUPTED
         if self._failure is None:
             covered = [entry_id for entry_id, _ in self._covered()]
             self._store.cursor = covered[-1]
             await self._store.commit(entry_ids=covered)
-            return TurnOutcome.COMMITTED, attempt
+            return TurnOutcome.COMMITTED
+        max_deliveries = self._deps.settings.worker.max_deliveries
         if attempt >= max_deliveries:
             await self._dead_letter(attempt, self._failure)
-            return TurnOutcome.DEAD_LETTERED, attempt
+            return TurnOutcome.DEAD_LETTERED
         log.warning(
             "turn %s of %s failed (attempt %d of %d): %s",
             self._plan.run_id,
@@ -166,7 +199,7 @@ class TurnRunner:
             max_deliveries,
             self._failure,
         )
-        return TurnOutcome.RETRY, attempt
+        return TurnOutcome.RETRY
 
     def _request(self) -> TurnRequest:
         first, last = self._plan.batch[0][1], self._plan.batch[-1][1]
@@ -258,6 +291,8 @@ class TurnRunner:
         )
         reason = f"failed {attempts} attempts: {cause}"
         await dead_letter(self._lease, entries, reason, cursor=entries[-1][0])
+        if self._metrics is not None:
+            self._metrics.dead_letters.inc(len(entries))
 
 
 def _is_attempt_failure(event: RunFailed) -> bool:

@@ -31,6 +31,7 @@ from core.bus import keys
 from core.bus.inbound import pending_inbound
 from core.bus.signals import Signal, ack, claim_stale, ensure_groups, read_signals
 from core.errors import LeaseLostError
+from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
 from core.sessions.base import SessionStore
 from core.sessions.redis import RedisSessionStore
@@ -66,6 +67,7 @@ class Worker:
         sessions: SessionStore | None = None,
         retry: RetryScheduler | None = None,
         stop_grace_s: float = 30.0,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -78,7 +80,9 @@ class Worker:
             runtime=runtime,
             sessions=sessions if sessions is not None else RedisSessionStore(redis),
             deliver_channels=deliver_channels,
+            metrics=metrics,
         )
+        self._metrics = metrics
         self._retry = retry
         self._streams = [keys.ready(p) for p in range(cfg.ready_partitions)]
         self._page = backlog_page(settings)
@@ -264,6 +268,10 @@ class Worker:
     async def _drain_session(self, sig: Signal, claimed: bool) -> bool:
         """Drain the session; True when the signal may be acked."""
         cfg = self.settings.worker
+        if claimed and self._metrics is not None:
+            self._metrics.redeliveries.inc()
+        # Counted once: the claimed signal's first turn is its re-run, not another one.
+        redelivery_counted = claimed
         while True:
             async with leased(
                 self.redis,
@@ -273,12 +281,19 @@ class Worker:
                 release=lambda: not self._aborting,
             ) as held:
                 if held is None:
+                    if self._metrics is not None:
+                        self._metrics.lease_waits.inc()
                     # The holder drains. A claimed signal may be a dead holder's: keep
                     # it pending until that lease lapsed or was released.
                     return not claimed
                 retry = await drain_turns(
-                    self._deps, *held, page=self._page, stopping=lambda: self._stopping
+                    self._deps,
+                    *held,
+                    page=self._page,
+                    stopping=lambda: self._stopping,
+                    redelivery_counted=redelivery_counted,
                 )
+                redelivery_counted = False
             if retry is not None:
                 if self._retry is None:
                     return False  # left pending: claim_stale retries it after claim_idle_ms

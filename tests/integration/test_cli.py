@@ -8,9 +8,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gateway import cli as cli_module
 from gateway.cli import app
 
 pytestmark = pytest.mark.integration
+
+WIDE = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long tmp paths fit on one line (rich fixed the width when gateway.cli was imported)."""
+    monkeypatch.setattr(cli_module.console, "width", 400)
 
 
 async def test_agent_message_prints_reply(sdk_config: Path) -> None:
@@ -44,3 +53,23 @@ def test_missing_config_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["agent", "-m", "x", "--config", str(tmp_path / "no.yaml")])
     assert result.exit_code == 2
     assert "not found" in result.output
+
+
+async def test_status_shows_config_model_and_bus(
+    sdk_config: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    result = await asyncio.to_thread(WIDE.invoke, app, ["status", "-c", str(sdk_config)])
+    assert result.exit_code == 0, result.output
+    for expected in (str(sdk_config), "local/fake-model", "local (", "(env)", "dead_letters"):
+        assert expected in result.output
+
+
+async def test_status_without_redis(
+    sdk_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path / "empty-home"))
+    result = await asyncio.to_thread(WIDE.invoke, app, ["status", "-c", str(sdk_config)])
+    assert result.exit_code == 0, result.output
+    assert "not running" in result.output

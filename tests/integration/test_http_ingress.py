@@ -320,6 +320,28 @@ async def test_health_readiness_and_metrics(
         assert (await resp.json())["missing_groups"] == [f"{keys.ready(1)}/{keys.WORKER_GROUP}"]
 
 
+async def test_in_process_worker_records_turns_in_metrics(
+    gateway: GatewayApp, client: aiohttp.ClientSession
+) -> None:
+    assert gateway.runtime is not None and "schedule" in gateway.runtime.tools
+    async with client.post(f"{gateway.url}/v1/messages", json=MESSAGE) as resp:
+        body = await resp.json()
+    async with client.get(f"{gateway.url}{body['events_url']}") as resp:
+        assert (await read_sse(resp))[-1].event == "run.completed"
+    assert gateway.worker is not None
+    await gateway.worker.stop()  # waits for the turn to finish recording, HTTP stays up
+    async with client.get(f"{gateway.url}/metrics") as resp:
+        text = await resp.text()
+    counts = [line for line in text.splitlines() if line.startswith("turn_latency_seconds_count")]
+    assert len(counts) == 1 and float(counts[0].split()[-1]) >= 1
+    assert "order-7" not in text and "hello" not in text
+
+
+async def test_without_worker_there_is_no_runtime_or_side_jobs(queue_only: GatewayApp) -> None:
+    assert queue_only.worker is None and queue_only.runtime is None
+    assert "worker none" in "\n".join(queue_only.banner())
+
+
 async def test_bus_status_reports_workers_and_backlog(
     redis_url: str, tmp_path: Path, client: aiohttp.ClientSession
 ) -> None:

@@ -53,7 +53,9 @@ async def wait_for_file(path: Path, timeout_s: float = 5.0) -> str:
     return text
 
 
-async def wait_until_dead(pid: int, timeout_s: float = 2.0) -> None:
+async def wait_until_dead(pid: int, timeout_s: float = 10.0) -> None:
+    """The commands sleep 30 s: dying well before that proves they were killed, and the
+    generous bound keeps a loaded CI machine from failing on scheduling delays."""
     deadline = time.monotonic() + timeout_s
     while is_running(pid):
         assert time.monotonic() < deadline, f"process {pid} is still running"
@@ -106,7 +108,7 @@ async def test_cancelling_the_run_kills_the_command_promptly(ctx: ToolContext) -
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - began < 1
+    assert time.monotonic() - began < 10  # far below the command's own 30 s
     assert not is_running(shell_pid)
     await wait_until_dead(child_pid)
 

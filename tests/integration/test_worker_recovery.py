@@ -13,6 +13,7 @@ from core.bus.attempts import record_attempt
 from core.bus.inbound import read_cursor
 from core.bus.lease import Lease
 from core.events import RunCompleted, RunFailed, TextDelta
+from core.metrics import GatewayMetrics
 from core.settings import AgentSettings, ProviderSettings
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
@@ -47,9 +48,10 @@ async def test_dead_letter_after_max_attempts_other_chats_unaffected(
         transcript = Transcript(redis, [doomed, fine])
         pool = await create_job_pool(redis_url)
         retry = RetryScheduler(pool, base_delay_s=0.05)
+        metrics = GatewayMetrics()
         async with (
             running_arq(settings, redis_url),
-            running_workers(settings, redis, 2, retry=retry),
+            running_workers(settings, redis, 2, retry=retry, metrics=metrics),
         ):
             lost_id = await send(redis, settings, "doomed", "hello?", agent="fragile")
             for i in range(5):
@@ -72,6 +74,9 @@ async def test_dead_letter_after_max_attempts_other_chats_unaffected(
     assert json.loads(fields["payload"])[0]["text"] == "hello?"
     assert await read_cursor(redis, doomed) == lost_id
     assert await redis.hget(keys.deliveries(doomed), lost_id) is None  # type: ignore[misc]
+    assert metrics.registry.get_sample_value("dead_letters_total") == 1
+    assert metrics.registry.get_sample_value("redeliveries_total") == 2  # attempts 2 and 3
+    assert metrics.registry.get_sample_value("turn_latency_seconds_count") == 3 + 5
 
 
 async def test_without_arq_a_failed_turn_is_retried_through_claim_stale(
@@ -169,7 +174,8 @@ async def test_a_message_whose_attempts_all_died_is_dead_lettered_without_runnin
     for _ in range(2):  # two attempts that never finished (their workers died)
         await record_attempt(redis, key, entry)
     transcript = Transcript(redis, [key])
-    async with running_workers(settings, redis):
+    metrics = GatewayMetrics()
+    async with running_workers(settings, redis, metrics=metrics):
         await transcript.runs_ended(1)
         later = await send(redis, settings, "crashloop", "fine now")
         await transcript.runs_ended(2)
@@ -180,3 +186,8 @@ async def test_a_message_whose_attempts_all_died_is_dead_lettered_without_runnin
     assert [e.type for e in transcript.events[key]][:2] == ["run.started", "run.failed"]
     assert isinstance(completed, RunCompleted) and completed.run_id == later
     assert len(await redis.xrange(keys.DEAD_LETTER)) == 1
+    # Read after the workers stopped, so the later turn's latency is recorded too.
+    sample = metrics.registry.get_sample_value
+    assert sample("dead_letters_total") == 1
+    assert sample("redeliveries_total") == 1  # the poison message's third attempt
+    assert sample("turn_latency_seconds_count") == 1  # the dead-lettered one never ran

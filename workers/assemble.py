@@ -1,0 +1,110 @@
+"""One bus worker with everything it runs with, for ``python -m workers`` and ``gateway start``.
+
+``assemble_worker`` builds, for one process: the arq job pool (unless ``jobs`` is
+off), the built-in tools plus ``schedule`` (which needs that pool), the agent runtime,
+and a ``Worker`` whose failed turns are retried through arq with backoff. Leaving the
+block closes all of it, in reverse order.
+
+``WorkerAssembly.running()`` then runs the worker together with the arq side jobs
+(scheduled messages, deferred retries, idle compaction). Building and running are
+two steps so that ``GatewayApp`` keeps its ``initialize()``/``start()`` split; the
+``python -m workers`` process simply does both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import arq
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from core.metrics import GatewayMetrics
+from core.runtime import AgentRuntime
+from core.sessions.redis import RedisSessionStore
+from core.settings import Settings
+from core.tools import builtin_tools
+from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
+from workers.worker import Worker
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAssembly:
+    """The parts ``assemble_worker`` built; ``pool`` is None when jobs are off."""
+
+    settings: Settings
+    redis_url: str
+    runtime: AgentRuntime
+    worker: Worker
+    pool: ArqRedis | None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Worker]:
+        """Run the worker (and the arq side jobs, when there is a pool) for the block.
+
+        On exit the worker stops first (its running turns may still enqueue retries),
+        then the side jobs.
+        """
+        async with AsyncExitStack() as stack:
+            if self.pool is not None:
+                options = arq_worker_settings(
+                    self.settings, redis_url=self.redis_url, runtime=self.runtime
+                )
+                await stack.enter_async_context(_side_jobs(arq.Worker(**options)))
+            await self.worker.start()
+            stack.push_async_callback(self.worker.stop)
+            yield self.worker
+
+
+@asynccontextmanager
+async def assemble_worker(
+    settings: Settings,
+    redis: Redis,
+    *,
+    redis_url: str,
+    jobs: bool = True,
+    worker_id: str | None = None,
+    deliver_channels: frozenset[str] = frozenset(),
+    stop_grace_s: float = 30.0,
+    metrics: GatewayMetrics | None = None,
+) -> AsyncIterator[WorkerAssembly]:
+    """Build (and initialize, but not start) a worker with its runtime and arq pool.
+
+    ``redis`` is the bus client (``decode_responses=True``), owned by the caller;
+    ``redis_url`` points at the same server, for arq's own connections.
+    """
+    async with AsyncExitStack() as stack:
+        pool = await create_job_pool(redis_url) if jobs else None
+        tools = builtin_tools(settings.tools)
+        if pool is not None:
+            stack.push_async_callback(pool.aclose)
+            tools.add(schedule_tool(pool))
+        runtime = AgentRuntime(settings, store=RedisSessionStore(redis), tools=tools)
+        stack.push_async_callback(runtime.aclose)
+        worker = Worker(
+            settings,
+            redis,
+            runtime,
+            worker_id=worker_id,
+            deliver_channels=deliver_channels,
+            retry=RetryScheduler(pool) if pool is not None else None,
+            stop_grace_s=stop_grace_s,
+            metrics=metrics,
+        )
+        await worker.initialize()
+        stack.push_async_callback(worker.shutdown)
+        yield WorkerAssembly(settings, redis_url, runtime, worker, pool)
+
+
+@asynccontextmanager
+async def _side_jobs(side_jobs: arq.Worker) -> AsyncIterator[None]:
+    task = asyncio.create_task(side_jobs.async_run(), name="arq side jobs")
+    try:
+        yield
+    finally:
+        await side_jobs.close()
+        task.cancel()
+        await asyncio.wait([task])
