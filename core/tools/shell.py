@@ -46,15 +46,7 @@ def make_exec_tool(settings: ExecToolSettings) -> Tool:
 async def run_shell(command: str, cwd: Path, settings: ExecToolSettings) -> str:
     """Run ``command`` in ``cwd``; its capped output and exit code. Timeout is a ``ToolError``."""
     try:
-        process = await asyncio.create_subprocess_shell(
-            command,
-            cwd=cwd,
-            stdin=DEVNULL,
-            stdout=PIPE,
-            stderr=STDOUT,
-            start_new_session=True,
-            env=_child_environment(),
-        )
+        process = await _spawn(command, cwd)
     except (FileNotFoundError, NotADirectoryError) as exc:  # the cwd, in practice
         raise ToolError("the workspace directory does not exist; nothing can run in it") from exc
     output = _CappedOutput(settings.max_output_chars)
@@ -74,6 +66,33 @@ async def run_shell(command: str, cwd: Path, settings: ExecToolSettings) -> str:
         if process.returncode is None:
             await process.wait()
     return f"{output.text() or '(no output)'}\n[exit code {exit_code}]"
+
+
+async def _spawn(command: str, cwd: Path) -> asyncio.subprocess.Process:
+    """Start the shell in its own process group.
+
+    The shell runs before asyncio has connected its pipes; a cancellation in that
+    window would make asyncio kill the shell alone and orphan its children. So the
+    creation is shielded, and a cancelled caller still kills the whole group.
+    """
+    creating = asyncio.ensure_future(
+        asyncio.create_subprocess_shell(
+            command,
+            cwd=cwd,
+            stdin=DEVNULL,
+            stdout=PIPE,
+            stderr=STDOUT,
+            start_new_session=True,
+            env=_child_environment(),
+        )
+    )
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        process = await creating
+        _kill_group(process.pid)
+        await process.wait()
+        raise
 
 
 def _child_environment() -> dict[str, str]:

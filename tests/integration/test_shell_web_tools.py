@@ -58,7 +58,9 @@ async def wait_until_dead(pid: int, timeout_s: float = 10.0) -> None:
     generous bound keeps a loaded CI machine from failing on scheduling delays."""
     deadline = time.monotonic() + timeout_s
     while is_running(pid):
-        assert time.monotonic() < deadline, f"process {pid} is still running"
+        assert time.monotonic() < deadline, (
+            f"process {pid} is still running: {Path(f'/proc/{pid}/stat').read_text()!r}"
+        )
         await asyncio.sleep(0.01)
 
 
