@@ -234,21 +234,35 @@ async def _drained(redis: Redis) -> None:
 
 
 async def main() -> list[str]:
+    """Latency first (three runs of 10 s, the median run by p99 is reported), then the
+    sustained rate, then the memory soak, all against the same two processes."""
     with tempfile.TemporaryDirectory() as tmp:
         async with _stack(Path(tmp)) as (url, redis_url, worker_pid):
             await _through_http(url, 400, None, "warm")
+            total = LATENCY_RATE * LATENCY_SECONDS
+            runs = []
+            for i in range(3):
+                elapsed, watcher = await _through_http(url, total, LATENCY_RATE, f"lat{i}")
+                runs.append(
+                    Figure(
+                        f"bus: first delta at {LATENCY_RATE} msgs/s offered",
+                        total,
+                        elapsed,
+                        watcher.first_delta_ms,
+                    )
+                )
+            runs.sort(key=lambda f: f.percentile(99))
+            spread = ", ".join(f"{f.percentile(50):.1f}/{f.percentile(99):.1f}" for f in runs)
+            latency = Figure(
+                runs[1].name,
+                total,
+                runs[1].seconds,
+                runs[1].latencies_ms,
+                f"median of 3 runs; p50/p99 ms: [{spread}]; echo model ~0.01 ms",
+            )
             elapsed, _ = await _through_http(url, THROUGHPUT_MESSAGES, None, "rate")
             sustained = Figure(
                 f"bus: HTTP->worker->SSE, {CHATS} chats", THROUGHPUT_MESSAGES, elapsed, []
-            )
-            total = LATENCY_RATE * LATENCY_SECONDS
-            elapsed, watcher = await _through_http(url, total, LATENCY_RATE, "lat")
-            latency = Figure(
-                f"bus: first delta at {LATENCY_RATE} msgs/s offered",
-                total,
-                elapsed,
-                watcher.first_delta_ms,
-                "(echo model ~0.01 ms)",
             )
             memory = await _memory(redis_url, worker_pid)
     return [sustained.line().split("  p50")[0] + "  (sustained)", latency.line(), memory]
