@@ -30,7 +30,14 @@ from channels.delivery_lease import DeliveryLease
 from channels.delivery_run import DeliveryMetrics, SessionRenderer
 from core.bus import keys
 from core.bus.codec import parse_stream_id
-from core.bus.signals import Signal, ack, claim_stale, ensure_groups, read_signals
+from core.bus.signals import (
+    Signal,
+    ack,
+    claim_stale,
+    ensure_groups,
+    read_signals,
+    restore_groups,
+)
 
 __all__ = ["Deliverer", "DeliveryMetrics", "Outcome"]
 
@@ -163,9 +170,11 @@ class Deliverer:
                     count=self.concurrency - len(self._jobs),
                     block_ms=self.block_ms,
                 )
-            except (RedisError, OSError):
+            except (RedisError, OSError) as exc:
                 log.exception("reading %s delivery signals failed; retrying", self.channel)
-                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                # Redis lost its data (groups gone): recreate them, or nothing is read again.
+                if not await restore_groups(self.redis, exc, self.streams, keys.DELIVER_GROUP):
+                    await asyncio.sleep(RETRY_AFTER_ERROR_S)
                 continue
             for signal in signals:
                 self._dispatch(signal)
@@ -197,13 +206,18 @@ class Deliverer:
             joined.append(signal)
             return
         self._inflight[signal.session_key] = [signal]
-        job = asyncio.create_task(self._job(signal.session_key))
+        job = asyncio.create_task(
+            self._job(signal.session_key), name=f"deliver {signal.session_key}"
+        )
         self._jobs.add(job)
         job.add_done_callback(self._job_finished)
 
     def _job_finished(self, job: asyncio.Task[None]) -> None:
         self._jobs.discard(job)
         self._job_done.set()
+        if not job.cancelled() and (error := job.exception()) is not None:
+            # Acking failed: the signals stay pending and claim_stale brings them back.
+            log.error("delivery job %s of %s failed", job.get_name(), self.channel, exc_info=error)
 
     async def _job(self, session_key: str) -> None:
         signals = self._inflight[session_key]

@@ -8,6 +8,7 @@ per turn for the worker).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.compaction import compact, needs_compaction
+from core.errors import ProviderError
 from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
 from core.hooks import AgentHook, CompositeHook
 from core.loop import LoopSpec, SteeringInbox, run_loop
@@ -26,6 +28,8 @@ from core.sessions.base import Session, SessionStore
 from core.settings import AgentSettings, Settings
 from core.tools.base import ToolContext, ToolRegistry
 from core.tools.builtin import builtin_tools
+
+log = logging.getLogger(__name__)
 
 COMPACTION_KEEP_LAST = 8
 
@@ -175,9 +179,16 @@ class AgentRuntime:
         session.messages.extend(result.messages)
         session.updated_at = time.time()
         if needs_compaction(session, agent.history_token_budget):
-            await compact(
-                session, self._summarizer(), keep_last=COMPACTION_KEEP_LAST, memory=self.memory
-            )
+            try:
+                await compact(
+                    session, self._summarizer(), keep_last=COMPACTION_KEEP_LAST, memory=self.memory
+                )
+            except ProviderError as exc:
+                # Compaction is upkeep: a summarizer failure (often the very context length
+                # that triggered it) must not lose the completed turn. The next turn retries.
+                log.warning(
+                    "compaction of session %r failed; saved it uncompacted: %s", session.key, exc
+                )
         await store.save(session)
 
     def _summarizer(self) -> Callable[[list[Message]], Awaitable[str]]:

@@ -207,12 +207,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return expand_env(data)  # type: ignore[no-any-return]
 
 
+_SECRET_WORDS = ("key", "token", "secret", "pass", "auth")
+_SECTION_ERRORS = frozenset({"model_type", "dict_type"})
+"""A section given one value instead of a mapping: often a pasted key or URL with a password."""
+
+
+def _shown_value(key: str, error_type: str, value: object) -> str:
+    lowered = key.lower()
+    if any(word in lowered for word in _SECRET_WORDS):
+        return "<secret>"
+    if error_type in _SECTION_ERRORS:
+        return f"<{type(value).__name__}>"
+    return repr(value)
+
+
 def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line: where, which key, the value given, what was expected."""
+    """One line: where, which key, the value given (never a secret), what was expected."""
     err = exc.errors()[0]
     key = ".".join(str(part) for part in err["loc"]) or "<root>"
-    value = err.get("input")
-    shown = "<secret>" if "key" in key or "token" in key or "secret" in key else repr(value)
+    shown = _shown_value(key, err["type"], err.get("input"))
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}' (value {shown}); remove it or check its spelling"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""

@@ -8,6 +8,7 @@ budgets (compaction) and for usage when a provider reports none, never for billi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 from core.messages import Message
@@ -15,10 +16,17 @@ from core.messages import Message
 MESSAGE_OVERHEAD_TOKENS = 4
 
 
+_WIDE = re.compile("[\u2e80-\U0010ffff]")
+"""CJK and everything after it in Unicode: about one token per character."""
+
+
 def estimate_tokens(text: str) -> int:
     if not text:
         return 0
-    wide = sum(1 for ch in text if ord(ch) >= 0x2E80)
+    # Budgets re-estimate whole histories every turn: ASCII (most text) needs no char scan.
+    if text.isascii():
+        return max(1, (len(text) + 3) // 4)
+    wide = len(_WIDE.findall(text))
     narrow_bytes = len(text.encode("utf-8")) - 3 * wide
     return wide + max(1, (narrow_bytes + 3) // 4)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -182,7 +182,7 @@ class Bot:
         hooks: Sequence[AgentHook] | None = None,
         model: str | None = None,
         model_preset: str | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Iterate a run's events; leaving the loop early cancels the run."""
         run = await self.run_streamed(
             message,

@@ -60,11 +60,19 @@ class RunStream:
         await self._finish()
 
     async def _finish(self) -> None:
-        try:
-            await self._task
-        except asyncio.CancelledError:
+        """Wait for the run's task; re-raise its error, record a cancellation as the result.
+
+        ``asyncio.wait`` rather than ``await self._task``: cancelling the caller must
+        propagate to the caller (not be read as the run's own cancellation) and must
+        not cancel the run it was only waiting for.
+        """
+        if not self._task.done():
+            await asyncio.wait((self._task,))
+        if self._task.cancelled():
             if self._result is None:
                 self._result = _cancelled()
+            return
+        self._task.result()  # the run's own exception, if it raised one
 
     async def wait(self) -> RunResult:
         """Wait for the run to finish and return its ``RunResult``."""

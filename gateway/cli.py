@@ -136,7 +136,12 @@ def agent(
         async with Bot(settings, model=model) as bot:
             return await stream_to_console(bot, message, session, console)
 
-    raise typer.Exit(asyncio.run(main()))
+    try:
+        code = asyncio.run(main())
+    except GatewayError as exc:  # an unknown --model, a session store that fails…
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -25,11 +25,18 @@ import socket
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from core.bus import keys
 from core.bus.inbound import pending_inbound
-from core.bus.signals import Signal, ack, claim_stale, ensure_groups, read_signals
+from core.bus.signals import (
+    Signal,
+    ack,
+    claim_stale,
+    ensure_groups,
+    read_signals,
+    restore_groups,
+)
 from core.errors import LeaseLostError
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
@@ -235,10 +242,10 @@ class Worker:
 
     async def _after_read_error(self, exc: Exception, failures: int) -> None:
         log.warning("worker %s: reading signals failed: %s", self.worker_id, exc)
-        if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-            await ensure_groups(self.redis, self._streams, keys.WORKER_GROUP)  # Redis lost data
-        else:
-            await asyncio.sleep(min(ERROR_BACKOFF_MAX_S, 0.1 * 2**failures))  # back off
+        # Redis lost its data (groups gone): recreate them, else back off. Never raises:
+        # an error escaping here would end the read loop and the worker would go deaf.
+        if not await restore_groups(self.redis, exc, self._streams, keys.WORKER_GROUP):
+            await asyncio.sleep(min(ERROR_BACKOFF_MAX_S, 0.1 * 2**failures))
 
     def _dispatch(self, sig: Signal, *, claimed: bool) -> None:
         task = asyncio.create_task(self._handle(sig, claimed), name=f"session {sig.session_key}")

@@ -1,7 +1,9 @@
 """Inbound messages: dedupe + append to the chat's stream, signal a worker, read back.
 
-``publish_inbound`` runs the ``SET seen NX EX`` dedupe and the ``XADD gw:in:{s}`` in
-one script (one hash slot), then signals ``gw:ready:{p}``. ``pending_inbound`` reads
+``publish_inbound`` runs the ``SET seen NX EX`` dedupe, the ``XADD gw:in:{s}`` and the
+``gw:ready:{p}`` signal in one script, so a crash can never leave a stored message
+without its signal (or a signal for a duplicate). The ready stream is in another
+hash slot: this is one reason Redis Cluster is not supported (see README). ``pending_inbound`` reads
 the entries after the committed cursor; entries that fail to parse go to ``gw:dead``
 and are deleted from the chat's stream so they cannot wedge it.
 """
@@ -19,7 +21,6 @@ from core.bus import keys
 from core.bus.attempts import add_dead_letter
 from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode
 from core.bus.scripts import PUBLISH_INBOUND, ScriptArg
-from core.bus.signals import signal
 from core.errors import PayloadError
 from core.messages import InboundMessage
 
@@ -46,15 +47,14 @@ async def publish_inbound(
 ) -> Published:
     """Append ``msg`` to its chat's stream and signal the workers, unless it was seen before."""
     s = msg.session_key
-    script_keys = [keys.inbound(s)]
-    args: list[ScriptArg] = [encode(msg), maxlen]
+    script_keys = [keys.inbound(s), keys.ready(keys.partition(s, partitions))]
+    args: list[ScriptArg] = [encode(msg), maxlen, s, msg.channel]
     if msg.platform_event_id:
         script_keys.append(keys.seen(s, msg.platform_event_id))
         args.append(dedupe_ttl_s)
     entry_id = await PUBLISH_INBOUND.run(redis, script_keys, args)
     if entry_id is None:
         return Published(entry_id=None, duplicate=True, session_key=s)
-    await signal(redis, keys.ready(keys.partition(s, partitions)), s, msg.channel)
     return Published(entry_id=cast(str, entry_id), duplicate=False, session_key=s)
 
 

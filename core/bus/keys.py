@@ -101,5 +101,10 @@ def session(session_key: str) -> str:
     return f"{PREFIX}:session:{{{session_key}}}"
 
 
+def session_corrupt(session_key: str) -> str:
+    """Where an unparsable stored session is copied before it is replaced."""
+    return f"{session(session_key)}:corrupt"
+
+
 SESSIONS_INDEX: Final = f"{PREFIX}:sessions"
 """Sorted set ``session_key -> updated_at`` for listings and idle compaction."""

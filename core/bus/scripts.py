@@ -45,13 +45,17 @@ class LuaScript:
 
 PUBLISH_INBOUND: Final = LuaScript(
     """
--- KEYS: inbound stream [, seen marker]   ARGV: payload, maxlen [, dedupe ttl seconds]
-if #KEYS > 1 then
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+-- KEYS: inbound stream, ready stream [, seen marker]
+-- ARGV: payload, maxlen, session key, channel [, dedupe ttl seconds]
+-- The work signal is written in the same script: a message is never stored unsignalled.
+if #KEYS > 2 then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then
     return false
   end
 end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 's', ARGV[3], 'c', ARGV[4])  -- codec.SESSION_FIELD, CHANNEL_FIELD
+return id
 """,
 )
 

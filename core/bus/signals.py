@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD
@@ -85,6 +85,31 @@ async def ensure_groups(redis: Redis, streams: Sequence[str], group: str) -> Non
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+
+def is_missing_group(exc: BaseException) -> bool:
+    """True for the ``NOGROUP`` reply: the stream or its group is gone (Redis lost data)."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
+async def restore_groups(
+    redis: Redis, error: BaseException, streams: Sequence[str], group: str
+) -> bool:
+    """After a failed read: recreate ``group`` when ``error`` says it is gone.
+
+    True when the groups were recreated (read again at once); False when ``error``
+    was something else or the recreation failed too (logged): back off, read again.
+    Never raises a Redis error, so a read loop calling it keeps running.
+    """
+    if not is_missing_group(error):
+        return False
+    try:
+        await ensure_groups(redis, streams, group)
+    except (RedisError, OSError) as exc:
+        log.warning("recreating consumer group %s failed: %s", group, exc)
+        return False
+    log.warning("recreated consumer group %s on %d stream(s)", group, len(streams))
+    return True
 
 
 async def signal(redis: Redis, stream: str, session_key: str, channel: str) -> str:

@@ -29,14 +29,6 @@ _LIST_BATCH = 256
 """Sessions fetched per pipeline round trip when listing."""
 
 
-def _corrupt_key(session_key: str) -> str:
-    """Where an unparsable stored value is copied before it is replaced.
-
-    Belongs in ``core.bus.keys`` as ``session_corrupt``; kept here until it moves.
-    """
-    return f"{keys.session(session_key)}:corrupt"
-
-
 @asynccontextmanager
 async def _storage_errors(action: str, session_key: str | None = None) -> AsyncIterator[None]:
     try:
@@ -66,9 +58,9 @@ class RedisSessionStore:
                     "session %r in redis is corrupt (%s); copied to %s, starting empty",
                     key,
                     exc.__class__.__name__,
-                    _corrupt_key(key),
+                    keys.session_corrupt(key),
                 )
-                await self._redis.set(_corrupt_key(key), raw)
+                await self._redis.set(keys.session_corrupt(key), raw)
                 return Session(key=key)
 
     async def save(self, session: Session) -> None:

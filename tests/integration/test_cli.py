@@ -49,6 +49,17 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     assert "http.port" in result.output and "'lots'" in result.output
 
 
+def test_unknown_model_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
+    monkeypatch.setenv("GATEWAY_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["agent", "-m", "x", "--model", "nowhere/model"])
+    assert result.exit_code == 1
+    assert "unknown model provider 'nowhere'" in result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["agent", "-m", "x", "--config", str(tmp_path / "no.yaml")])
     assert result.exit_code == 2

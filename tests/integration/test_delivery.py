@@ -236,3 +236,18 @@ async def test_concurrent_signals_for_a_busy_chat_are_not_lost(redis: Redis) -> 
         await b.stop()
     assert renderer.texts() == [f"reply {i}" for i in range(5)]
     assert renderer.sends == 5
+
+
+async def test_deliverer_recreates_consumer_groups_that_redis_lost(redis: Redis) -> None:
+    # Regression: a NOGROUP read (Redis restarted without its data) was retried forever
+    # without recreating the groups, so the channel delivered nothing any more.
+    renderer = RecordingRenderer()
+    deliverer = make_deliverer(redis, renderer)
+    await deliverer.start()
+    try:
+        await redis.delete(*deliverer.streams)
+        await publish(redis, started(), completed("after the loss"), signal=True)
+        await renderer.wait_until(lambda: renderer.texts() == ["after the loss"])
+    finally:
+        await deliverer.stop()
+    assert renderer.sends == 1

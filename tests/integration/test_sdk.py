@@ -10,6 +10,7 @@ import pytest
 
 from core.sessions.file import FileSessionStore
 from gateway import Bot
+from tests.conftest import write_config
 from tests.fakes.openai_server import FakeModelServer, Reply
 
 pytestmark = pytest.mark.integration
@@ -148,6 +149,26 @@ async def test_compact_session_only_over_budget(
         fake_model.script(Reply(text="SUMMARY: big"))
         assert await bot.runtime.compact_session("big") == "SUMMARY: big"
         assert len(bot.sessions.export("big").messages) == 8
+
+
+async def test_failed_compaction_still_saves_the_completed_turn(
+    tmp_path: Path, fake_model: FakeModelServer, workspace: Path
+) -> None:
+    agent = {"system_prompt": "You are helpful.", "history_token_budget": 256}
+    config = write_config(
+        tmp_path / "small-budget.yaml", fake_model, workspace, agents={"assistant": agent}
+    )
+    fake_model.script(
+        Reply(text="the answer"), Reply(status=400, error_message="context length exceeded")
+    )
+    async with Bot.from_config(config) as bot:
+        await bot.sessions.ingest("full", [{"role": "user", "content": "word " * 100}] * 10)
+        result = await bot.run("question", session_key="full")
+        assert result.content == "the answer" and result.error is None
+        snapshot = bot.sessions.export("full")
+    assert len(fake_model.requests) == 2  # the turn, then the summary request that failed
+    assert [m["content"] for m in snapshot.messages][-2:] == ["question", "the answer"]
+    assert len(snapshot.messages) == 12 and snapshot.summary == ""
 
 
 async def test_per_run_overrides_are_safe_concurrently(

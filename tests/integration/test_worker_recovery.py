@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -191,3 +192,51 @@ async def test_a_message_whose_attempts_all_died_is_dead_lettered_without_runnin
     assert sample("dead_letters_total") == 1
     assert sample("redeliveries_total") == 1  # the poison message's third attempt
     assert sample("turn_latency_seconds_count") == 1  # the dead-lettered one never ran
+
+
+class _Counted(logging.Handler):
+    """Sets ``event`` once ``times`` records containing ``text`` were logged."""
+
+    def __init__(self, text: str, times: int) -> None:
+        super().__init__()
+        self.text = text
+        self.left = times
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.left -= 1
+            if self.left <= 0:
+                self.event.set()
+
+
+async def test_reading_survives_a_failed_recreation_of_lost_groups(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    # Regression: the NOGROUP path recreated the groups outside any error handling, so
+    # a Redis error there ended the read loop and the worker never read a signal again.
+    settings = bus_settings(tmp_path)
+    key = session_key("deaf")
+    user = "limited-worker"
+    await redis.acl_setuser(user, enabled=True, passwords=["+pw"], keys="*", commands=["+@all"])
+    # Two failed reads: the loop outlived the failed recreation after the first one.
+    failed_reads = _Counted("reading signals failed", times=2)
+    worker_log = logging.getLogger("workers.worker")
+    worker_log.addHandler(failed_reads)
+    limited = Redis.from_url(redis_url, username=user, password="pw", decode_responses=True)
+    try:
+        async with running_workers(settings, limited):
+            await redis.acl_setuser(user, enabled=True, commands=["-xgroup"])
+            await redis.delete(*(keys.ready(p) for p in range(settings.worker.ready_partitions)))
+            async with asyncio.timeout(15):
+                await failed_reads.event.wait()
+            await redis.acl_setuser(user, enabled=True, commands=["+xgroup"])
+            entry = await send(redis, settings, "deaf", "still there?")
+            transcript = Transcript(redis, [key])
+            await transcript.runs_ended(1, seconds=15)
+    finally:
+        worker_log.removeHandler(failed_reads)
+        await limited.aclose()
+        await redis.acl_deluser(user)
+    assert transcript.replies(key) == ["still there?"]
+    assert await read_cursor(redis, key) == entry

@@ -98,6 +98,18 @@ def test_secret_values_are_not_shown(tmp_path: Path) -> None:
     assert "<secret>" in str(info.value)
 
 
+def test_a_secret_given_as_a_whole_section_is_not_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEAKY_VALUE", "sk-do-not-print")
+    for text in ("providers: {openai: ${LEAKY_VALUE}}\n", "redis: ${LEAKY_VALUE}\n"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(write(tmp_path, text))
+        message = str(info.value)
+        assert "sk-do-not-print" not in message
+        assert "<str>" in message and "valid dictionary" in message
+
+
 def test_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(write(tmp_path, "model: [unclosed\n"))
