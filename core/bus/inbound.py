@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from core.bus import keys
 from core.bus.attempts import add_dead_letter
 from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode
-from core.bus.scripts import PUBLISH_INBOUND, ScriptArg
+from core.bus.scripts import PENDING_INBOUND, PUBLISH_INBOUND, ScriptArg
 from core.errors import PayloadError
 from core.messages import InboundMessage
 
@@ -68,13 +68,14 @@ async def pending_inbound(
     redis: Redis, session_key: str, *, after: str | None = None, count: int = 100
 ) -> list[tuple[str, InboundMessage]]:
     """Up to ``count`` valid entries after ``after`` (default: the cursor), oldest first."""
-    start = after if after is not None else await read_cursor(redis, session_key)
     stream = keys.inbound(session_key)
+    raw: list[tuple[str, Mapping[str, str]]]
+    if after is None:  # cursor and range in one round trip
+        reply = await PENDING_INBOUND.run(redis, [keys.cursor(session_key), stream], [count])
+        raw = [(eid, _pairs(flat)) for eid, flat in cast(list[tuple[str, list[str]]], reply)]
+    else:
+        raw = await _range(redis, stream, after, count)
     while True:
-        raw = cast(
-            list[tuple[str, Mapping[str, str]]],
-            await redis.xrange(stream, min=f"({start}", max="+", count=count),
-        )
         valid: list[tuple[str, InboundMessage]] = []
         for entry_id, fields in raw:
             try:
@@ -84,7 +85,19 @@ async def pending_inbound(
         # A full batch of only malformed entries says nothing about what follows it.
         if valid or len(raw) < count:
             return valid
-        start = raw[-1][0]
+        raw = await _range(redis, stream, raw[-1][0], count)
+
+
+async def _range(
+    redis: Redis, stream: str, after: str, count: int
+) -> list[tuple[str, Mapping[str, str]]]:
+    reply = await redis.xrange(stream, min=f"({after}", max="+", count=count)
+    return cast(list[tuple[str, Mapping[str, str]]], reply)
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A script's raw ``[field, value, ...]`` list as the mapping redis-py gives for XRANGE."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def _drop_malformed(

@@ -145,23 +145,28 @@ class Lease:
     async def commit(
         self, *, session: Session | None, cursor: str, entry_ids: Sequence[str] = ()
     ) -> None:
-        """Atomically store the session (if given) and the cursor, trim inbound entries up
-        to and including ``cursor``, and forget the attempt counts of ``entry_ids``.
-
-        The sessions index (a key outside the session's hash slot) is updated right
-        after, so the script stays valid on Redis Cluster.
+        """Atomically store the session (if given, with its sessions-index score) and the
+        cursor, trim inbound entries up to and including ``cursor``, and forget the
+        attempt counts of ``entry_ids``. One round trip; the index is outside the
+        session's hash slot (no Redis Cluster, see README).
         """
         s = self.session_key
         session_json = session.model_dump_json() if session is not None else ""
+        updated_at = session.updated_at if session is not None else 0.0
         committed = await COMMIT_TURN.run(
             self.redis,
-            [keys.lease(s), keys.cursor(s), keys.inbound(s), keys.deliveries(s), keys.session(s)],
-            [self.token, cursor, next_stream_id(cursor), session_json, *entry_ids],
+            [
+                keys.lease(s),
+                keys.cursor(s),
+                keys.inbound(s),
+                keys.deliveries(s),
+                keys.session(s),
+                keys.SESSIONS_INDEX,
+            ],
+            [self.token, cursor, next_stream_id(cursor), session_json, updated_at, s, *entry_ids],
         )
         if committed != 1:
             raise self._lost(f"commit cursor {cursor}")
-        if session is not None:
-            await self.redis.zadd(keys.SESSIONS_INDEX, {s: session.updated_at})
 
     def _lost(self, action: str) -> LeaseLostError:
         return LeaseLostError(

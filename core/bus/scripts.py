@@ -59,6 +59,14 @@ return id
 """,
 )
 
+PENDING_INBOUND: Final = LuaScript(
+    """
+-- KEYS: cursor, inbound stream   ARGV: count   -> entries after the committed cursor
+local cursor = redis.call('GET', KEYS[1]) or '0-0'
+return redis.call('XRANGE', KEYS[2], '(' .. cursor, '+', 'COUNT', ARGV[1])
+""",
+)
+
 ACQUIRE_LEASE: Final = LuaScript(
     """
 -- KEYS: lease, fence   ARGV: ttl ms, owner, random   -> {fence, token} or nil when held
@@ -108,18 +116,20 @@ return ids
 
 COMMIT_TURN: Final = LuaScript(
     """
--- KEYS: lease, cursor, inbound stream, attempts hash, session
--- ARGV: token, cursor, first id to keep, session json ('' = keep), committed entry ids...
+-- KEYS: lease, cursor, inbound stream, attempts hash, session, sessions index
+-- ARGV: token, cursor, first id to keep, session json ('' = keep), updated_at,
+--       session key, committed entry ids...
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[5], ARGV[4])
+  redis.call('ZADD', KEYS[6], ARGV[5], ARGV[6])
 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
 -- HDEL in slices: unpack() of thousands of values would overflow the Lua C stack.
-local first = 5
+local first = 7
 while first <= #ARGV do
   local last = math.min(first + 499, #ARGV)
   redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
