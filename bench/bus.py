@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -158,6 +159,8 @@ async def _through_http(
             asyncio.create_task(watcher.follow(http, url, f"{phase}-{c}")) for c in range(CHATS)
         ]
         await asyncio.sleep(0.5)  # let every SSE stream attach
+        gc.collect()  # the client's own collections must not land inside the measurement
+        gc.freeze()
         start = time.perf_counter()
         if rate is None:
             gate = asyncio.Semaphore(64)
