@@ -131,7 +131,9 @@ class GatewayApp:
         await self.initialize()
         assert self.web is not None and self.redis is not None and self._events is not None
         async with AsyncExitStack() as stack:
-            runner = web.AppRunner(self.web, shutdown_timeout=5.0)
+            # handler_cancellation: a client that hangs up cancels its handler, so an SSE
+            # stream frees its Redis connection at once instead of at the next heartbeat.
+            runner = web.AppRunner(self.web, shutdown_timeout=5.0, handler_cancellation=True)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)

@@ -9,6 +9,7 @@ nothing; if publishing fails, the stored body is removed again.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -106,11 +107,31 @@ class MessageIngress:
             attachments=body.attachments,
             agent=body.agent,
         )
+        # Shielded: a client that hangs up (aiohttp then cancels this handler) must not
+        # cut the idempotency claim and the publish apart: a claimed key without its
+        # message, or a stored message whose key was released, breaks the client's retry.
+        enqueue = asyncio.ensure_future(self._enqueue(msg, idempotency_key))
+        try:
+            reply = await asyncio.shield(enqueue)
+        except asyncio.CancelledError:
+            enqueue.add_done_callback(_log_failure)  # nobody else will see how it ends
+            raise
+        return web.json_response(reply, status=202)
+
+    async def _enqueue(self, msg: InboundMessage, idempotency_key: str | None) -> object:
+        """Claim the idempotency key (a repeat gets the first 202 body), then publish."""
         accepted = await self._accepted_body(msg)
         if idempotency_key is not None:
             stored = await self._claim_idempotency(idempotency_key, accepted)
             if stored is not None:
-                return web.json_response(json.loads(stored), status=202)
+                return json.loads(stored)
+        await self._publish(msg, idempotency_key, accepted)
+        return accepted
+
+    async def _publish(
+        self, msg: InboundMessage, idempotency_key: str | None, accepted: dict[str, str]
+    ) -> None:
+        """Publish; when that fails, release the idempotency key so a retry can store it."""
         try:
             await publish_inbound(
                 self._redis,
@@ -128,7 +149,6 @@ class MessageIngress:
             raise
         if self._metrics is not None:
             self._metrics.messages_in.labels(channel=msg.channel).inc()
-        return web.json_response(accepted, status=202)
 
     def _validate(self, data: object) -> PostMessage:
         if not isinstance(data, dict):
@@ -242,3 +262,9 @@ def _matches(presented: bytes, secrets: Iterable[bytes]) -> bool:
     for secret in secrets:
         found |= hmac.compare_digest(presented, secret)
     return found
+
+
+def _log_failure(task: asyncio.Future[object]) -> None:
+    """A publish whose client went away has nobody to raise to: log its failure."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("publishing an inbound message failed after its client left", exc_info=error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from channels.http import ingress
 from core.bus import keys
 from core.errors import ConfigError
 from core.messages import MAX_TEXT_CHARS
@@ -191,6 +193,40 @@ async def test_idempotency_key_gives_one_message_and_the_same_body(
         assert resp.status == 202
         assert (await resp.json())["id"] != bodies[0]["id"]
     assert await enqueued(redis) == (2, 2)
+
+
+async def test_a_client_hanging_up_mid_publish_still_gets_one_message_per_key(
+    queue_only: GatewayApp,
+    client: aiohttp.ClientSession,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client leaves after the message is stored but before its 202: a retry with
+    the same key must get the first body back, not store the message a second time."""
+    published, release = asyncio.Event(), asyncio.Event()
+    real_publish = ingress.publish_inbound
+
+    async def publish_then_hold(*args: Any, **kwargs: Any) -> Any:
+        result = await real_publish(*args, **kwargs)
+        published.set()
+        await release.wait()
+        return result
+
+    monkeypatch.setattr(ingress, "publish_inbound", publish_then_hold)
+    url = f"{queue_only.url}/v1/messages"
+    headers = {"Idempotency-Key": "hang-up-1"}
+    async with aiohttp.ClientSession() as leaving:
+        request = asyncio.ensure_future(leaving.post(url, json=MESSAGE, headers=headers))
+        await published.wait()
+        request.cancel()  # the client hangs up; aiohttp cancels the server's handler
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+    await asyncio.sleep(0.1)  # let the server notice the hang-up before the publish ends
+    release.set()
+    monkeypatch.setattr(ingress, "publish_inbound", real_publish)
+    async with client.post(url, json=MESSAGE, headers=headers) as resp:
+        assert resp.status == 202
+    assert await enqueued(redis) == (1, 1)
 
 
 BAD_REQUESTS: list[tuple[str, object, int, str]] = [
