@@ -139,14 +139,17 @@ class Deliverer:
             try:
                 async with lease.kept_alive():
                     cursor = await self.redis.get(keys.deliver_cursor(session_key))
-                    drained = await SessionRenderer(self, lease).drain(cursor or "0-0")
+                    renderer = SessionRenderer(self, lease)
+                    drained = await renderer.drain(cursor or "0-0")
             finally:
                 await lease.release()
             if not drained:
                 return Outcome.RETRY
             # Events that came after our last read but before the release had their
-            # signal turned away as BUSY: look once more.
-            if not await self._has_undelivered(session_key):
+            # signal turned away as BUSY: look once more. A pass that rendered nothing
+            # saw only unreadable entries there (logged by read_events): looking again
+            # would spin.
+            if renderer.applied == 0 or not await self._has_undelivered(session_key):
                 return Outcome.DONE
 
     async def _has_undelivered(self, session_key: str) -> bool:

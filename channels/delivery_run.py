@@ -95,6 +95,8 @@ class SessionRenderer:
         self._renderer = deliverer.renderer
         self._address = chat_address(lease.session_key, deliverer.channel)
         self._view: _RunView | None = None
+        self.applied = 0
+        """Events rendered so far: none means what lies after the cursor is unreadable."""
 
     async def drain(self, after: str) -> bool:
         """Render until nothing is in progress. False: gave up on a silent run."""
@@ -115,6 +117,7 @@ class SessionRenderer:
             for entry_id, event in batch:
                 await self._apply(entry_id, event)
                 after = entry_id
+            self.applied += len(batch)
             if batch:
                 idle_until = clock() + idle_s
             view = self._view

@@ -162,6 +162,16 @@ async def test_next_run_posts_a_new_message_and_forgets_old_records(redis: Redis
     assert await hash_of(redis, keys.sent_parts(SESSION)) == {"1700000000001-0:0": "m2"}
 
 
+async def test_unreadable_entry_after_the_last_run_does_not_spin(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), completed("one"))
+    await redis.xadd(keys.outbound(SESSION), {"d": '{"type": "from.a.newer.version"}'})
+    outcome = await asyncio.wait_for(deliverer.deliver_session(SESSION), timeout=10)
+    assert outcome is Outcome.DONE
+    assert renderer.texts() == ["one"]
+
+
 async def test_failed_run_shows_a_clear_error(redis: Redis) -> None:
     renderer = RecordingRenderer()
     deliverer = make_deliverer(redis, renderer)
