@@ -18,9 +18,9 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.bus import keys
+from core.bus.lease import renewing
 from core.bus.scripts import RELEASE_LEASE, RENEW_LEASE, LuaScript
 from core.errors import LeaseLostError
 
@@ -101,33 +101,16 @@ class DeliveryLease:
     @asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:
         """Renew at a third of the ttl while the block runs; ``lost`` is set on failure."""
-        renewer = asyncio.create_task(self._renew_until_lost())
-        try:
+        what = f"delivery lease of {self.session_key!r}"
+        interval_s = self.ttl_ms / 3000
+        async with renewing(
+            self._renew, ttl_ms=self.ttl_ms, interval_s=interval_s, lost=self.lost, what=what
+        ):
             yield
-        finally:
-            renewer.cancel()
-            await asyncio.wait([renewer])
 
-    async def _renew_until_lost(self) -> None:
-        loop = asyncio.get_running_loop()
-        ttl_s = self.ttl_ms / 1000
-        valid_until = loop.time() + ttl_s
-        lease_key = [keys.deliver_lease(self.session_key)]
-        while True:
-            await asyncio.sleep(ttl_s / 3)
-            sent_at = loop.time()
-            try:
-                renewed = await RENEW_LEASE.run(self.redis, lease_key, [self.token, self.ttl_ms])
-            except (RedisError, OSError) as exc:
-                log.warning("delivery lease renewal of %s failed: %s", self.session_key, exc)
-                if loop.time() < valid_until:
-                    continue  # it may still be ours: try again before the ttl runs out
-                renewed = 0
-            if renewed != 1:
-                log.warning("delivery lease of %s was lost", self.session_key)
-                self.lost.set()
-                return
-            valid_until = sent_at + ttl_s
+    async def _renew(self) -> bool:
+        key = [keys.deliver_lease(self.session_key)]
+        return await RENEW_LEASE.run(self.redis, key, [self.token, self.ttl_ms]) == 1
 
     async def begin_run(self, run_id: str) -> dict[int, str]:
         """The messages already sent for ``run_id``: part -> platform message id."""

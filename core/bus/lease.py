@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import cast
 
@@ -34,6 +34,62 @@ from core.events import StreamEvent
 from core.sessions.base import Session
 
 log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def renewing(
+    renew: Callable[[], Awaitable[bool]],
+    *,
+    ttl_ms: int,
+    interval_s: float,
+    lost: asyncio.Event,
+    what: str,
+) -> AsyncIterator[asyncio.Event]:
+    """Call ``renew`` every ``interval_s`` while the block runs; set ``lost`` on failure.
+
+    A renewal that finds the lease gone sets ``lost`` and stops. Redis errors are
+    retried until a whole ttl passed without a successful renewal. Renewal stops the
+    moment the block exits. Shared by worker leases and delivery leases.
+    """
+    renewer = asyncio.create_task(
+        _renew_until_lost(renew, ttl_ms, interval_s, lost, what), name=f"keepalive {what}"
+    )
+    try:
+        yield lost
+    finally:
+        renewer.cancel()
+        # wait() neither raises the renewer's CancelledError nor hides our own.
+        await asyncio.wait([renewer])
+        if not renewer.cancelled() and renewer.exception() is not None:
+            log.error("keepalive of %s crashed", what, exc_info=renewer.exception())
+
+
+async def _renew_until_lost(
+    renew: Callable[[], Awaitable[bool]],
+    ttl_ms: int,
+    interval_s: float,
+    lost: asyncio.Event,
+    what: str,
+) -> None:
+    loop = asyncio.get_running_loop()
+    valid_until = loop.time() + ttl_ms / 1000
+    while True:
+        await asyncio.sleep(interval_s)
+        sent_at = loop.time()
+        try:
+            renewed = await renew()
+        except (RedisError, OSError) as exc:
+            if loop.time() < valid_until:
+                log.warning("renewal of %s failed, retrying: %s", what, exc)
+                continue
+            log.error("%s expired while Redis was failing: %s", what, exc)
+            lost.set()
+            return
+        if not renewed:
+            log.warning("%s was lost", what)
+            lost.set()
+            return
+        valid_until = sent_at + ttl_ms / 1000
 
 
 class Lease:
@@ -89,45 +145,10 @@ class Lease:
             raise ValueError(
                 f"keepalive interval {interval_s}s must be in (0, ttl {self.ttl_ms}ms)"
             )
-        return self._keepalive(interval_s)
-
-    @asynccontextmanager
-    async def _keepalive(self, interval_s: float) -> AsyncIterator[asyncio.Event]:
-        lost = asyncio.Event()
-        renewer = asyncio.create_task(
-            self._renew_until_lost(interval_s, lost), name=f"lease-keepalive {self.session_key}"
+        what = f"lease of {self.session_key!r} (fence {self.fence})"
+        return renewing(
+            self.renew, ttl_ms=self.ttl_ms, interval_s=interval_s, lost=asyncio.Event(), what=what
         )
-        try:
-            yield lost
-        finally:
-            renewer.cancel()
-            # wait() neither raises the renewer's CancelledError nor hides our own.
-            await asyncio.wait([renewer])
-            if not renewer.cancelled() and renewer.exception() is not None:
-                log.error(
-                    "lease keepalive of %s crashed", self.session_key, exc_info=renewer.exception()
-                )
-
-    async def _renew_until_lost(self, interval_s: float, lost: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        valid_until = loop.time() + self.ttl_ms / 1000
-        while True:
-            await asyncio.sleep(interval_s)
-            sent_at = loop.time()
-            try:
-                renewed = await self.renew()
-            except (RedisError, OSError) as exc:
-                if loop.time() < valid_until:
-                    log.warning("lease renewal of %s failed, retrying: %s", self.session_key, exc)
-                    continue
-                log.error("lease of %s expired while Redis was failing: %s", self.session_key, exc)
-                lost.set()
-                return
-            if not renewed:
-                log.warning("lease of %s (fence %d) was lost", self.session_key, self.fence)
-                lost.set()
-                return
-            valid_until = sent_at + self.ttl_ms / 1000
 
     async def publish_events(self, events: Sequence[StreamEvent], *, maxlen: int) -> list[str]:
         """XADD the events to ``gw:out:{s}`` in order, only while we hold the lease."""
