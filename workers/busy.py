@@ -37,7 +37,7 @@ from core.bus.codec import decode_inbound
 from core.bus.inbound import pending_inbound
 from core.bus.lease import Lease
 from core.bus.outbound import signal_delivery
-from core.bus.signals import signal, stream_batches
+from core.bus.signals import signal_ready, stream_batches
 from core.errors import PayloadError
 from core.events import (
     RunCompleted,
@@ -189,9 +189,8 @@ async def hand_off(redis: Redis, settings: Settings, session_key: str, channel: 
     Best effort: if it fails, the holder's own signal is still pending and
     ``claim_stale`` recovers it.
     """
-    stream = keys.ready(keys.partition(session_key, settings.worker.ready_partitions))
     try:
-        await signal(redis, stream, session_key, channel)
+        await signal_ready(redis, session_key, channel, partitions=settings.worker.ready_partitions)
     except (RedisError, OSError) as exc:
         log.warning("hand-off of %s failed (%s); claim_stale will recover it", session_key, exc)
 

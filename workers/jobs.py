@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.signals import signal
+from core.bus.signals import signal_ready
 from core.errors import ToolError
 from core.messages import InboundMessage
 from core.runtime import AgentRuntime
@@ -147,8 +147,8 @@ async def compact_one(
 
 
 async def _resignal(state: JobState, session_key: str, channel: str) -> str:
-    stream = keys.ready(keys.partition(session_key, state.settings.worker.ready_partitions))
-    return await signal(state.redis, stream, session_key, channel)
+    partitions = state.settings.worker.ready_partitions
+    return await signal_ready(state.redis, session_key, channel, partitions=partitions)
 
 
 # -- enqueueing ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT, FieldT
 
+from core.bus import keys
 from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,13 @@ async def restore_groups(
 async def signal(redis: Redis, stream: str, session_key: str, channel: str) -> str:
     fields: dict[FieldT, EncodableT] = {SESSION_FIELD: session_key, CHANNEL_FIELD: channel}
     return cast(str, await redis.xadd(stream, fields))
+
+
+async def signal_ready(redis: Redis, session_key: str, channel: str, *, partitions: int) -> str:
+    """A work signal on the session's ready partition (new inbound messages signal
+    inside their publish script; this is for re-signalling a session)."""
+    stream = keys.ready(keys.partition(session_key, partitions))
+    return await signal(redis, stream, session_key, channel)
 
 
 async def read_signals(
