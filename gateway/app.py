@@ -28,7 +28,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -45,6 +44,7 @@ from channels.http import (
 )
 from channels.registry import REGISTRY, ChannelRegistry
 from core.bus import keys
+from core.bus.client import RedisTarget, configured_redis, redact_url
 from core.bus.inbound import Published, publish_inbound
 from core.bus.signals import ensure_groups
 from core.errors import ConfigError
@@ -100,7 +100,8 @@ class GatewayApp:
             stack.callback(self._forget)
             handle = await resolve_redis(self.settings, home=self.home)
             stack.push_async_callback(handle.close)
-            redis = Redis.from_url(handle.url, decode_responses=True)
+            target = RedisTarget.of_url(self.settings.redis, handle.url, handle.source)
+            redis = target.client()
             stack.push_async_callback(redis.aclose)
             await _ping(redis, handle)
             partitions = self.settings.worker.ready_partitions
@@ -113,8 +114,8 @@ class GatewayApp:
                     assemble_worker(
                         self.settings,
                         redis,
-                        redis_url=handle.url,
-                        deliver_channels=frozenset(spec.name for spec in specs),
+                        target=target,
+                        deliver_channels=self.registry.delivered(self.settings.channels),
                         metrics=self.metrics,
                     )
                 )
@@ -237,6 +238,7 @@ class GatewayApp:
             lease_ms=cfg.lease_ms,
             claim_idle_ms=cfg.claim_idle_ms,
             max_deliveries=cfg.max_deliveries,
+            render_timeout_s=self.settings.channels[channel.name].render_timeout_s,
         )
 
     def _build_web(self, redis: Redis, delivered: list[str]) -> web.Application:
@@ -281,16 +283,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password (for banners and status output)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
 async def _ping(redis: Redis, handle: RedisHandle) -> None:
     try:
         await redis.ping()
@@ -315,19 +307,18 @@ async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
 
 async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
     """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
-    source, url = "config", settings.redis.url
-    if not url and (url := os.environ.get("REDIS_URL")):
-        source = "env"
-    if not url:
-        source, url = "redis-server", await find_running((home or gateway_home()) / "redis")
-    if not url:
+    target = configured_redis(settings)
+    if target is None and (url := await find_running((home or gateway_home()) / "redis")):
+        target = RedisTarget(settings.redis, url, "redis-server")
+    if target is None:
         return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
-    client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+    client = target.client()
+    where = f"{target.display} ({target.source})"
     try:
         await client.ping()
         facts = await collect_status(client, partitions=settings.worker.ready_partitions)
     except (RedisError, OSError) as exc:
-        return {"redis": f"unreachable: {redact_url(url)} ({source}): {exc}"}
+        return {"redis": f"unreachable: {where}: {exc}"}
     finally:
         await client.aclose()
-    return {"redis": f"{redact_url(url)} ({source})", **facts}
+    return {"redis": where, **facts}

@@ -10,8 +10,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 from aiohttp import web
@@ -23,8 +22,7 @@ from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-WORKER_ALIVE_WITHIN_S = 60.0
-"""A worker whose last heartbeat is older than this is not counted as alive."""
+WORKER_PREFIX = keys.worker_heartbeat("")
 
 
 def required_groups(partitions: int, delivered: Sequence[str]) -> list[tuple[str, str]]:
@@ -86,13 +84,18 @@ class HealthRoutes:
         return response
 
 
+async def live_workers(redis: Redis) -> list[str]:
+    """Ids of the workers whose heartbeat key has not expired (a dead one's lapses)."""
+    found = [
+        key.removeprefix(WORKER_PREFIX)
+        async for key in redis.scan_iter(match=keys.WORKER_HEARTBEATS, count=1000)
+    ]
+    return sorted(found)
+
+
 async def collect_status(redis: Redis, *, partitions: int) -> dict[str, object]:
     """Workers alive, inbound backlog, pending work signals, dead letters."""
-    now = time.time()
-    heartbeats = await cast(Awaitable[dict[str, str]], redis.hgetall(keys.WORKERS_ALIVE))
-    alive = sorted(
-        w for w, seen in heartbeats.items() if now - float(seen) <= WORKER_ALIVE_WITHIN_S
-    )
+    alive = await live_workers(redis)
     streams = 0
     backlog = 0
     async for stream in redis.scan_iter(match=keys.inbound("*"), count=1000, _type="stream"):

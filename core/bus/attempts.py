@@ -23,7 +23,7 @@ DEAD_LETTER_MAXLEN: Final = 100_000
 
 async def record_attempt(redis: Redis, session_key: str, entry_id: str) -> int:
     """Count one more attempt at ``entry_id``; returns the count including this one."""
-    count = redis.hincrby(keys.deliveries(session_key), entry_id, 1)
+    count = redis.hincrby(keys.attempts(session_key), entry_id, 1)
     return await cast(Awaitable[int], count)
 
 

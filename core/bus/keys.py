@@ -21,11 +21,16 @@ DELIVER_GROUP: Final = "deliverers"
 DEAD_LETTER: Final = f"{PREFIX}:dead"
 """Stream of messages that failed ``max_deliveries`` times."""
 
-WORKERS_ALIVE: Final = f"{PREFIX}:workers"
-"""Hash ``worker_id -> last heartbeat (unix s)`` for ``gateway status``."""
+WORKER_HEARTBEATS: Final = f"{PREFIX}:worker:*"
+"""Pattern matching every ``worker_heartbeat`` key (``gateway status`` scans it)."""
 
 SCHEDULE_QUEUE: Final = f"{PREFIX}:arq"
 """arq queue name for side jobs (scheduled messages, deferred retries, compaction)."""
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    """A live worker's last heartbeat (unix s); expires when the worker stops beating."""
+    return f"{PREFIX}:worker:{worker_id}"
 
 
 def partition(session_key: str, partitions: int) -> int:
@@ -67,8 +72,8 @@ def cursor(session_key: str) -> str:
     return f"{PREFIX}:cursor:{{{session_key}}}"
 
 
-def deliveries(session_key: str) -> str:
-    """Hash ``inbound entry id -> attempts`` for dead-lettering."""
+def attempts(session_key: str) -> str:
+    """Hash ``inbound entry id -> attempts`` (turns run for it) for dead-lettering."""
     return f"{PREFIX}:attempts:{{{session_key}}}"
 
 

@@ -48,8 +48,10 @@ async def renewing(
     """Call ``renew`` every ``interval_s`` while the block runs; set ``lost`` on failure.
 
     A renewal that finds the lease gone sets ``lost`` and stops. Redis errors are
-    retried until a whole ttl passed without a successful renewal. Renewal stops the
-    moment the block exits. Shared by worker leases and delivery leases.
+    retried until a whole ttl passed without a successful renewal; no renewal waits
+    past that point, so ``lost`` is set within the ttl even when Redis stops
+    answering. Renewal stops the moment the block exits. Shared by worker leases and
+    delivery leases.
     """
     renewer = asyncio.create_task(
         _renew_until_lost(renew, ttl_ms, interval_s, lost, what), name=f"keepalive {what}"
@@ -77,12 +79,16 @@ async def _renew_until_lost(
         await asyncio.sleep(interval_s)
         sent_at = loop.time()
         try:
-            renewed = await renew()
-        except (RedisError, OSError) as exc:
+            # Bounded by what is left of the lease: on a half-open connection a renewal
+            # would otherwise wait for its reply past the expiry, and the holder would
+            # never learn that it lost the lease.
+            async with asyncio.timeout(max(0.0, valid_until - sent_at)):
+                renewed = await renew()
+        except (RedisError, OSError, TimeoutError) as exc:
             if loop.time() < valid_until:
-                log.warning("renewal of %s failed, retrying: %s", what, exc)
+                log.warning("renewal of %s failed, retrying: %r", what, exc)
                 continue
-            log.error("%s expired while Redis was failing: %s", what, exc)
+            log.error("%s expired while Redis was failing: %r", what, exc)
             lost.set()
             return
         if not renewed:
@@ -180,7 +186,7 @@ class Lease:
                 keys.lease(s),
                 keys.cursor(s),
                 keys.inbound(s),
-                keys.deliveries(s),
+                keys.attempts(s),
                 keys.session(s),
                 keys.SESSIONS_INDEX,
             ],

@@ -48,7 +48,7 @@ async def test_dead_letter_records_and_commits_past(redis: Redis) -> None:
     assert [m["text"] for m in json.loads(record["payload"])] == ["poison", "also poison"]
     assert await read_cursor(redis, SESSION) == bad[-1][0]
     assert [m.text for _, m in await pending_inbound(redis, SESSION)] == ["fine"]
-    assert not await redis.exists(keys.deliveries(SESSION))
+    assert not await redis.exists(keys.attempts(SESSION))
 
 
 async def test_dead_letter_with_a_lost_lease_does_not_move_the_cursor(redis: Redis) -> None:

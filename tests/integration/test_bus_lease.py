@@ -51,7 +51,7 @@ async def publish(redis: Redis, *texts: str) -> list[str]:
 
 
 async def attempts(redis: Redis) -> dict[str, str]:
-    return await cast(Awaitable[dict[str, str]], redis.hgetall(keys.deliveries(SESSION)))
+    return await cast(Awaitable[dict[str, str]], redis.hgetall(keys.attempts(SESSION)))
 
 
 async def test_acquire_grants_a_fenced_token(redis: Redis) -> None:

@@ -21,6 +21,7 @@ from core.errors import ConfigError
 from core.messages import MAX_TEXT_CHARS
 from core.settings import Settings
 from gateway.app import GatewayApp, bus_status
+from gateway.health import live_workers
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -406,7 +407,7 @@ async def test_start_and_stop_are_idempotent(
     url = app.url
     await app.start()
     assert app.url == url
-    assert len(await hash_of(redis, keys.WORKERS_ALIVE)) == 1
+    assert len(await live_workers(redis)) == 1
     await app.stop()
     await app.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
@@ -417,7 +418,7 @@ async def test_start_and_stop_are_idempotent(
         assert resp.status == 200
     await app.shutdown()
     await app.shutdown()
-    assert await hash_of(redis, keys.WORKERS_ALIVE) == {}
+    assert await live_workers(redis) == []
     assert app.redis is None and app.url is None
 
 
@@ -433,4 +434,4 @@ async def test_failed_start_cleans_up_what_it_started(
             async with app:
                 pytest.fail("started on a port that is taken")
     assert app.url is None and app.redis is None and app.worker is None
-    assert await hash_of(redis, keys.WORKERS_ALIVE) == {}
+    assert await live_workers(redis) == []
