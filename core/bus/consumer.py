@@ -58,6 +58,8 @@ class Outage:
         self.failures += 1
         if self.failures == 1:
             log.warning("%s: Redis failed (%s); retrying with backoff", self.what, exc)
+        else:
+            log.debug("%s: Redis failed again (%d): %s", self.what, self.failures, exc)
         await asyncio.sleep(min(self.max_s, self.base_s * 2 ** (self.failures - 1)))
 
     def recovered(self) -> None:
