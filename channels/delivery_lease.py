@@ -20,6 +20,7 @@ from typing import cast
 from redis.asyncio import Redis
 
 from core.bus import keys
+from core.bus.codec import pairs_to_dict
 from core.bus.lease import renewing
 from core.bus.scripts import RELEASE_LEASE, RENEW_LEASE, LuaScript
 from core.errors import LeaseLostError
@@ -120,10 +121,8 @@ class DeliveryLease:
         )
         if reply is None:
             raise self.lost_error("begin run")
-        flat = cast(list[str], reply)
-        return {
-            int(f.rpartition(":")[2]): mid for f, mid in zip(flat[::2], flat[1::2], strict=True)
-        }
+        records = pairs_to_dict(cast(list[str], reply))
+        return {int(f.rpartition(":")[2]): mid for f, mid in records.items()}
 
     async def record_part(self, run_id: str, part: int, message_id: str) -> None:
         s = self.session_key

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.attempts import add_dead_letter
-from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode
+from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode, pairs_to_dict
 from core.bus.scripts import PENDING_INBOUND, PUBLISH_INBOUND, ScriptArg
 from core.errors import PayloadError
 from core.messages import InboundMessage
@@ -72,7 +72,7 @@ async def pending_inbound(
     raw: list[tuple[str, Mapping[str, str]]]
     if after is None:  # cursor and range in one round trip
         reply = await PENDING_INBOUND.run(redis, [keys.cursor(session_key), stream], [count])
-        raw = [(eid, _pairs(flat)) for eid, flat in cast(list[tuple[str, list[str]]], reply)]
+        raw = [(eid, pairs_to_dict(flat)) for eid, flat in cast(list[tuple[str, list[str]]], reply)]
     else:
         raw = await _range(redis, stream, after, count)
     while True:
@@ -93,11 +93,6 @@ async def _range(
 ) -> list[tuple[str, Mapping[str, str]]]:
     reply = await redis.xrange(stream, min=f"({after}", max="+", count=count)
     return cast(list[tuple[str, Mapping[str, str]]], reply)
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    """A script's raw ``[field, value, ...]`` list as the mapping redis-py gives for XRANGE."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def _drop_malformed(

@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from core.bus import keys
-from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD
+from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD, pairs_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ class AutoclaimReply:
 def _as_fields(raw: object) -> Mapping[str, str]:
     if isinstance(raw, Mapping):
         return cast(Mapping[str, str], raw)
-    values = cast(list[str], raw)
-    return dict(zip(values[::2], values[1::2], strict=True))
+    return pairs_to_dict(cast(list[str], raw))
 
 
 def parse_autoclaim(reply: Sequence[object]) -> AutoclaimReply:
