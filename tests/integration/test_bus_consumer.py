@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 
 from channels.delivery import Deliverer
 from core.bus.client import RedisTarget
+from core.bus.consumer import SignalConsumer
+from core.bus.signals import Signal, ack, read_signals, signal
 from core.settings import RedisSettings
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.fakes.redis_server import RedisServer
@@ -99,3 +101,38 @@ async def test_an_outage_is_logged_once_and_its_end_once(running: Running, tmp_p
     assert sum("Redis answers again" in text for text in loud) == 1, loud
     during = [r for r in records.loud() if "Redis" not in r.getMessage()]
     assert [r.getMessage() for r in during if r.exc_info] == []
+
+
+async def test_a_full_consumer_leaves_signals_in_the_stream_for_its_peers(redis: Redis) -> None:
+    streams = ["gw:test:signals"]
+    release = asyncio.Event()
+    started: list[str] = []
+    one_started = asyncio.Event()
+
+    async def job(signal: Signal) -> None:
+        started.append(signal.session_key)
+        one_started.set()
+        await release.wait()
+        await ack(redis, signal, "g")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "busy", job, concurrency=1, claim_idle_ms=60_000, block_ms=100
+    )
+    await consumer.ensure_groups()
+    consumer.start()
+    try:
+        for name in ("a", "b"):
+            await signal(redis, streams[0], name, "test")
+        async with asyncio.timeout(10):
+            await one_started.wait()
+        # The one slot is taken: "b" is not read by this consumer, a peer gets it.
+        peer = await read_signals(redis, streams, "g", "peer", count=10, block_ms=100)
+        assert [s.session_key for s in peer] == ["b"]
+        assert started == ["a"]
+        release.set()
+        await consumer.wait_idle()
+    finally:
+        unfinished = await consumer.stop()
+    assert unfinished == []
+    summary = await redis.xpending(streams[0], "g")
+    assert summary["pending"] == 1  # the peer's, never acked: stop() acks nothing
