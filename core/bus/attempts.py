@@ -1,4 +1,4 @@
-"""Delivery attempts per inbound entry, and the dead-letter stream ``gw:dead``.
+"""Turn attempts per inbound entry (``keys.attempts``), and the dead-letter stream ``gw:dead``.
 
 A worker counts each attempt at a turn; after ``max_deliveries`` it dead-letters the
 turn's messages and commits past them, so one poisonous message cannot wedge a chat.
