@@ -36,7 +36,7 @@ from core.bus import keys
 from core.bus.codec import decode_inbound
 from core.bus.inbound import pending_inbound
 from core.bus.lease import Lease
-from core.bus.outbound import signal_delivery
+from core.bus.outbound import publish_and_signal
 from core.bus.signals import signal_ready, stream_batches
 from core.errors import PayloadError
 from core.events import (
@@ -286,10 +286,9 @@ async def publish_backlog_notice(
         TextCompleted(run_id=run_id, seq=3, content=text),
         RunCompleted(run_id=run_id, seq=4, result=result, content=text, metadata=meta),
     ]
-    await lease.publish_events(events, maxlen=settings.worker.stream_maxlen)
     channel = dropped[-1][1].channel
-    if channel in deliver_channels:
-        partitions = settings.worker.ready_partitions
-        await signal_delivery(lease.redis, channel, lease.session_key, partitions=partitions)
+    await publish_and_signal(
+        lease, events, channel=channel, deliver_channels=deliver_channels, cfg=settings.worker
+    )
     log.warning("dropped %d backlog message(s) of %s", len(dropped), lease.session_key)
     await lease.commit(session=None, cursor=run_id, entry_ids=[i for i, _ in dropped])

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from core.bus.attempts import dead_letter, record_attempt
 from core.bus.lease import Lease
-from core.bus.outbound import signal_delivery
+from core.bus.outbound import publish_and_signal
 from core.errors import LeaseLostError
 from core.events import RunFailed, RunResult, RunStarted, StreamEvent
 from core.metrics import GatewayMetrics
@@ -249,14 +249,14 @@ class TurnRunner:
             await self._publish(batch)
 
     async def _publish(self, events: list[StreamEvent]) -> None:
-        await self._lease.publish_events(events, maxlen=self._deps.settings.worker.stream_maxlen)
-        if not self._signalled and any(isinstance(event, RunStarted) for event in events):
-            self._signalled = True
-            if self._channel in self._deps.deliver_channels:
-                partitions = self._deps.settings.worker.ready_partitions
-                await signal_delivery(
-                    self._deps.redis, self._channel, self._key, partitions=partitions
-                )
+        self._signalled |= await publish_and_signal(
+            self._lease,
+            events,
+            channel=self._channel,
+            deliver_channels=self._deps.deliver_channels,
+            cfg=self._deps.settings.worker,
+            signal_start=not self._signalled,
+        )
 
     async def _raise_when_lost(self) -> None:
         await self._lost.wait()

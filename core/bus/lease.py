@@ -77,13 +77,8 @@ async def _renew_until_lost(
     valid_until = loop.time() + ttl_ms / 1000
     while True:
         await asyncio.sleep(interval_s)
-        sent_at = loop.time()
         try:
-            # Bounded by what is left of the lease: on a half-open connection a renewal
-            # would otherwise wait for its reply past the expiry, and the holder would
-            # never learn that it lost the lease.
-            async with asyncio.timeout(max(0.0, valid_until - sent_at)):
-                renewed = await renew()
+            renewed, sent_at = await _renew_within(renew, valid_until, interval_s)
         except (RedisError, OSError, TimeoutError) as exc:
             if loop.time() < valid_until:
                 log.warning("renewal of %s failed, retrying: %r", what, exc)
@@ -96,6 +91,34 @@ async def _renew_until_lost(
             lost.set()
             return
         valid_until = sent_at + ttl_ms / 1000
+
+
+STALL_TOLERANCE_S = 0.05
+"""A renewal timeout that fires this late says our own event loop stalled, not Redis."""
+
+
+async def _renew_within(
+    renew: Callable[[], Awaitable[bool]], valid_until: float, retry_s: float
+) -> tuple[bool, float]:
+    """``renew()`` bounded by what is left of the lease; (renewed, when it was sent).
+
+    Without the bound, a renewal on a half-open connection would wait for its reply
+    past the expiry and the holder would never learn that it lost the lease. A
+    timeout that fired well after ``valid_until`` means this event loop itself was
+    stalled (a reply may be sitting unread): one prompt retry, bounded by
+    ``retry_s``, lets Redis say whether the lease is still ours.
+    """
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
+    try:
+        async with asyncio.timeout_at(valid_until):
+            return await renew(), sent_at
+    except TimeoutError:
+        if loop.time() - valid_until < STALL_TOLERANCE_S:
+            raise
+    sent_at = loop.time()
+    async with asyncio.timeout(retry_s):
+        return await renew(), sent_at
 
 
 class Lease:

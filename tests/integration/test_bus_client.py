@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,34 @@ async def test_clients_follow_a_sentinel_failover(tmp_path: Path) -> None:
         replica.close()
         master.close()
     assert numbers[0] == "1" and numbers[-1] == "3"
+
+
+async def test_a_stalled_event_loop_does_not_lose_a_lease_redis_still_holds(
+    redis: Redis,
+) -> None:
+    # The renewal's reply came in time, but this process did not run for longer than
+    # the lease had left (a blocking import, a long GC): Redis, asked again, says the
+    # lease is still ours.
+    await redis.set("lease", "mine", px=60_000)
+    renewals: list[bool] = []
+    stalled_then_renewed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    stalls: list[float] = []
+
+    async def renew() -> bool:
+        if not stalls:
+            stalls.append(1.5)
+            loop.call_soon(time.sleep, 1.5)  # blocks the whole loop past the local bound
+        renewals.append(bool(await redis.pexpire("lease", 60_000)))
+        if len(renewals) == 3:
+            stalled_then_renewed.set()
+        return renewals[-1]
+
+    async with renewing(
+        renew, ttl_ms=1000, interval_s=0.2, lost=asyncio.Event(), what="stalled lease"
+    ) as lost:
+        async with asyncio.timeout(10):
+            await stalled_then_renewed.wait()
+    assert not lost.is_set()
+    assert renewals == [True, True, True]
