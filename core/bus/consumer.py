@@ -121,6 +121,8 @@ class SignalConsumer:
             asyncio.create_task(self._read_loop(), name=f"{name} read"),
             asyncio.create_task(self._claim_loop(), name=f"{name} claim"),
         ]
+        for loop in self._loops:
+            loop.add_done_callback(_log_crash)
 
     async def stop(self, grace_s: float = 0.0) -> list[Signal]:
         """Stop reading; give running jobs ``grace_s``, then cancel them.
@@ -233,6 +235,12 @@ class SignalConsumer:
         if not task.cancelled() and (error := task.exception()) is not None:
             # Its signal stays pending: claim_stale brings it back.
             log.error("%s job %s crashed", self.group, task.get_name(), exc_info=error)
+
+
+def _log_crash(loop: asyncio.Task[None]) -> None:
+    # Redis errors never end a loop; anything else is a bug that leaves the consumer deaf.
+    if not loop.cancelled() and (error := loop.exception()) is not None:
+        log.critical("%s crashed; this consumer reads no more", loop.get_name(), exc_info=error)
 
 
 async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
