@@ -76,14 +76,34 @@ class SessionsAPI:
         return snapshot
 
     def clear(self, session_key: str) -> None:
-        """Forget a session's history and summary (the session itself stays)."""
+        """Forget a session's history and summary now (the session itself stays).
+
+        It does not wait for a turn running on this key: that turn finishes, but its
+        exchange is not saved (it belongs to the history cleared). ``aclear`` waits.
+        """
+        self._runtime.locks.invalidate(session_key)
+        self._clear(session_key)
+
+    async def aclear(self, session_key: str) -> None:
+        """Clear the session after the turns already running or queued on it."""
+        async with self._runtime.locks.hold(session_key):
+            self._clear(session_key)
+
+    def _clear(self, session_key: str) -> None:
         session = self._store.load_sync(session_key) or Session(key=session_key)
         session.messages.clear()
         session.summary = ""
         self._store.save_sync(session)
 
     def delete(self, session_key: str) -> bool:
+        """Delete a session from disk and cache now; a turn running on it is not saved."""
+        self._runtime.locks.invalidate(session_key)
         return self._store.delete_sync(session_key)
+
+    async def adelete(self, session_key: str) -> bool:
+        """Delete the session after the turns already running or queued on it."""
+        async with self._runtime.locks.hold(session_key):
+            return self._store.delete_sync(session_key)
 
     def flush(self) -> None:
         self._store.flush_sync()
