@@ -8,12 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.messages import ChatMessage, Message
+from core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, Message
 from core.runtime import AgentRuntime
 from core.sessions.base import Session, SessionInfo, SessionSnapshot
 from core.sessions.file import FileSessionStore
-
-_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_call_id", "tool_calls"})
 
 
 def _ingested(raw: Mapping[str, Any], index: int, source: str | None) -> Message:
@@ -24,7 +22,7 @@ def _ingested(raw: Mapping[str, Any], index: int, source: str | None) -> Message
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise ValueError(f"messages[{index}].{where}: {first['msg']}") from exc
-    extra = {k: message.pop(k) for k in list(message) if k not in _MESSAGE_FIELDS}
+    extra = {k: message.pop(k) for k in list(message) if k not in OPENAI_MESSAGE_KEYS}
     if source is not None:
         extra.setdefault("source", source)
     if extra:

@@ -12,6 +12,7 @@ import pytest
 from core.errors import SessionLockReentryError
 from core.events import RunStarted, StreamEvent
 from core.hooks import AgentHook, AgentHookContext
+from core.runs import RunStream
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.file import FileSessionStore
 from core.settings import load_settings
@@ -34,6 +35,14 @@ class Gate(AgentHook):
     async def before_iteration(self, context: AgentHookContext) -> None:
         self.reached.set()
         await self.release.wait()
+
+
+async def gated_run(bot: Bot, text: str, key: str = "k") -> tuple[RunStream, Gate]:
+    """A run on ``key`` started and held at its first model call."""
+    gate = Gate()
+    run = await bot.run_streamed(text, session_key=key, hooks=[gate])
+    await gate.reached.wait()
+    return run, gate
 
 
 def contents(bot: Bot, key: str) -> list[str]:
@@ -60,9 +69,7 @@ def turn(text: str, key: str = "k", *hooks: AgentHook) -> TurnRequest:
 async def test_clear_during_a_run_does_not_bring_the_old_history_back(sdk_config: Path) -> None:
     async with Bot.from_config(sdk_config) as bot:
         await bot.sessions.ingest("k", OLD)
-        gate = Gate()
-        run = await bot.run_streamed("new question", session_key="k", hooks=[gate])
-        await gate.reached.wait()
+        run, gate = await gated_run(bot, "new question")
         bot.sessions.clear("k")
         assert contents(bot, "k") == []
         gate.release.set()
@@ -76,9 +83,7 @@ async def test_clear_during_a_run_does_not_bring_the_old_history_back(sdk_config
 async def test_delete_during_a_run_does_not_recreate_the_session(sdk_config: Path) -> None:
     async with Bot.from_config(sdk_config) as bot:
         await bot.sessions.ingest("k", OLD)
-        gate = Gate()
-        run = await bot.run_streamed("new question", session_key="k", hooks=[gate])
-        await gate.reached.wait()
+        run, gate = await gated_run(bot, "new question")
         assert bot.sessions.delete("k") is True
         gate.release.set()
         await run.wait()
@@ -88,9 +93,7 @@ async def test_delete_during_a_run_does_not_recreate_the_session(sdk_config: Pat
 async def test_aclear_and_adelete_wait_for_the_running_turn(sdk_config: Path) -> None:
     async with Bot.from_config(sdk_config) as bot:
         await bot.sessions.ingest("k", OLD)
-        gate = Gate()
-        run = await bot.run_streamed("new question", session_key="k", hooks=[gate])
-        await gate.reached.wait()
+        run, gate = await gated_run(bot, "new question")
         clearing = asyncio.create_task(bot.sessions.aclear("k"))
         await asyncio.sleep(0)
         assert not clearing.done()  # queued behind the turn, which holds the session
@@ -99,9 +102,7 @@ async def test_aclear_and_adelete_wait_for_the_running_turn(sdk_config: Path) ->
         await run.wait()
         assert contents(bot, "k") == []
 
-        gate = Gate()
-        run = await bot.run_streamed("again", session_key="k", hooks=[gate])
-        await gate.reached.wait()
+        run, gate = await gated_run(bot, "again")
         deleting = asyncio.create_task(bot.sessions.adelete("k"))
         await asyncio.sleep(0)
         assert not deleting.done()
