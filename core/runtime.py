@@ -166,7 +166,7 @@ class AgentRuntime:
         agent = self.settings.agent(turn.agent)
         spec = self._loop_spec(turn, agent)
         async with self.locks.hold(turn.session_key) as hold:
-            session = await store.load(turn.session_key) or Session(key=turn.session_key)
+            session = await self._session(turn, store)
             prompt = self._prompt(agent, session)
             prompt.extend(turn.messages)
             async with aclosing(run_loop(self.router, prompt, turn.messages, spec)) as events:
@@ -174,6 +174,10 @@ class AgentRuntime:
                     if isinstance(event, RunCompleted) and not turn.ephemeral:
                         await self._persist(store, session, event.result, agent, hold)
                     yield event
+
+    async def _session(self, turn: TurnRequest, store: SessionStore) -> Session:
+        """The history the turn continues: the stored session, or a new one."""
+        return await store.load(turn.session_key) or Session(key=turn.session_key)
 
     async def _persist(
         self,

@@ -191,3 +191,30 @@ async def test_turns_on_one_key_keep_their_start_order(
     saved = await runtime.store.load("k")
     assert saved is not None
     assert [m["content"] for m in saved.messages][::2] == [f"q{i}" for i in range(5)]
+
+
+async def test_cancelling_the_caller_of_run_cancels_the_turn(
+    runtime: AgentRuntime, fake_model: FakeModelServer
+) -> None:
+    fake_model.script(Reply(text="never finished", hang=True))
+
+    class FirstDelta(AgentHook):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen = asyncio.Event()
+
+        def wants_streaming(self) -> bool:
+            return True
+
+        async def on_stream(self, context: AgentHookContext, delta: str) -> None:
+            self.seen.set()
+
+    hook = FirstDelta()
+    caller = asyncio.create_task(runtime.run(turn("question", "k", hook)))
+    await hook.seen.wait()  # the model is streaming, and will not finish by itself
+    caller.cancel()
+    await asyncio.wait((caller,))
+    assert caller.cancelled()
+    assert len(runtime.locks) == 0  # the turn stopped before the caller's cancellation ended
+    await fake_model.wait_streams_closed()
+    assert (await runtime.run(turn("next"))).content == "echo: next"
