@@ -21,7 +21,7 @@ from openai.types.chat import (
 from pydantic import SecretStr
 
 from core.errors import ProviderError, RetryableProviderError
-from core.messages import OPENAI_MESSAGE_KEYS, Message, new_id
+from core.messages import Message, new_id
 from core.providers.base import (
     FinishChunk,
     ModelRequest,
@@ -33,7 +33,8 @@ from core.providers.base import (
 )
 from core.settings import ProviderSettings
 
-_API_KEYS = OPENAI_MESSAGE_KEYS
+_API_KEYS = frozenset({"role", "content", "name", "tool_call_id", "tool_calls"})
+"""The message keys the API accepts; history entries also carry timestamp, metadata…"""
 
 _REASONING_KEYS = ("reasoning_content", "reasoning")
 """Where servers put thinking text (DeepSeek/vLLM, OpenRouter/Ollama): not in the SDK's types."""

@@ -6,7 +6,6 @@ from core.compaction import summary_prompt
 from core.events import RunCompleted, RunEmitter, RunFailed, RunResult, RunStarted, TextDelta
 from core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, content_text
 from core.providers.echo import last_user_text
-from core.providers.openai_compat import sanitize_messages
 from core.tokens import estimate_message_tokens
 from workers.turn import dead_letter_events
 
@@ -37,8 +36,6 @@ def test_every_reader_of_content_agrees() -> None:
 def test_one_api_key_set() -> None:
     assert {"role", "content", "name", "tool_call_id", "tool_calls"} == OPENAI_MESSAGE_KEYS
     assert set(ChatMessage.model_fields) == OPENAI_MESSAGE_KEYS
-    entry = {"role": "user", "content": "hi", "timestamp": 1.0, "metadata": {"a": 1}}
-    assert sanitize_messages([entry]) == [{"role": "user", "content": "hi"}]
 
 
 def test_run_emitter_numbers_events() -> None:
