@@ -22,7 +22,7 @@ from gateway._helpers import RuntimeAPI, SessionsAPI
 DEFAULT_SESSION_KEY = "sdk:default"
 
 
-class RunOptions(TypedDict, total=False):
+class BotRunOptions(TypedDict, total=False):
     """The per-run options of ``Bot.run``, ``run_streamed`` and ``stream`` (seed 000).
 
     They are keyword-only; ``message`` and ``session_key`` may also be positional.
@@ -110,10 +110,10 @@ class Bot:
         settings = load_settings(config_path, required=True)
         return cls(settings, workspace=workspace, model=model, model_preset=model_preset)
 
-    def _turn(self, message: str, session_key: str, options: RunOptions) -> TurnRequest:
+    def _turn(self, message: str, session_key: str, options: BotRunOptions) -> TurnRequest:
         if self._closed:
             raise RuntimeError("this Bot is closed")
-        unknown = options.keys() - RunOptions.__optional_keys__
+        unknown = options.keys() - BotRunOptions.__optional_keys__
         if unknown:
             raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
         model, model_preset = options.get("model"), options.get("model_preset")
@@ -131,19 +131,19 @@ class Bot:
         )
 
     async def run(
-        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[RunOptions]
+        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[BotRunOptions]
     ) -> RunResult:
-        """Run the agent once and return its ``RunResult`` (options: ``RunOptions``)."""
+        """Run the agent once and return its ``RunResult`` (options: ``BotRunOptions``)."""
         return await self._runtime.run(self._turn(message, session_key, options))
 
     async def run_streamed(
-        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[RunOptions]
+        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[BotRunOptions]
     ) -> RunStream:
-        """Start a run in the background and return its ``RunStream`` (options: ``RunOptions``)."""
+        """Start a run in its own task and return its ``RunStream`` (``BotRunOptions``)."""
         return self._runtime.start(self._turn(message, session_key, options))
 
     async def stream(
-        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[RunOptions]
+        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[BotRunOptions]
     ) -> AsyncGenerator[StreamEvent, None]:
         """Iterate a run's events; leaving the loop early cancels the run."""
         turn = self._turn(message, session_key, options)

@@ -51,6 +51,19 @@ def _model_note(settings: Settings) -> str:
     return f"model: {settings.default_model}"
 
 
+def _with_env_defaults(settings: Settings) -> Settings:
+    """``OPENAI_API_KEY`` alone switches an unconfigured gateway to OpenAI."""
+    import os
+
+    if (
+        settings.model is None
+        and settings.model_preset is None
+        and os.environ.get("OPENAI_API_KEY")
+    ):
+        return settings.model_copy(update={"model": "openai/gpt-4.1-mini"})
+    return settings
+
+
 async def _until_signalled(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,7 +81,7 @@ def start(
     from gateway.app import GatewayApp
 
     _logging(verbose)
-    settings = _settings(config)
+    settings = _with_env_defaults(_settings(config))
     console.print(_model_note(settings), highlight=False)
 
     async def main() -> None:
@@ -94,7 +107,7 @@ def worker(
     from workers.__main__ import run_worker
 
     _logging(verbose)
-    settings = _settings(config)
+    settings = _with_env_defaults(_settings(config))
     if redis_url:
         settings = settings.model_copy(
             update={"redis": settings.redis.model_copy(update={"url": redis_url})}
@@ -117,7 +130,7 @@ def agent(
     from gateway._bot import Bot
     from gateway._console import stream_to_console
 
-    settings = _settings(config)
+    settings = _with_env_defaults(_settings(config))
 
     async def main() -> int:
         async with Bot(settings, model=model) as bot:
@@ -134,7 +147,7 @@ def agent(
 @app.command()
 def status(config: ConfigOption = None) -> None:
     """Show config, workspace, model, providers and (when reachable) the bus."""
-    settings = _settings(config)
+    settings = _with_env_defaults(_settings(config))
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # paths and URLs wrap whole instead of being cut

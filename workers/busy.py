@@ -41,9 +41,9 @@ from core.bus.signals import signal_ready, stream_batches
 from core.errors import PayloadError
 from core.events import (
     RunCompleted,
-    RunEmitter,
     RunResult,
     RunStarted,
+    StreamEvent,
     TextCompleted,
     TextDelta,
 )
@@ -280,12 +280,11 @@ async def publish_backlog_notice(
     text = backlog_notice(dropped, max_backlog)
     meta: dict[str, Any] = {"notice": "backlog_dropped", "dropped_ids": [i for i, _ in dropped]}
     result = RunResult(content=text, stop_reason="completed", metadata=meta)
-    emit = RunEmitter(run_id)
-    events = [
-        emit(RunStarted, session_key=lease.session_key, metadata=meta),
-        emit(TextDelta, delta=text),
-        emit(TextCompleted, content=text),
-        emit(RunCompleted, result=result, content=text, metadata=meta),
+    events: list[StreamEvent] = [
+        RunStarted(run_id=run_id, seq=1, session_key=lease.session_key, metadata=meta),
+        TextDelta(run_id=run_id, seq=2, delta=text),
+        TextCompleted(run_id=run_id, seq=3, content=text),
+        RunCompleted(run_id=run_id, seq=4, result=result, content=text, metadata=meta),
     ]
     await lease.publish_events(events, maxlen=settings.worker.stream_maxlen)
     channel = dropped[-1][1].channel

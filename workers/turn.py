@@ -31,7 +31,7 @@ from core.bus.attempts import dead_letter, record_attempt
 from core.bus.lease import Lease
 from core.bus.outbound import signal_delivery
 from core.errors import LeaseLostError
-from core.events import RunEmitter, RunFailed, RunResult, RunStarted, StreamEvent
+from core.events import RunFailed, RunResult, RunStarted, StreamEvent
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
@@ -312,10 +312,14 @@ def dead_letter_events(
 ) -> list[StreamEvent]:
     """What the chat sees when its messages are dead-lettered (``run.started`` first
     when this attempt published nothing yet, i.e. ``next_seq`` is 1)."""
-    emit = RunEmitter(run_id, after_seq=next_seq - 1)
-    events = [] if next_seq > 1 else [emit(RunStarted, session_key=session_key)]
+    events: list[StreamEvent] = []
+    if next_seq == 1:
+        events.append(RunStarted(run_id=run_id, seq=1, session_key=session_key))
+        next_seq = 2
     text = f"Sorry, I could not process your message after {attempts} attempts."
     result = RunResult(stop_reason="error", error=cause)
     metadata = {"dead_lettered": True, "attempts": attempts}
-    events.append(emit(RunFailed, error=text, result=result, metadata=metadata))
+    events.append(
+        RunFailed(run_id=run_id, seq=next_seq, error=text, result=result, metadata=metadata)
+    )
     return events

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from core.compaction import summary_prompt
-from core.events import RunCompleted, RunEmitter, RunFailed, RunResult, RunStarted, TextDelta
+from core.events import RunCompleted, RunEmitter, RunResult, RunStarted, TextDelta
 from core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, content_text
 from core.providers.echo import last_user_text
 from core.tokens import estimate_message_tokens
-from workers.turn import dead_letter_events
 
 PARTS = [
     {"type": "text", "text": "look at"},
@@ -46,11 +45,3 @@ def test_run_emitter_numbers_events() -> None:
     later = RunEmitter("r1", after_seq=7)
     done = later(RunCompleted, result=RunResult(content="x"), content="x")
     assert done.seq == 8
-
-
-def test_dead_letter_events_continue_the_run() -> None:
-    fresh = dead_letter_events("r", 1, "k", attempts=3, cause="boom")
-    assert [(e.type, e.seq) for e in fresh] == [("run.started", 1), ("run.failed", 2)]
-    later = dead_letter_events("r", 5, "k", attempts=3, cause="boom")
-    assert [(e.type, e.seq) for e in later] == [("run.failed", 5)]
-    assert isinstance(later[0], RunFailed) and later[0].metadata["attempts"] == 3
