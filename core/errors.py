@@ -10,7 +10,8 @@
      ├── ToolError                   a tool refused or failed (the model reads it as a result)
      │    └── WorkspaceEscapeError     a path that leaves the workspace (by .. or a symlink)
      ├── SessionError                session storage failed
-     │    └── CorruptSessionError      a session file or record that cannot be parsed
+     │    ├── CorruptSessionError      a session file or record that cannot be parsed
+     │    └── SessionLockReentryError  code running inside a turn took its own session's lock
      └── BusError                    the Redis bus refused an operation
           ├── LeaseLostError           this holder's lease expired or was taken (fencing)
           └── PayloadError             a malformed or oversize bus payload
@@ -53,6 +54,13 @@ class SessionError(GatewayError):
 
 class CorruptSessionError(SessionError):
     """A stored session cannot be parsed."""
+
+
+class SessionLockReentryError(SessionError):
+    """Code running under a session's lock (a hook, a tool) asked for the same lock.
+
+    Raised instead of waiting, which would never end.
+    """
 
 
 class BusError(GatewayError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from core.events import (
     ReasoningCompleted,
     ReasoningDelta,
     RunCompleted,
+    RunEmitter,
     RunFailed,
     RunResult,
     RunStarted,
@@ -73,21 +74,6 @@ class LoopSpec:
     steering: SteeringInbox | None = None
 
 
-class _Emitter:
-    """Stamps run_id, seq and iteration on each event."""
-
-    __slots__ = ("iteration", "run_id", "seq")
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.seq = 0
-        self.iteration: int | None = None
-
-    def __call__(self, cls: Callable[..., StreamEvent], **fields: Any) -> StreamEvent:
-        self.seq += 1
-        return cls(run_id=self.run_id, seq=self.seq, iteration=self.iteration, **fields)
-
-
 @dataclass(slots=True)
 class _Turn:
     """Mutable state of one run."""
@@ -112,7 +98,7 @@ async def run_loop(
 ) -> AsyncGenerator[StreamEvent, None]:
     """Run one turn. ``prompt`` is the full model input (system, history, then
     ``new_messages``); it is extended in place as the run goes on."""
-    emit = _Emitter(spec.run_id)
+    emit = RunEmitter(spec.run_id)
     turn = _Turn(new_messages=list(new_messages))
     ctx = AgentHookContext(session_key=spec.session_key, run_id=spec.run_id, messages=prompt)
     started = time.monotonic()
@@ -179,7 +165,7 @@ async def _model_step(
     turn: _Turn,
     calls: list[ToolCallChunk],
     deadline: float,
-    emit: _Emitter,
+    emit: RunEmitter,
 ) -> AsyncIterator[StreamEvent]:
     """One model call: stream text and reasoning out, collect tool calls into ``calls``."""
     text: list[str] = []
@@ -233,7 +219,7 @@ async def _tool_step(
     ctx: AgentHookContext,
     turn: _Turn,
     deadline: float,
-    emit: _Emitter,
+    emit: RunEmitter,
 ) -> AsyncIterator[StreamEvent]:
     """Run one response's tool calls concurrently; errors become error results."""
     await spec.hooks.before_execute_tools(ctx)

@@ -43,6 +43,31 @@ class ChatMessage(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+OPENAI_MESSAGE_KEYS: frozenset[str] = frozenset(ChatMessage.model_fields)
+"""The keys of a history entry the chat API accepts; entries may carry more (timestamp,
+metadata, attachments…), which are stripped before a request and kept in the session."""
+
+
+def content_text(content: object, *, placeholders: bool = False) -> str:
+    """The text of a message's ``content``: a string as it is; of a list of parts, the
+    text parts joined by spaces (with ``placeholders``, the others as ``[image]`` and the
+    like, where a reader should know something was there); '' for anything else."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    pieces: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        text = part.get("text")
+        if isinstance(text, str) and text:
+            pieces.append(text)
+        elif placeholders and part.get("type") != "text":
+            pieces.append(f"[{part.get('type', 'attachment')}]")
+    return " ".join(pieces)
+
+
 class Attachment(BaseModel):
     model_config = ConfigDict(frozen=True)
 

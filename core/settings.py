@@ -24,6 +24,9 @@ BusyPolicy = Literal["followup", "collect", "steer", "interrupt"]
 ECHO_MODEL = "echo/echo"
 """The built-in offline model: replies with the user's text. Used when nothing is configured."""
 
+OPENAI_ENV_MODEL = "openai/gpt-4.1-mini"
+"""The instance model when no model is configured but ``OPENAI_API_KEY`` is set."""
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -199,14 +202,30 @@ class Settings(BaseSettings):
             return AgentSettings()
         raise ConfigError(f"agents.{name}: no such agent (configured: {sorted(self.agents)})")
 
+    def default_model_choice(self) -> tuple[str | None, str | None]:
+        """The instance default as ``(model, preset)``, exactly one of them set.
+
+        The one place it is decided (the router, ``Bot``, every CLI command and the
+        workers ask here): ``model``, else ``model_preset``, else OpenAI's
+        ``OPENAI_ENV_MODEL`` when ``OPENAI_API_KEY`` is set, else the offline echo model.
+        """
+        if self.model:
+            return self.model, None
+        if self.model_preset:
+            return None, self.model_preset
+        if os.environ.get("OPENAI_API_KEY"):
+            return OPENAI_ENV_MODEL, None
+        return ECHO_MODEL, None
+
     @property
     def default_model(self) -> str:
-        """The instance model: ``model``, else ``model_preset``'s, else the offline echo model."""
-        if self.model:
-            return self.model
-        if self.model_preset and self.model_preset in self.model_presets:
-            return self.model_presets[self.model_preset].model
-        return ECHO_MODEL
+        """The instance default model, for display (``default_model_choice`` decides it)."""
+        model, preset = self.default_model_choice()
+        if model is not None:
+            return model
+        assert preset is not None
+        found = self.model_presets.get(preset)
+        return found.model if found else f"unknown preset {preset!r}"
 
 
 def gateway_home() -> Path:

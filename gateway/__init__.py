@@ -13,6 +13,7 @@ from core.errors import (
     ProviderError,
     RetryableProviderError,
     SessionError,
+    SessionLockReentryError,
     ToolError,
     UnknownModelError,
     WorkspaceEscapeError,
@@ -34,10 +35,10 @@ from core.events import (
     StreamEventType,
 )
 from core.hooks import AgentHook, AgentHookContext
+from core.runs import RunStream
 from core.sessions.base import SessionInfo, SessionSnapshot
 from core.tools.base import Tool, ToolContext, ToolRegistry, tool
 from gateway._bot import Bot
-from gateway._stream import RunStream
 
 __all__ = [
     "STREAM_EVENT_REASONING_COMPLETED",
@@ -66,6 +67,7 @@ __all__ = [
     "RunStream",
     "SessionError",
     "SessionInfo",
+    "SessionLockReentryError",
     "SessionSnapshot",
     "StreamEvent",
     "StreamEventType",
