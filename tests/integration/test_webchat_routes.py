@@ -22,7 +22,9 @@ CHAT = "/v1/chats/web/c1"
 SLOW = Reply(text="word " * 200, chunk_size=5, chunk_delay_s=0.05)
 
 
-def webchat_settings(redis_url: str, tmp_path: Path, fake: FakeModelServer, **http: Any) -> Settings:
+def webchat_settings(
+    redis_url: str, tmp_path: Path, fake: FakeModelServer, **http: Any
+) -> Settings:
     return Settings(
         model="local/fake-model",
         providers={"local": {"base_url": fake.base_url, "api_key": "none", "max_retries": 0}},
@@ -65,9 +67,11 @@ async def committed_history(
 ) -> dict[str, Any]:
     """The history once it holds ``messages`` entries (the commit follows the final event)."""
     async with asyncio.timeout(timeout_s):
-        while len((body := await history(client, url))["messages"]) < messages:
+        while True:
+            body = await history(client, url)
+            if len(body["messages"]) >= messages:
+                return body
             await asyncio.sleep(0.02)
-    return body
 
 
 async def events_until(
