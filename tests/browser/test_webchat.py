@@ -85,6 +85,28 @@ async def test_send_streams_the_reply_and_reload_shows_the_history(
     await screenshot(page, "conversation")
 
 
+async def test_tool_activity_is_shown_and_new_chat_starts_over(
+    page: Any, gateway: GatewayApp, fake_model: FakeModelServer
+) -> None:
+    fake_model.script(
+        Reply(tool_calls=[("list_dir", {"path": "."})]), Reply(text="The folder is empty.")
+    )
+    await page.goto("/")
+    await send(page, "what is in the workspace?")
+    reply = page.locator(".msg.assistant").last
+    await expect(reply.locator(".tool.done")).to_have_text("list_dir")
+    await expect(reply.locator(".body")).to_have_text("The folder is empty.")
+    await page.get_by_role("button", name="New chat").click()
+    await expect(page.locator(".msg")).to_have_count(0)
+    await send(page, "a fresh start")
+    await expect(page.locator(".msg.assistant").last).to_contain_text("echo: a fresh start")
+    await page.reload()  # the new chat is the one kept
+    await expect(page.locator(".msg")).to_have_count(2)
+    await expect(page.locator(".msg.user .body")).to_have_text("a fresh start")
+    # Only the new chat's model request: the old chat's history is not in it.
+    assert [m["role"] for m in fake_model.requests[-1]["messages"]] == ["system", "user"]
+
+
 async def test_stop_ends_a_slow_reply(
     page: Any, gateway: GatewayApp, fake_model: FakeModelServer
 ) -> None:

@@ -111,6 +111,8 @@ async def test_page_and_static_files_are_served_with_a_strict_policy(
             assert resp.status == 200 and resp.content_type == kind
     async with client.get(f"{gateway.url}/webchat/routes.py") as resp:
         assert resp.status == 404
+    # What `gateway start` (and so `make start`) prints.
+    assert f"chat   {gateway.url}/  (web chat; `gateway chat` in a terminal)" in gateway.banner()
 
 
 async def test_history_shows_committed_turns_and_where_the_stream_resumes(

@@ -34,6 +34,7 @@
     sessionKey: null,
     after: null,
     generation: 0, // bumped by "New chat": streams of an older chat stop
+    abort: null, // aborts the event stream of the current generation
     runs: new Map(), // run_id -> {node, text, tools, done}
     awaiting: 0, // messages sent whose run has not ended yet
     renderQueued: new Set(),
@@ -193,7 +194,9 @@
   }
 
   function finish(run) {
-    if (!run.done) state.awaiting = Math.max(0, state.awaiting - 1);
+    // One run may answer several messages (collect, steer): nothing is awaited after
+    // it; a queued message's own run.started shows Stop again.
+    state.awaiting = 0;
     run.done = true;
     document.querySelectorAll(".msg.user.pending").forEach((n) => n.classList.remove("pending"));
     refreshBusy();
@@ -291,7 +294,10 @@
 
   async function readStream(generation) {
     const url = `/v1/sessions/${encodeURIComponent(state.sessionKey)}/events?follow=1`;
-    const response = await api(url, { headers: { "Last-Event-ID": state.after } });
+    const response = await api(url, {
+      headers: { "Last-Event-ID": state.after },
+      signal: state.abort.signal,
+    });
     hideBanner();
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -314,6 +320,8 @@
 
   async function load() {
     const generation = ++state.generation;
+    if (state.abort) state.abort.abort();
+    state.abort = new AbortController();
     state.runs.clear();
     state.awaiting = 0;
     ui.log.replaceChildren();
