@@ -133,7 +133,7 @@ class ChatRepl:
         self._exiting = False
 
     async def run(self) -> None:
-        self.console.print(self.backend.describe(), highlight=False)
+        self.console.print(self.backend.describe(), highlight=False, soft_wrap=True)
         self.console.print("[dim]/help for commands; Ctrl-D to exit[/dim]")
         history = FileHistory(str(gateway_home() / "chat_history"))
         prompt: PromptSession[str] = PromptSession(

@@ -38,8 +38,10 @@ async def request_stop(redis: Redis, session_key: str) -> str | None:
     the chat has no message on the bus to stop."""
     last = await redis.xrevrange(keys.inbound(session_key), count=1)
     cursor = cast(str | None, await redis.get(keys.cursor(session_key)))
-    newest = str(last[0][0]) if last else cursor
-    if newest is None or (cursor is not None and _id(newest) <= _id(cursor)):
+    if not last:
+        return None  # nothing on the bus (the commit trims answered messages away)
+    newest = str(last[0][0])
+    if cursor is not None and parse_stream_id(newest) <= parse_stream_id(cursor):
         return None  # nothing pending: every message of the chat is answered already
     stream = keys.control(session_key)
     async with redis.pipeline(transaction=True) as pipe:
@@ -70,10 +72,6 @@ def _covers(fields: Mapping[str, str], first_id: str) -> bool:
     if fields.get("type") != STOP:
         return False
     try:
-        return _id(fields.get("upto", "")) >= _id(first_id)
+        return parse_stream_id(fields.get("upto", "")) >= parse_stream_id(first_id)
     except PayloadError:
         return False  # a malformed request stops nothing
-
-
-def _id(stream_id: str) -> tuple[int, int]:
-    return parse_stream_id(stream_id)
