@@ -14,7 +14,7 @@ import socket
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -47,9 +47,9 @@ def find_chromium() -> str | None:
     return None
 
 
-def skip_loudly(reason: str) -> None:
+def skip_loudly(reason: str, *, module: bool = False) -> NoReturn:
     warnings.warn(pytest.PytestWarning(f"BROWSER TESTS SKIPPED: {reason}"), stacklevel=2)
-    pytest.skip(f"BROWSER TESTS SKIPPED: {reason}")
+    pytest.skip(f"BROWSER TESTS SKIPPED: {reason}", allow_module_level=module)
 
 
 @pytest.fixture

@@ -7,10 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import expect
 
 from gateway.app import GatewayApp
-from tests.browser.conftest import browser_settings, screenshot
+from tests.browser.conftest import browser_settings, screenshot, skip_loudly
+
+try:
+    from playwright.async_api import expect
+except ImportError:  # the test extra was not installed
+    skip_loudly("playwright is not installed (pip install -e '.[test]')", module=True)
 from tests.fakes.openai_server import FakeModelServer, Reply
 
 pytestmark = pytest.mark.integration
