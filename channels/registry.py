@@ -82,6 +82,7 @@ BUILTIN_CHANNELS: tuple[ChannelSpec, ...] = (
     ChannelSpec("http"),
     ChannelSpec("sdk"),
     ChannelSpec("cli"),
+    ChannelSpec("web"),
 )
 
 REGISTRY = ChannelRegistry(BUILTIN_CHANNELS)

@@ -43,6 +43,7 @@ from channels.http import (
     error_middleware,
 )
 from channels.registry import REGISTRY, ChannelRegistry
+from channels.webchat import WebChat
 from core.bus import keys
 from core.bus.client import RedisTarget, configured_redis, redact_url
 from core.bus.inbound import Published, publish_inbound
@@ -51,6 +52,7 @@ from core.errors import ConfigError
 from core.messages import InboundMessage
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
+from core.sessions.redis import RedisSessionStore
 from core.settings import HttpSettings, Settings, gateway_home
 from gateway.health import HealthRoutes, collect_status, required_groups
 from gateway.redis_launcher import RedisHandle, find_running, resolve_redis
@@ -193,6 +195,7 @@ class GatewayApp:
         names = ["http", *(channel.name for channel in self.channels)]
         return [
             f"http   {self.url or '(not listening)'}  (POST /v1/messages, /healthz, /metrics)",
+            f"chat   {self.url or '(not listening)'}/  (web chat; `gateway chat` in a terminal)",
             redis_line,
             f"worker {'in-process' if self.worker is not None else 'none (--no-worker)'}",
             f"channels {', '.join(names)}",
@@ -261,6 +264,8 @@ class GatewayApp:
         self._events = EventStream(redis, metrics=self.metrics)
         health = HealthRoutes(redis, self.metrics, required_groups(cfg.ready_partitions, delivered))
         app.add_routes([*health.routes(), *ingress.routes(), *self._events.routes()])
+        webchat = WebChat(redis, RedisSessionStore(redis), self.registry.names())
+        app.add_routes(webchat.routes())
         return app
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from core.errors import GatewayError
 from core.settings import Settings, default_config_path, load_settings
+from gateway.chat import chat
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
 console = Console()
@@ -142,6 +143,9 @@ def agent(
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     raise typer.Exit(code)
+
+
+app.command()(chat)
 
 
 @app.command()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from core.bus.attempts import dead_letter, record_attempt
+from core.bus.control import wait_for_stop
 from core.bus.lease import Lease
 from core.bus.outbound import publish_and_signal
 from core.errors import LeaseLostError
@@ -47,6 +48,7 @@ from workers.busy import (
     wait_for_newer,
 )
 from workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
+from workers.stop import TurnStopped, commit_stopped, stopped_events
 from workers.store import TurnStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class TurnOutcome(enum.Enum):
     INTERRUPTED = "interrupted"  # cancelled by a newer message; nothing committed
     RETRY = "retry"  # a failed attempt with attempts left; nothing committed
     DEAD_LETTERED = "dead_lettered"  # failed max_deliveries times; chat told, cursor moved
+    STOPPED = "stopped"  # the chat asked to stop it; what it showed committed (workers.stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,14 @@ class TurnRunner:
         except _Interrupted:
             await self._publish([interrupted_event(self._plan.run_id, self._outbox.last_seq + 1)])
             return TurnOutcome.INTERRUPTED
+        except TurnStopped:
+            await self._publish(
+                stopped_events(self._plan.run_id, self._outbox.last_seq + 1, self._key)
+            )
+            await commit_stopped(
+                self._lease, self._deps.sessions, self._covered(), self._plan.run_id
+            )
+            return TurnOutcome.STOPPED
         if self._failure is None:
             covered = [entry_id for entry_id, _ in self._covered()]
             self._store.cursor = covered[-1]
@@ -218,7 +229,10 @@ class TurnRunner:
         """Produce and publish the run's events, with the watchers its policy needs."""
         producer = asyncio.create_task(self._produce(), name=f"turn {self._key}")
         publisher = asyncio.create_task(self._publish_batches(), name=f"publish {self._key}")
-        watchers = [asyncio.create_task(self._raise_when_lost())]
+        watchers = [
+            asyncio.create_task(self._raise_when_lost()),
+            asyncio.create_task(self._stop_on_request()),
+        ]
         if self._steering is not None:
             watchers.append(asyncio.create_task(self._steering.run()))
         if self._plan.policy == "interrupt":
@@ -269,6 +283,12 @@ class TurnRunner:
         # message simply gets the next turn.
         if not self._outbox.terminal_seen:
             raise _Interrupted
+
+    async def _stop_on_request(self) -> None:
+        first = self._plan.batch[0][0]
+        await wait_for_stop(self._deps.redis, self._key, first)
+        if not self._outbox.terminal_seen:  # as with interrupt: a finished run stays
+            raise TurnStopped
 
     def _covered(self) -> list[Entry]:
         """The batch and every message steered into the turn, oldest first."""

@@ -113,3 +113,8 @@ def session_corrupt(session_key: str) -> str:
 
 SESSIONS_INDEX: Final = f"{PREFIX}:sessions"
 """Sorted set ``session_key -> updated_at`` for listings and idle compaction."""
+
+
+def control(session_key: str) -> str:
+    """The chat's control stream: ``stop`` requests that cancel its running turn."""
+    return f"{PREFIX}:control:{{{session_key}}}"
