@@ -43,6 +43,7 @@ from channels.http import (
     api_key_middleware,
     error_middleware,
 )
+from channels.http.api import mount_api
 from channels.registry import REGISTRY, ChannelRegistry
 from core.bus import keys
 from core.bus.inbound import Published, publish_inbound
@@ -259,6 +260,7 @@ class GatewayApp:
         self._events = EventStream(redis, metrics=self.metrics)
         health = HealthRoutes(redis, self.metrics, required_groups(cfg.ready_partitions, delivered))
         app.add_routes([*health.routes(), *ingress.routes(), *self._events.routes()])
+        mount_api(app, redis, self.settings)
         return app
 
 
