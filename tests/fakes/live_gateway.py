@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from core.settings import Settings
 from gateway.app import GatewayApp
@@ -92,3 +94,23 @@ class LiveGateway:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(START_TIMEOUT_S)
             self._loop.close()
+
+
+API_KEY = "test-key-123"
+
+
+@pytest.fixture
+def live_gateway(redis_url: str, tmp_path: Path) -> Iterator[LiveGateway]:
+    """A gateway requiring ``API_KEY``, with a worker, on the fake model server."""
+
+    def make(model_url: str) -> Settings:
+        return api_settings(
+            redis_url, model_url, tmp_path / "workspace", http=_http(api_keys=[API_KEY])
+        )
+
+    with LiveGateway(make) as gateway:
+        yield gateway
+
+
+def _http(**extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": 0, **extra}
