@@ -77,7 +77,9 @@ class LiveGateway:
 
     async def _start(self) -> None:
         await self.fake.start()
-        self.app = GatewayApp(self._make_settings(self.fake.base_url), with_worker=self._with_worker)
+        self.app = GatewayApp(
+            self._make_settings(self.fake.base_url), with_worker=self._with_worker
+        )
         await self.app.start()
         assert self.app.url is not None
         self.url = self.app.url

@@ -53,7 +53,7 @@ def test_client_initialization_variants(
         ),
     ):
         with made:
-            assert [a.name for a in made.agents.list()][0] == "assistant"
+            assert made.agents.list()[0].name == "assistant"
     # Environment variables when arguments are not given.
     monkeypatch.setenv("GATEWAY_BASE_URL", live_gateway.url)
     monkeypatch.setenv("GATEWAY_API_KEY", API_KEY)
@@ -134,7 +134,9 @@ def test_synchronous_streaming(
 
 async def test_async_streaming_and_collecting(live_gateway: LiveGateway) -> None:
     async with AsyncGatewayClient(base_url=live_gateway.url, api_key=API_KEY) as client:
-        live_gateway.fake.script(Reply(text="Once there was a gateway.", chunk_size=3, chunk_delay_s=0.03))
+        live_gateway.fake.script(
+            Reply(text="Once there was a gateway.", chunk_size=3, chunk_delay_s=0.03)
+        )
         tokens, total = [], 0
         async for event in client.agents.stream(name="assistant", input="Tell me a story."):
             if event.type == "token":
