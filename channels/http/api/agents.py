@@ -8,12 +8,12 @@ without ``session_id`` starts a new session, so its reply can be continued.
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from channels.http.errors import ApiError
 from core.messages import InboundMessage, RunOptions
 
 from .context import ApiContext
+from .json import json_response
 from .models import (
     Agent,
     AgentList,
@@ -165,9 +165,3 @@ def _limit(raw: str) -> int:
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_LIST_LIMIT):
         raise ApiError(400, "invalid_request", f"limit must be 1-{MAX_LIST_LIMIT}")
     return int(raw)
-
-
-def json_response(model: BaseModel, *, status: int = 200) -> web.Response:
-    return web.Response(
-        text=model.model_dump_json(), status=status, content_type="application/json"
-    )
