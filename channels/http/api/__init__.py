@@ -15,6 +15,7 @@ from core.settings import Settings
 
 from .agents import AgentRoutes
 from .context import ApiContext
+from .openai_compat import OpenAIRoutes
 from .pipelines import PipelineRoutes, check_pipelines
 
 __all__ = ["mount_api"]
@@ -26,7 +27,9 @@ def mount_api(app: web.Application, redis: Redis, settings: Settings) -> None:
     check_pipelines(settings)
     ctx = ApiContext(redis, settings)
     app[CONTEXT_KEY] = ctx
-    app.add_routes([*AgentRoutes(ctx).routes(), *PipelineRoutes(ctx).routes()])
+    app.add_routes(
+        [*AgentRoutes(ctx).routes(), *PipelineRoutes(ctx).routes(), *OpenAIRoutes(ctx).routes()]
+    )
 
     async def close(_: web.Application) -> None:
         await ctx.close()
