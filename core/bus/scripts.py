@@ -144,7 +144,7 @@ return 1
 
 DISCARD_SESSION: Final = LuaScript(
     """
--- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session
+-- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session, fence
 -- -> 1 deleted, 0 a message is still waiting for its turn (nothing deleted)
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #last > 0 then

@@ -16,7 +16,9 @@ from core.settings import Settings
 from .agents import AgentRoutes
 from .context import ApiContext
 from .openai_compat import OpenAIRoutes
+from .openapi import OpenApiRoute
 from .pipelines import PipelineRoutes, check_pipelines
+from .ratelimit import rate_limit_middleware
 
 __all__ = ["mount_api"]
 
@@ -28,10 +30,18 @@ def mount_api(app: web.Application, redis: Redis, settings: Settings) -> None:
     ctx = ApiContext(redis, settings)
     app[CONTEXT_KEY] = ctx
     app.add_routes(
-        [*AgentRoutes(ctx).routes(), *PipelineRoutes(ctx).routes(), *OpenAIRoutes(ctx).routes()]
+        [
+            *AgentRoutes(ctx).routes(),
+            *PipelineRoutes(ctx).routes(),
+            *OpenAIRoutes(ctx).routes(),
+            *OpenApiRoute().routes(),
+        ]
     )
 
     async def close(_: web.Application) -> None:
         await ctx.close()
 
     app.on_shutdown.append(close)
+    if settings.http.rate_limit is not None:
+        # Appended last: it runs after the API-key check, so only valid keys spend tokens.
+        app.middlewares.append(rate_limit_middleware(redis, settings.http.rate_limit))

@@ -124,4 +124,5 @@ def session_keys(session_key: str) -> list[str]:
         keys.session(session_key),
         keys.deliveries(session_key),
         keys.api_session(session_key),
+        keys.fence(session_key),
     ]
