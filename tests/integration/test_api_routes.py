@@ -72,6 +72,14 @@ async def test_every_error_code_has_the_error_shape(http: httpx.AsyncClient) -> 
     for method, path, body, expected in cases:
         response = await http.request(method, path, json=body)
         assert error_of(response) == expected, (method, path, response.text)
+    for route, body in (
+        ("/v1/agents/assistant/invoke", b'{"input": "\\ud800"}'),
+        ("/v1/sessions", b'{"agent": "assistant", "metadata": {"\\udfff": 1}}'),
+    ):
+        lone = await http.post(route, content=body)
+        assert error_of(lone) == (422, "invalid_request"), lone.text
+    for path in ("/v1/sessions/%ED%A0%80", "/v1/pipelines/runs/%ED%A0%80", "/v1/sessions/a%00b"):
+        assert error_of(await http.get(path)) == (404, "not_found"), path
     raw = await http.post("/v1/agents/assistant/invoke", content=b"{not json")
     assert error_of(raw) == (400, "invalid_request")
     big = await http.post("/v1/agents/assistant/invoke", content=b" " * (300 * 1024))

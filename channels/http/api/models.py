@@ -6,16 +6,36 @@ the handlers serialize, so the document and the wire cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.messages import MAX_TEXT_CHARS
 
 SESSION_ID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 """A session id is a ULID (what ``POST /v1/sessions`` hands out)."""
 
-MetadataValue = str | int | float | bool | None
+_ULID = re.compile(SESSION_ID_PATTERN)
+
+
+def _encodable(value: str) -> str:
+    """Refuse what cannot be stored as UTF-8 (a lone surrogate from a JSON ``\\ud800``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def is_ulid(value: str) -> bool:
+    return bool(_ULID.match(value))
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+"""A string that can be stored and sent on (every text field of a request)."""
+
+MetadataValue = Text | int | float | bool | None
 
 
 class _Request(BaseModel):
@@ -34,27 +54,27 @@ class InvokeOptions(_Request):
 class InvokeRequest(_Request):
     """``POST /v1/agents/{name}/invoke`` and ``/stream``."""
 
-    input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    input: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     options: InvokeOptions | None = None
     session_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
 
 
 class CreateSessionRequest(_Request):
-    agent: str = Field(min_length=1, max_length=128)
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
+    agent: Text = Field(min_length=1, max_length=128)
+    metadata: dict[Text, MetadataValue] = Field(default_factory=dict, max_length=64)
 
 
 class SessionMessageRequest(_Request):
     """``POST /v1/sessions/{id}/messages`` (and ``/stream``); ``agent`` if given must
     be the session's own."""
 
-    input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    input: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     options: InvokeOptions | None = None
-    agent: str | None = Field(default=None, min_length=1, max_length=128)
+    agent: Text | None = Field(default=None, min_length=1, max_length=128)
 
 
 class PipelineRunRequest(_Request):
-    input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    input: Text = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class Usage(_Response):

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.messages import MAX_TEXT_CHARS
 
-from .models import Usage
+from .models import Text, Usage
 
 
 class _Request(BaseModel):
@@ -17,15 +17,15 @@ class _Request(BaseModel):
 
 class TextPart(_Request):
     type: Literal["text"]
-    text: str = Field(max_length=MAX_TEXT_CHARS)
+    text: Text = Field(max_length=MAX_TEXT_CHARS)
 
 
 class ChatMessageIn(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    name: str | None = Field(default=None, max_length=256)
+    content: Text | list[TextPart] | None = None
+    name: Text | None = Field(default=None, max_length=256)
     tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = Field(default=None, max_length=256)
+    tool_call_id: Text | None = Field(default=None, max_length=256)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -40,11 +40,11 @@ class StreamOptions(_Request):
 class ChatCompletionRequest(_Request):
     """``model`` names an agent (``assistant`` or ``agent/assistant``)."""
 
-    model: str = Field(min_length=1, max_length=134)
+    model: Text = Field(min_length=1, max_length=134)
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, min_length=1, max_length=256)
+    user: Text | None = Field(default=None, min_length=1, max_length=256)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)

@@ -27,7 +27,7 @@ from core.settings import PipelineSettings, Settings
 
 from .context import ApiContext
 from .json import json_response
-from .models import PipelineRun, PipelineRunRequest, PipelineStatus, PipelineStep
+from .models import PipelineRun, PipelineRunRequest, PipelineStatus, PipelineStep, is_ulid
 from .runs import discard_when_committed
 from .stream import final_event
 
@@ -136,7 +136,7 @@ class PipelineRoutes:
 
     async def get_run(self, request: web.Request) -> web.Response:
         run_id = request.match_info["run_id"]
-        state = await _load(self._ctx.redis, run_id)
+        state = await _load(self._ctx.redis, run_id) if is_ulid(run_id) else None
         if state is None:
             raise ApiError(404, "not_found", f"no pipeline run {run_id!r}")
         return json_response(state.response())

@@ -20,7 +20,7 @@ from core.bus import keys
 from core.bus.scripts import DISCARD_SESSION
 from core.messages import default_session_key, new_id
 
-from .models import HistoryMessage, MetadataValue, Session, SessionDetail
+from .models import HistoryMessage, MetadataValue, Session, SessionDetail, is_ulid
 from .runs import session_keys
 
 API_CHANNEL = "api"
@@ -59,6 +59,8 @@ async def create_session(
 
 async def get_record(redis: Redis, session_id: str) -> SessionRecord:
     """The session's record; 404 when there is none."""
+    if not is_ulid(session_id):
+        raise ApiError(404, "not_found", f"no session {session_id!r}")
     raw = await redis.get(keys.api_session(session_key_of(session_id)))
     if raw is None:
         raise ApiError(404, "not_found", f"no session {session_id!r}")
