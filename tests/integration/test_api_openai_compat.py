@@ -130,6 +130,12 @@ def test_session_header_binds_an_api_session(
         assert contents[1:] == ["Remember 42.", "echo: Remember 42.", "What number?"]
         turns = http.get(f"/v1/sessions/{session_id}").json()["turns"]
         assert turns == 2
+        with pytest.raises(openai.BadRequestError, match="belongs to 'assistant'"):
+            client.chat.completions.create(
+                model="researcher",
+                messages=[{"role": "user", "content": "x"}],
+                extra_headers={"X-Session-Id": session_id},
+            )
 
 
 def test_openai_shaped_errors(live_gateway: LiveGateway, client: openai.OpenAI) -> None:

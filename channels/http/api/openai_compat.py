@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from channels.http.errors import ApiError
-from channels.http.sse import SSE_HEADERS
+from channels.http.sse import HEARTBEAT, SSE_HEADERS
 from core.events import RunCompleted, RunFailed, TextDelta
 from core.messages import InboundMessage, Message, RunOptions, new_id
 
@@ -103,6 +103,10 @@ class OpenAIRoutes:
         session_id = request.headers.get("X-Session-Id")
         if session_id is not None:
             record = await get_record(self._ctx.redis, session_id)
+            if record.agent != agent:
+                raise ApiError(
+                    400, "invalid_request", f"session {session_id} belongs to {record.agent!r}"
+                )
             channel, chat_id = API_CHANNEL, record.session_id
         elif body.user is not None:
             channel, chat_id = USER_CHANNEL, body.user
@@ -136,7 +140,9 @@ class OpenAIRoutes:
             await response.write(chunk.frame(ChunkDelta(role="assistant", content="")))
             async with asyncio.timeout(wait_s):
                 async for event in run_events(self._ctx.redis, ref):
-                    if isinstance(event, TextDelta):
+                    if event is None:  # an SSE comment: the client ignores it, proxies don't
+                        await response.write(HEARTBEAT)
+                    elif isinstance(event, TextDelta):
                         await response.write(chunk.frame(ChunkDelta(content=event.delta)))
                     elif isinstance(event, RunFailed):
                         await response.write(_error_frame(f"the run failed: {event.error}"))

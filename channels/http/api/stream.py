@@ -3,6 +3,11 @@
 The agent API's SSE events are ``token``, ``tool_call``, ``tool_result``, ``done``
 (output and usage) and ``error``; each frame is ``event: <type>`` and ``data:`` the
 JSON of the matching model in ``models``.
+
+A worker that dies mid-run leaves its turn uncommitted and another worker runs it
+again under the same run id: a collected reply (invoke) is the re-run's, once; a
+stream has already sent the first attempt's tokens, and the re-run's follow them
+(its ``done`` carries the whole, final output).
 """
 
 from __future__ import annotations
