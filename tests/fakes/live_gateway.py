@@ -37,6 +37,7 @@ def api_settings(redis_url: str, model_url: str, workspace: Path, **extra: Any) 
             "assistant": {"system_prompt": "You are helpful.", "tools": ["read_file"]},
             "researcher": {"system_prompt": "You research.", "tools": []},
             "summarizer": {"system_prompt": "You summarize.", "tools": []},
+            "offline": {"model": "nowhere/model", "description": "No such provider."},
         },
         "pipelines": {
             "research-and-summarize": {"steps": [{"agent": "researcher"}, {"agent": "summarizer"}]}

@@ -58,13 +58,20 @@ def test_client_initialization_variants(
     monkeypatch.setenv("GATEWAY_BASE_URL", live_gateway.url)
     monkeypatch.setenv("GATEWAY_API_KEY", API_KEY)
     with GatewayClient() as from_env:
-        assert {a.name for a in from_env.agents.list()} == {"assistant", "researcher", "summarizer"}
+        assert {a.name for a in from_env.agents.list()} == {
+            "assistant",
+            "offline",
+            "researcher",
+            "summarizer",
+        }
 
 
 def test_listing_agents(client: GatewayClient) -> None:
     agents = client.agents.list()
     lines = [f"{agent.name} - {agent.model} - {agent.status}" for agent in agents]
     assert "assistant - local/fake-model - ready" in lines
+    assert "offline - nowhere/model - unavailable" in lines
+    assert [a.description for a in agents if a.name == "offline"] == ["No such provider."]
 
 
 def test_invoking_an_agent(client: GatewayClient, live_gateway: LiveGateway) -> None:

@@ -22,7 +22,12 @@ def client(live_gateway: LiveGateway) -> openai.OpenAI:
 
 
 def test_models_lists_the_agents(client: openai.OpenAI) -> None:
-    assert {m.id for m in client.models.list()} == {"assistant", "researcher", "summarizer"}
+    assert {m.id for m in client.models.list()} == {
+        "assistant",
+        "offline",
+        "researcher",
+        "summarizer",
+    }
 
 
 def test_completion_json(client: openai.OpenAI, live_gateway: LiveGateway) -> None:

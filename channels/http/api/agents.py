@@ -17,6 +17,7 @@ from .json import json_response
 from .models import (
     Agent,
     AgentList,
+    AgentStatus,
     CreateSessionRequest,
     InvokeOptions,
     InvokeRequest,
@@ -57,16 +58,12 @@ class AgentRoutes:
         ]
 
     async def list_agents(self, request: web.Request) -> web.Response:
-        ctx = self._ctx
-        agents = [
-            Agent(
-                name=name,
-                model=ctx.model_of(name),
-                status="ready",
-                description=ctx.settings.agent(name).description,
-            )
-            for name in ctx.agent_names()
-        ]
+        agents = []
+        for name in self._ctx.agent_names():
+            model, resolves = self._ctx.model_of(name)
+            description = self._ctx.settings.agent(name).description
+            status: AgentStatus = "ready" if resolves else "unavailable"
+            agents.append(Agent(name=name, model=model, status=status, description=description))
         return json_response(AgentList(data=agents))
 
     async def invoke(self, request: web.Request) -> web.Response:

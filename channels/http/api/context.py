@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 from channels.http.errors import ApiError
 from channels.http.ingress import _describe as describe
 from channels.http.ingress import read_json_body
+from core.errors import UnknownModelError
 from core.messages import InboundMessage
+from core.providers.router import ModelRouter
 from core.settings import AgentSettings, Settings
 
 from .runs import RunRef, start_run
@@ -42,12 +44,14 @@ class ApiContext:
             raise ApiError(404, "not_found", f"no agent named {name!r}")
         return self.settings.agent(name)
 
-    def model_of(self, name: str) -> str:
+    def model_of(self, name: str) -> tuple[str, bool]:
+        """The agent's model as a worker resolves it, and whether it resolves at all (a
+        provider that is not configured here makes the agent ``unavailable``)."""
         agent = self.settings.agent(name)
-        if agent.model:
-            return agent.model
-        preset = self.settings.model_presets.get(agent.model_preset or "")
-        return preset.model if preset is not None else self.settings.default_model
+        try:
+            return ModelRouter(self.settings).resolve(agent.model, agent.model_preset).name, True
+        except (UnknownModelError, ValueError):
+            return agent.model or agent.model_preset or "", False
 
     def wait_s(self, agent: str) -> float:
         """How long a request waits for its run: every attempt, each after a claim."""

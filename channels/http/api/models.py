@@ -83,10 +83,15 @@ class Usage(_Response):
     total_tokens: int = 0
 
 
+AgentStatus = Literal["ready", "unavailable"]
+
+
 class Agent(_Response):
+    """``unavailable``: the agent's model names a provider that is not configured."""
+
     name: str
     model: str
-    status: Literal["ready"]
+    status: AgentStatus
     description: str
 
 
