@@ -18,9 +18,11 @@ from .types import StreamEvent
 
 DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
 RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "DELETE"})
 MAX_DELAY_S: Final = 60.0
 
 _EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+EVENT_TYPES: Final = frozenset({"token", "tool_call", "tool_result", "done", "error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,17 @@ def should_retry(status: int) -> bool:
     return status in RETRY_STATUSES
 
 
+def may_resend(exc: httpx.TransportError, method: str) -> bool:
+    """Whether a request that failed without a response can be sent again.
+
+    One that never reached the server can; a POST that may have arrived (the
+    connection broke, or the reply timed out) is not repeated: it would run the
+    agent a second time.
+    """
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return never_sent or method in IDEMPOTENT_METHODS
+
+
 def raise_for(response: httpx.Response, body: bytes) -> None:
     if response.status_code >= 400:
         raise error_for(response.status_code, body, retry_after(response))
@@ -117,6 +130,9 @@ class SseDecoder:
             return None
         data, self._data = "\n".join(self._data), []
         try:
-            return _EVENT.validate_python(json.loads(data))
+            payload = json.loads(data)
+            if isinstance(payload, dict) and payload.get("type") not in EVENT_TYPES:
+                return None  # an event type newer than this client: skipped, not an error
+            return _EVENT.validate_python(payload)
         except (ValueError, ValidationError) as exc:
             raise GatewayError(f"unreadable stream event: {exc}", code="internal_error") from exc

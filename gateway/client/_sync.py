@@ -11,7 +11,15 @@ import httpx
 from pydantic import ValidationError
 
 from . import _calls as calls
-from ._base import ClientConfig, SseDecoder, decode_json, raise_for, retry_after, should_retry
+from ._base import (
+    ClientConfig,
+    SseDecoder,
+    decode_json,
+    may_resend,
+    raise_for,
+    retry_after,
+    should_retry,
+)
 from ._base import validation_failed as _invalid
 from .errors import APIConnectionError
 from .types import (
@@ -103,8 +111,8 @@ class GatewayClient:
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                if last:
-                    raise APIConnectionError(f"cannot reach {config.base_url}: {exc}") from exc
+                if last or not may_resend(exc, call.method):
+                    raise APIConnectionError(f"{call.method} {call.path} failed: {exc}") from exc
                 time.sleep(config.delay(attempt, None))
                 continue
             if last or not should_retry(response.status_code):

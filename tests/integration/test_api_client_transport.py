@@ -33,6 +33,8 @@ class Scripted(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answers: list[tuple[int, dict[str, str], Any]] = []
+        self.delays: list[float] = []
+        """Seconds to wait before answering, per request in order."""
         self.seen: list[tuple[float, str, str]] = []
         """(monotonic time, method, path) of every request."""
 
@@ -51,6 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         self.server.seen.append((time.monotonic(), self.command, self.path))
+        if self.server.delays:
+            time.sleep(self.server.delays.pop(0))
         status, headers, body = self.server.next_answer()
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
@@ -152,6 +156,33 @@ def test_stream_is_retried_before_it_starts(server: Scripted) -> None:
         events = list(client.agents.stream(name="assistant", input="x"))
     assert [e.type for e in events] == ["token", "done"]
     assert events[-1].type == "done" and events[-1].usage.total_tokens == 2
+
+
+def test_a_post_that_may_have_arrived_is_not_sent_again(server: Scripted) -> None:
+    server.delays = [1.0]
+    with (
+        GatewayClient(server.url, "k", timeout=0.2, max_retries=2, retry_delay=0.01) as client,
+        pytest.raises(APIConnectionError, match="POST /v1/agents/assistant/invoke"),
+    ):
+        client.agents.invoke(name="assistant", input="x")
+    assert len(server.seen) == 1  # the agent runs once, even if the reply is lost
+
+
+def test_a_get_whose_reply_timed_out_is_retried(server: Scripted) -> None:
+    server.delays = [1.0, 1.0]
+    with GatewayClient(server.url, "k", timeout=0.2, max_retries=2, retry_delay=0.01) as client:
+        assert client.agents.list()[0].name == "assistant"
+    assert len(server.seen) == 3
+
+
+def test_unknown_stream_event_types_are_skipped(server: Scripted) -> None:
+    frames = (
+        b'event: thinking\ndata: {"type":"thinking","content":"hm"}\n\n'
+        b'event: token\ndata: {"type":"token","content":"hi"}\n\n'
+    )
+    server.answers = [(200, {"Content-Type": "text/event-stream"}, frames)]
+    with GatewayClient(server.url, "k") as client:
+        assert [e.type for e in client.agents.stream(name="assistant", input="x")] == ["token"]
 
 
 def test_unreachable_gateway_is_a_connection_error() -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from channels.http.errors import ApiError
 from core.messages import InboundMessage, RunOptions
 
+from . import store
 from .context import ApiContext
 from .json import json_response
 from .models import (
@@ -26,15 +27,7 @@ from .models import (
     SessionMessageRequest,
 )
 from .runs import RunRef
-from .store import (
-    API_CHANNEL,
-    SessionRecord,
-    create_session,
-    delete_session,
-    get_record,
-    list_sessions,
-    session_detail,
-)
+from .store import API_CHANNEL, SessionRecord, get_record
 from .stream import final_event, invoke_response, stream_run
 
 MAX_LIST_LIMIT = 100
@@ -49,10 +42,10 @@ class AgentRoutes:
             web.get("/v1/agents", self.list_agents),
             web.post("/v1/agents/{name}/invoke", self.invoke),
             web.post("/v1/agents/{name}/stream", self.invoke_stream),
-            web.post("/v1/sessions", self.create),
-            web.get("/v1/sessions", self.list),
-            web.get("/v1/sessions/{id}", self.get),
-            web.delete("/v1/sessions/{id}", self.delete),
+            web.post("/v1/sessions", self.create_session),
+            web.get("/v1/sessions", self.list_sessions),
+            web.get("/v1/sessions/{id}", self.get_session),
+            web.delete("/v1/sessions/{id}", self.delete_session),
             web.post("/v1/sessions/{id}/messages", self.message),
             web.post("/v1/sessions/{id}/messages/stream", self.message_stream),
         ]
@@ -81,16 +74,16 @@ class AgentRoutes:
         self._ctx.agent(name)
         body = await self._ctx.body(request, InvokeRequest)
         if body.session_id is None:
-            record = await create_session(self._ctx.redis, name, {})
+            record = await store.create_session(self._ctx.redis, name, {})
         else:
             record = await get_record(self._ctx.redis, body.session_id)
             _check_agent(record, name)
         return record, await self._turn(record, body.input, body.options)
 
-    async def create(self, request: web.Request) -> web.Response:
+    async def create_session(self, request: web.Request) -> web.Response:
         body = await self._ctx.body(request, CreateSessionRequest)
         self._ctx.agent(body.agent)
-        record = await create_session(self._ctx.redis, body.agent, body.metadata)
+        record = await store.create_session(self._ctx.redis, body.agent, body.metadata)
         session = Session(
             session_id=record.session_id,
             agent=record.agent,
@@ -101,18 +94,20 @@ class AgentRoutes:
         )
         return json_response(session, status=201)
 
-    async def list(self, request: web.Request) -> web.Response:
+    async def list_sessions(self, request: web.Request) -> web.Response:
         agent = request.query.get("agent") or None
         if agent is not None:
             self._ctx.agent(agent)
         limit = _limit(request.query.get("limit", "20"))
-        return json_response(SessionList(data=await list_sessions(self._ctx.redis, agent, limit)))
+        return json_response(
+            SessionList(data=await store.list_sessions(self._ctx.redis, agent, limit))
+        )
 
-    async def get(self, request: web.Request) -> web.Response:
-        return json_response(await session_detail(self._ctx.redis, request.match_info["id"]))
+    async def get_session(self, request: web.Request) -> web.Response:
+        return json_response(await store.session_detail(self._ctx.redis, request.match_info["id"]))
 
-    async def delete(self, request: web.Request) -> web.Response:
-        await delete_session(self._ctx.redis, request.match_info["id"])
+    async def delete_session(self, request: web.Request) -> web.Response:
+        await store.delete_session(self._ctx.redis, request.match_info["id"])
         return web.Response(status=204)
 
     async def message(self, request: web.Request) -> web.Response:
