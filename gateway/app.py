@@ -260,7 +260,7 @@ class GatewayApp:
         self._events = EventStream(redis, metrics=self.metrics)
         health = HealthRoutes(redis, self.metrics, required_groups(cfg.ready_partitions, delivered))
         app.add_routes([*health.routes(), *ingress.routes(), *self._events.routes()])
-        mount_api(app, redis, self.settings)
+        mount_api(app, redis, self.settings, self.metrics)
         return app
 
 

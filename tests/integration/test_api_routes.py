@@ -113,6 +113,8 @@ async def test_delete_removes_the_session_and_its_streams(
     assert error_of(await http.get(f"/v1/sessions/{session_id}")) == (404, "not_found")
     assert await redis.keys(f"*{session_id}*") == []
     assert (await http.get("/v1/sessions")).json() == {"data": []}
+    metrics = (await http.get("/metrics")).text
+    assert 'messages_in_total{channel="api"} 1.0' in metrics
 
 
 async def test_a_failed_run_streams_an_error_event(

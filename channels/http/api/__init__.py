@@ -1,6 +1,6 @@
 """The agent HTTP API: agents, sessions, pipelines, OpenAI-compatible routes, OpenAPI.
 
-``mount_api(app, redis, settings)`` adds every route (and the per-key rate limit)
+``mount_api(app, redis, settings, metrics)`` adds every route (and the per-key rate limit)
 to the gateway's aiohttp application. Every request that runs an agent publishes
 a message on the bus and follows the run that answers it (``runs``): the agent
 loop runs in the workers, never in the HTTP process.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from channels.http.ingress import IngressMetrics
 from core.settings import Settings
 
 from .agents import AgentRoutes
@@ -25,9 +26,11 @@ __all__ = ["mount_api"]
 CONTEXT_KEY = web.AppKey("agent_api", ApiContext)
 
 
-def mount_api(app: web.Application, redis: Redis, settings: Settings) -> None:
+def mount_api(
+    app: web.Application, redis: Redis, settings: Settings, metrics: IngressMetrics | None = None
+) -> None:
     check_pipelines(settings)
-    ctx = ApiContext(redis, settings)
+    ctx = ApiContext(redis, settings, metrics)
     app[CONTEXT_KEY] = ctx
     app.add_routes(
         [

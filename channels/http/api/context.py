@@ -13,8 +13,8 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
 from channels.http.errors import ApiError
+from channels.http.ingress import IngressMetrics, read_json_body
 from channels.http.ingress import _describe as describe
-from channels.http.ingress import read_json_body
 from core.errors import UnknownModelError
 from core.messages import InboundMessage
 from core.providers.router import ModelRouter
@@ -33,6 +33,7 @@ WAIT_MARGIN_S = 30.0
 class ApiContext:
     redis: Redis
     settings: Settings
+    metrics: IngressMetrics | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def agent_names(self) -> list[str]:
@@ -71,9 +72,12 @@ class ApiContext:
 
     async def publish(self, msg: InboundMessage) -> RunRef:
         worker = self.settings.worker
-        return await start_run(
+        ref = await start_run(
             self.redis, msg, partitions=worker.ready_partitions, maxlen=worker.stream_maxlen
         )
+        if self.metrics is not None:
+            self.metrics.messages_in.labels(channel=msg.channel).inc()
+        return ref
 
     def spawn(self, work: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
         """Run ``work`` past the request; logged if it fails, cancelled at shutdown."""
