@@ -171,8 +171,10 @@ class AgentRuntime:
         async with self.locks.hold(turn.session_key):
             session = await store.load(turn.session_key) or Session(key=turn.session_key)
             if turn.options is not None and turn.options.history is not None:
-                # The request carries the conversation: it replaces the stored one.
-                session.messages, session.summary = list(turn.options.history), ""
+                # The request carries the conversation: it replaces the stored one (a copy:
+                # a store may hand out its cached session, which a failed run must not change).
+                history = list(turn.options.history)
+                session = session.model_copy(update={"messages": history, "summary": ""})
             prompt = self._prompt(agent, session, turn.options)
             prompt.extend(turn.messages)
             events = run_loop(self.router, prompt, turn.messages, spec)
