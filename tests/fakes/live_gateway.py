@@ -42,7 +42,7 @@ def api_settings(redis_url: str, model_url: str, workspace: Path, **extra: Any) 
         "pipelines": {
             "research-and-summarize": {"steps": [{"agent": "researcher"}, {"agent": "summarizer"}]}
         },
-        "worker": {"ready_partitions": 2, "coalesce_ms": 5, "lease_ms": 2000},
+        "worker": {"ready_partitions": 2, "coalesce_ms": 5, "lease_ms": 2000, "max_deliveries": 1},
     }
     data.update(extra)
     return Settings(**data)

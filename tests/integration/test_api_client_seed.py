@@ -232,7 +232,7 @@ def test_error_handling(live_gateway: LiveGateway) -> None:
         client.agents.invoke(name="assistant", input="")
     assert invalid.value.code == "invalid_request" and "input" in invalid.value.message
     # A run that fails every attempt (the model answers 400) ends as a server error.
-    live_gateway.fake.script(*[Reply(status=400, error_message="bad prompt")] * 3)
+    live_gateway.fake.script(Reply(status=400, error_message="bad prompt"))
     with pytest.raises(ServerError) as failed:
         client.agents.invoke(name="assistant", input="Hello")
     assert (failed.value.code, failed.value.status) == ("internal_error", 500)

@@ -70,7 +70,7 @@ def requests(draw: st.DrawFn) -> tuple[Op, str, Any]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

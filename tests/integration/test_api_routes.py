@@ -120,7 +120,7 @@ async def test_delete_removes_the_session_and_its_streams(
 async def test_a_failed_run_streams_an_error_event(
     http: httpx.AsyncClient, fake_model: FakeModelServer
 ) -> None:
-    fake_model.script(*[Reply(status=400, error_message="refused")] * 3)
+    fake_model.script(Reply(status=400, error_message="refused"))
     async with http.stream("POST", "/v1/agents/assistant/stream", json={"input": "x"}) as resp:
         assert resp.status_code == 200
         lines = [line async for line in resp.aiter_lines() if line.startswith("event:")]
@@ -161,7 +161,7 @@ async def test_pipeline_without_waiting_and_from_a_second_gateway(
 async def test_pipeline_step_failure_fails_the_run(
     http: httpx.AsyncClient, fake_model: FakeModelServer
 ) -> None:
-    fake_model.script(Reply(text="facts"), *[Reply(status=400, error_message="no")] * 3)
+    fake_model.script(Reply(text="facts"), Reply(status=400, error_message="no"))
     result = (
         await http.post("/v1/pipelines/research-and-summarize/runs", json={"input": "x"})
     ).json()
