@@ -162,3 +162,28 @@ def test_openai_shaped_errors(live_gateway: LiveGateway, client: openai.OpenAI) 
             messages=[{"role": "user", "content": "x"}],
             extra_headers={"X-Session-Id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"},
         )
+
+
+async def test_async_openai_client_streams(live_gateway: LiveGateway) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{live_gateway.url}/v1", api_key=API_KEY, max_retries=0)
+    live_gateway.fake.script(Reply(text="async tokens", chunk_size=3, chunk_delay_s=0.02))
+    stream = await client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "go"}], stream=True
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "async tokens"
+    await client.close()
+
+
+def test_a_failed_run_is_an_openai_error(client: openai.OpenAI, live_gateway: LiveGateway) -> None:
+    live_gateway.fake.script(Reply(status=400, error_message="refused"))
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="assistant", messages=[{"role": "user", "content": "x"}]
+        )
+    live_gateway.fake.script(Reply(status=400, error_message="refused"))
+    stream = client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    with pytest.raises(openai.APIError, match="the run failed"):
+        list(stream)
