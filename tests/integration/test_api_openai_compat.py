@@ -152,6 +152,11 @@ def test_openai_shaped_errors(live_gateway: LiveGateway, client: openai.OpenAI) 
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert "gpt-9" in str(missing.value)
+    with pytest.raises(openai.APIStatusError) as too_long:
+        client.chat.completions.create(
+            model="assistant", messages=[{"role": "user", "content": "x" * 32_001}]
+        )
+    assert too_long.value.status_code == 413
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(
             model="assistant", messages=[{"role": "assistant", "content": "no user turn"}]

@@ -170,6 +170,18 @@ async def test_pipeline_step_failure_fails_the_run(
     assert "summarizer" in result["error"]
 
 
+async def test_a_step_output_too_long_for_the_next_step_fails_the_run(
+    http: httpx.AsyncClient, fake_model: FakeModelServer
+) -> None:
+    fake_model.script(Reply(text="y" * 32_001, chunk_size=4096))
+    result = (
+        await http.post("/v1/pipelines/research-and-summarize/runs", json={"input": "x"})
+    ).json()
+    assert result["status"] == "failed"
+    assert [s["status"] for s in result["steps"]] == ["completed", "failed"]
+    assert "over 32000 characters" in result["error"]
+
+
 async def test_idle_pipeline_status(http: httpx.AsyncClient) -> None:
     status = (await http.get("/v1/pipelines/research-and-summarize/status")).json()
     assert status == {

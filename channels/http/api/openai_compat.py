@@ -27,7 +27,7 @@ from aiohttp import web
 from channels.http.errors import ApiError
 from channels.http.sse import HEARTBEAT, SSE_HEADERS
 from core.events import RunCompleted, RunFailed, TextDelta
-from core.messages import InboundMessage, Message, RunOptions, new_id
+from core.messages import MAX_TEXT_CHARS, InboundMessage, Message, RunOptions, new_id
 
 from .context import ApiContext
 from .json import json_response
@@ -98,6 +98,10 @@ class OpenAIRoutes:
         *earlier, last = body.messages
         if last.role != "user" or not last.text().strip():
             raise ApiError(422, "invalid_request", "the last message must be a non-empty user one")
+        if len(last.text()) > MAX_TEXT_CHARS:
+            raise ApiError(
+                413, "invalid_request", f"the last message is over {MAX_TEXT_CHARS} characters"
+            )
         system = "\n\n".join(m.text() for m in earlier if m.role in SYSTEM_ROLES)
         history = [_history_entry(m) for m in earlier if m.role not in SYSTEM_ROLES]
         session_id = request.headers.get("X-Session-Id")

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from channels.http.errors import ApiError
 from core.bus import keys
 from core.errors import ConfigError
-from core.messages import InboundMessage, new_id
+from core.messages import MAX_TEXT_CHARS, InboundMessage, new_id
 from core.settings import PipelineSettings, Settings
 
 from .context import ApiContext
@@ -159,6 +159,10 @@ class PipelineRoutes:
         redis = self._ctx.redis
         for index, step in enumerate(state.steps):
             step.status, step.started_at = "running", time.time()
+            if len(text) > MAX_TEXT_CHARS:  # the previous step's output is this one's input
+                error = f"step {step.name!r}: its input is over {MAX_TEXT_CHARS} characters"
+                await self._finish(state, step, error=error)
+                return
             await _save(redis, state)
             msg = InboundMessage(
                 channel=PIPELINE_CHANNEL,
