@@ -90,6 +90,22 @@ def default_session_key(channel: str, chat_id: str, thread_id: str | None = None
     return f"{base}:{thread_id}" if thread_id else base
 
 
+class RunOptions(BaseModel):
+    """Per-run settings a request carries onto the bus with its message (HTTP API).
+
+    ``history`` replaces the stored history for this turn (the OpenAI-compatible
+    endpoint sends the whole conversation); the turn's result is saved after it as
+    usual. ``system`` is appended to the agent's system prompt.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    system: str | None = None
+    history: list[Message] | None = None
+
+
 class InboundMessage(BaseModel):
     """A platform message normalized by a channel adapter (DESIGN.md §3)."""
 
@@ -108,6 +124,7 @@ class InboundMessage(BaseModel):
     received_at: float = Field(default_factory=time.time)
     session_key: str = ""
     agent: str | None = None
+    options: RunOptions | None = None
 
     @model_validator(mode="after")
     def _fill_session_key(self) -> InboundMessage:

@@ -27,7 +27,7 @@ from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
 from core.hooks import AgentHook, CompositeHook
 from core.loop import LoopSpec, SteeringInbox, run_loop
 from core.memory import MemoryStore
-from core.messages import Message, new_id
+from core.messages import Message, RunOptions, new_id
 from core.providers.base import ModelSpec
 from core.providers.router import ModelRouter
 from core.runs import RunStream
@@ -58,6 +58,8 @@ class TurnRequest:
     ephemeral: bool = False
     hooks: Sequence[AgentHook] = ()
     steering: SteeringInbox | None = None
+    options: RunOptions | None = None
+    """Sampling overrides, an explicit history and extra system text (HTTP API)."""
 
 
 class AgentRuntime:
@@ -97,10 +99,12 @@ class AgentRuntime:
     def resolve_model(self, turn: TurnRequest, agent: AgentSettings) -> ModelSpec:
         """Per-run override, else the agent's model, else the instance default."""
         if turn.model or turn.model_preset:
-            return self.router.resolve(turn.model, turn.model_preset)
-        if agent.model or agent.model_preset:
-            return self.router.resolve(agent.model, agent.model_preset)
-        return self._default_spec
+            spec = self.router.resolve(turn.model, turn.model_preset)
+        elif agent.model or agent.model_preset:
+            spec = self.router.resolve(agent.model, agent.model_preset)
+        else:
+            spec = self._default_spec
+        return _with_sampling(spec, turn.options)
 
     def _tools_for(self, agent_name: str | None, agent: AgentSettings) -> ToolRegistry:
         name = agent_name or self.settings.default_agent
@@ -108,8 +112,12 @@ class AgentRuntime:
             self._agent_tools[name] = self.tools.select(agent.tools)
         return self._agent_tools[name]
 
-    def _prompt(self, agent: AgentSettings, session: Session) -> list[Message]:
+    def _prompt(
+        self, agent: AgentSettings, session: Session, options: RunOptions | None = None
+    ) -> list[Message]:
         system = agent.system_prompt
+        if options is not None and options.system:
+            system += f"\n\n{options.system}"
         memory = self.memory.read()
         if memory.strip():
             system += f"\n\n# Long-term memory\n{memory.strip()}"
@@ -167,7 +175,7 @@ class AgentRuntime:
         spec = self._loop_spec(turn, agent)
         async with self.locks.hold(turn.session_key) as hold:
             session = await self._session(turn, store)
-            prompt = self._prompt(agent, session)
+            prompt = self._prompt(agent, session, turn.options)
             prompt.extend(turn.messages)
             async with aclosing(run_loop(self.router, prompt, turn.messages, spec)) as events:
                 async for event in events:
@@ -176,8 +184,15 @@ class AgentRuntime:
                     yield event
 
     async def _session(self, turn: TurnRequest, store: SessionStore) -> Session:
-        """The history the turn continues: the stored session, or a new one."""
-        return await store.load(turn.session_key) or Session(key=turn.session_key)
+        """The history the turn continues: the stored session, or a new one; or, when the
+        request carries the conversation (HTTP API), a copy of it with that history (a
+        copy: a store may hand out its cached session, which a failed run must not change).
+        """
+        session = await store.load(turn.session_key) or Session(key=turn.session_key)
+        if turn.options is not None and turn.options.history is not None:
+            history = list(turn.options.history)
+            session = session.model_copy(update={"messages": history, "summary": ""})
+        return session
 
     async def _persist(
         self,
@@ -258,3 +273,12 @@ class AgentRuntime:
     async def aclose(self) -> None:
         await self.router.aclose()
         await self.store.aclose()
+
+
+def _with_sampling(spec: ModelSpec, options: RunOptions | None) -> ModelSpec:
+    """``spec`` with the request's temperature / max_tokens, where given."""
+    if options is None:
+        return spec
+    update = {"temperature": options.temperature, "max_tokens": options.max_tokens}
+    changed = {name: value for name, value in update.items() if value is not None}
+    return spec.model_copy(update=changed) if changed else spec

@@ -53,6 +53,8 @@ class ModelPreset(_Section):
 
 
 class AgentSettings(_Section):
+    description: str = ""
+    """What the agent is for (listed by ``GET /v1/agents``)."""
     model: str | None = None
     model_preset: str | None = None
     system_prompt: str = "You are a helpful assistant."
@@ -131,6 +133,8 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    rate_limit: int | None = Field(default=None, gt=0)
+    """Requests per minute per API key (a Redis token bucket shared by replicas); None: off."""
 
 
 class WorkerSettings(_Section):
@@ -157,6 +161,16 @@ class ChannelSettings(_Section):
     """Longest wait for one platform send or edit; a hung call fails the delivery (retried)."""
 
 
+class PipelineStep(_Section):
+    agent: str = Field(min_length=1)
+
+
+class PipelineSettings(_Section):
+    """A named sequence of agents: each step's output is the next step's input."""
+
+    steps: list[PipelineStep] = Field(min_length=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -175,6 +189,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
 
     @field_validator("workspace", mode="after")
     @classmethod

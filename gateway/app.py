@@ -42,6 +42,7 @@ from channels.http import (
     api_key_middleware,
     error_middleware,
 )
+from channels.http.api import mount_api
 from channels.registry import REGISTRY, ChannelRegistry
 from channels.webchat import WebChat
 from core.bus import keys
@@ -266,6 +267,7 @@ class GatewayApp:
         app.add_routes([*health.routes(), *ingress.routes(), *self._events.routes()])
         webchat = WebChat(redis, RedisSessionStore(redis), self.registry.names())
         app.add_routes(webchat.routes())
+        mount_api(app, redis, self.settings, self.metrics)
         return app
 
 

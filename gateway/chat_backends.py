@@ -22,7 +22,7 @@ from core.errors import GatewayError
 from core.events import StreamEvent, parse_event
 from core.messages import default_session_key
 from core.runtime import AgentRuntime, TurnRequest
-from gateway._stream import RunStream
+from core.runs import RunStream
 
 CHANNEL = "cli"
 PROBE_TIMEOUT_S = 1.5

@@ -223,6 +223,7 @@ class TurnRunner:
             chat_id=first.chat_id,
             sender_id=last.sender_id,
             steering=self._steering,
+            options=last.options,
         )
 
     async def _stream(self) -> None:

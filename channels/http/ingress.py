@@ -10,6 +10,7 @@ nothing; if publishing fails, the stored body is removed again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -36,6 +37,7 @@ from core.messages import MAX_TEXT_CHARS, Attachment, InboundMessage
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_S = 86_400
+HASHED_PREFIX = "sha256:"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CHANNEL_NAME = r"^[a-z0-9_-]+$"
 
@@ -234,9 +236,10 @@ def api_key_middleware(api_keys: Sequence[SecretStr], *, prefix: str = "/v1/") -
     """Require ``Authorization: Bearer <key>`` or ``X-API-Key`` on ``prefix`` paths.
 
     Keys are compared with ``hmac.compare_digest`` against every configured key (no
-    early exit on the first match), and are never logged.
+    early exit on the first match), and are never logged. A configured key written
+    ``sha256:<hex>`` is the digest of the key clients send (no plaintext in config).
     """
-    secrets = [key.get_secret_value().encode("utf-8") for key in api_keys]
+    secrets = [_configured(key.get_secret_value()) for key in api_keys]
 
     @web.middleware
     async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -257,10 +260,15 @@ def _presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("X-API-Key")
 
 
+def _configured(key: str) -> bytes:
+    return key.lower().encode() if key.lower().startswith(HASHED_PREFIX) else key.encode("utf-8")
+
+
 def _matches(presented: bytes, secrets: Iterable[bytes]) -> bool:
+    digest = (HASHED_PREFIX + hashlib.sha256(presented).hexdigest()).encode()
     found = False
     for secret in secrets:
-        found |= hmac.compare_digest(presented, secret)
+        found |= hmac.compare_digest(digest if secret.startswith(b"sha256:") else presented, secret)
     return found
 
 

@@ -118,3 +118,34 @@ SESSIONS_INDEX: Final = f"{PREFIX}:sessions"
 def control(session_key: str) -> str:
     """The chat's control stream: ``stop`` requests that cancel its running turn."""
     return f"{PREFIX}:control:{{{session_key}}}"
+
+
+# -- HTTP API (channels.http.api) ---------------------------------------------------
+
+API_SESSIONS: Final = f"{PREFIX}:api:sessions"
+"""Sorted set ``session id -> created_at`` of the sessions made through the agent API."""
+
+
+def api_sessions_of(agent: str) -> str:
+    """The same index for one agent's sessions."""
+    return f"{API_SESSIONS}:{agent}"
+
+
+def api_session(session_key: str) -> str:
+    """JSON ``{session_id, agent, metadata, created_at}`` of an agent-API session."""
+    return f"{PREFIX}:api:session:{{{session_key}}}"
+
+
+def pipeline_run(run_id: str) -> str:
+    """JSON state of one pipeline run (status, steps, output)."""
+    return f"{PREFIX}:pipeline:run:{run_id}"
+
+
+def pipeline_latest(name: str) -> str:
+    """Id of the latest run of pipeline ``name``."""
+    return f"{PREFIX}:pipeline:latest:{name}"
+
+
+def rate_bucket(client_id: str) -> str:
+    """Token bucket (hash ``tokens``, ``at``) of one API key's request rate."""
+    return f"{PREFIX}:ratelimit:{client_id}"

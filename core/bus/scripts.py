@@ -141,3 +141,45 @@ end
 return 1
 """,
 )
+
+DISCARD_SESSION: Final = LuaScript(
+    """
+-- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session, fence
+-- -> 1 deleted, 0 a message is still waiting for its turn (nothing deleted)
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local cursor = redis.call('GET', KEYS[1]) or '0-0'
+  local a_ms, a_seq = string.match(last[1][1], '(%d+)-(%d+)')
+  local c_ms, c_seq = string.match(cursor, '(%d+)-(%d+)')
+  a_ms, a_seq, c_ms, c_seq = tonumber(a_ms), tonumber(a_seq), tonumber(c_ms), tonumber(c_seq)
+  if a_ms > c_ms or (a_ms == c_ms and a_seq > c_seq) then
+    return 0
+  end
+end
+redis.call('DEL', unpack(KEYS))
+return 1
+""",
+)
+
+TOKEN_BUCKET: Final = LuaScript(
+    """
+-- KEYS: bucket   ARGV: capacity, refill per ms
+-- -> {1, 0} allowed, or {0, ms until a token is back}
+-- The server's clock, so every replica meters one bucket the same way.
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or capacity, tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local allowed, wait = 0, 0
+if tokens >= 1 then
+  tokens, allowed = tokens - 1, 1
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
+return {allowed, wait}
+""",
+)
