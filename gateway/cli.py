@@ -87,6 +87,16 @@ def _settings(config: Path | None, *, redis_url: str | None = None) -> Settings:
     return settings
 
 
+def _check_redis_url(settings: Settings) -> None:
+    """A malformed ``REDIS_URL`` is a config error up front, not "unreachable" later."""
+    from gateway.redis_launcher import configured_redis
+
+    try:
+        configured_redis(settings)
+    except ConfigError as exc:
+        _fail(exc)
+
+
 def _logging(settings: Settings, verbose: bool, log_format: str | None) -> None:
     fmt = log_format or settings.logging.format
     if fmt not in LOG_FORMATS:
@@ -149,6 +159,7 @@ def start(
     http = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if http:
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
+    _check_redis_url(settings)
     _logging(settings, verbose, log_format)
     console.print(_model_note(settings), highlight=False)
     _warn_model_problems(settings)
@@ -266,6 +277,7 @@ def status(config: ConfigOption = None) -> None:
 
     Exits 1 when no Redis answers."""
     settings = _with_env_defaults(_settings(config))
+    _check_redis_url(settings)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # paths and URLs wrap whole instead of being cut

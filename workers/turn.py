@@ -296,7 +296,10 @@ class TurnRunner:
 
 
 def _is_attempt_failure(event: RunFailed) -> bool:
-    """A provider failure (worth another attempt); timeouts and the like are final."""
+    """A provider failure worth another attempt; timeouts, a refused key or an unknown
+    model are final (the chat gets the error at once)."""
+    if event.permanent:
+        return False
     return event.result is None or event.result.stop_reason == "error"
 
 
