@@ -69,7 +69,8 @@ def test_env_var_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("GW_TEST_HOST", "0.0.0.0")
     text = (
         "model: ${GW_TEST_MODEL:-local/m}\n"
-        "providers: {local: {base_url: '${GW_TEST_URL:-http://h:1/v1}', api_key: ${GW_TEST_KEY:-}}}\n"
+        "providers: {local: {base_url: '${GW_TEST_URL:-http://h:1/v1}',\n"
+        "                    api_key: ${GW_TEST_KEY:-}}}\n"
         "http: {host: ${GW_TEST_HOST:-127.0.0.1}, api_keys: [a]}\n"
     )
     monkeypatch.delenv("GW_TEST_URL", raising=False)
@@ -104,7 +105,7 @@ def test_gateway_variables_that_are_not_settings_are_ignored(
     monkeypatch.setenv("GATEWAY_BASE_URL", "http://elsewhere")
     assert load_settings().default_model == ECHO_MODEL
     monkeypatch.setenv("GATEWAY_HTTP__PROT", "1")
-    with pytest.raises(ConfigError, match="unknown key 'http.prot'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'http\.prot'"):
         load_settings()
 
 
