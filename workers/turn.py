@@ -32,6 +32,7 @@ from core.bus.lease import Lease
 from core.bus.outbound import signal_delivery
 from core.errors import LeaseLostError
 from core.events import RunFailed, RunResult, RunStarted, StreamEvent
+from core.logcontext import log_context
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
@@ -107,7 +108,8 @@ async def drain_turns(
             )
         runner = TurnRunner(deps, lease, plan, lost, redelivery_counted=redelivery_counted)
         redelivery_counted = False
-        outcome, attempt = await runner.run()
+        with log_context(session_key=lease.session_key, run_id=plan.run_id):  # for log records
+            outcome, attempt = await runner.run()
         if outcome is TurnOutcome.RETRY:
             return attempt, plan.run_id
     return None
