@@ -7,7 +7,8 @@
 - ``GATEWAY_HTTP__PORT=8081`` overrides ``http.port`` (prefix ``GATEWAY_``, ``__``
   between nested keys, names case-insensitive). A list takes JSON (``["a","b"]``) or
   a comma-separated form (``a,b``); a mapping takes JSON. A bad value is one line.
-  ``GATEWAY_`` variables that name no setting (``GATEWAY_HOME``) are not settings.
+  ``GATEWAY_`` variables that name no setting (``GATEWAY_HOME``) are not settings;
+  an empty variable counts as unset.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def env_overrides(settings_cls: type[BaseSettings], environ: Mapping[str, str]) 
         path = name[len(ENV_PREFIX) :].lower().split(NESTED)
         if path[0] not in settings_cls.model_fields or not all(path):
             continue  # GATEWAY_HOME, GATEWAY_BASE_URL…: not settings
+        if not environ[name]:
+            continue  # empty counts as unset (compose's ${VAR:-} passes empty strings)
         annotation = _annotation_at(settings_cls, path)
         node = result
         for part in path[:-1]:
