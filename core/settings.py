@@ -150,7 +150,11 @@ class ChannelSettings(_Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        protected_namespaces=(),  # `model`, `model_presets` are ours (older pydantic warns)
     )
 
     model: str | None = None
