@@ -6,6 +6,7 @@ and the next start adopts; SIGINT stops it, naming the signal, and stops Redis t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -124,9 +125,13 @@ async def test_gateway_two_workers_and_status_find_redis_through_the_home(tmp_pa
         gateway = await Proc.start(home, "start", "--no-worker", "--port", "0")
         procs.append(gateway)
         base = (await gateway.wait_for(r"(http://127\.0\.0\.1:\d+)")).group(1)
+        workers = []
         for name in ("w1", "w2"):
-            worker = await Proc.start(home, "worker", "--worker-id", name, "--stop-grace", "1")
+            worker = await Proc.start(
+                home, "worker", "--worker-id", name, "--stop-grace", "1", "--log-format", "json"
+            )
             procs.append(worker)
+            workers.append(worker)
             await worker.wait_for(f"worker {name} ready")
 
         code, output = await run(home, "status")
@@ -137,6 +142,13 @@ async def test_gateway_two_workers_and_status_find_redis_through_the_home(tmp_pa
             reply = await ask(base, f"chat-{i}", f"hello {i}")
             assert "run.completed" in reply and f"hello {i}" in reply, reply
         assert (home / "workspace").is_dir(), "the workspace follows GATEWAY_HOME"
+
+        await workers[1].end(signal.SIGTERM)
+        records = [json.loads(line) for line in workers[1].lines if line.startswith("{")]
+        stopping = {"logger": "gateway", "level": "INFO"}
+        stopping["message"] = "SIGTERM received: stopping the worker"
+        assert any(stopping.items() <= record.items() for record in records), records
+        assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")], records
 
         # A crash of the gateway leaves its redis-server behind: noticed, then adopted.
         state = read_state(data_dir_of(home))
