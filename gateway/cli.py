@@ -40,6 +40,11 @@ LogFormatOption = Annotated[
     str | None,
     typer.Option("--log-format", help="auto (Rich on a terminal, else plain), plain, json, rich."),
 ]
+LogLevelOption = Annotated[
+    str | None,
+    typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (default logging.level)."),
+]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 RedisUrlOption = Annotated[
     str | None,
     typer.Option("--redis-url", help="Redis URL (default: config, REDIS_URL, or this home's)."),
@@ -97,11 +102,17 @@ def _check_redis_url(settings: Settings) -> None:
         _fail(exc)
 
 
-def _logging(settings: Settings, verbose: bool, log_format: str | None) -> None:
+def _logging(
+    settings: Settings, verbose: bool, log_format: str | None, log_level: str | None = None
+) -> None:
     fmt = log_format or settings.logging.format
     if fmt not in LOG_FORMATS:
-        raise typer.BadParameter(f"{fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
-    level = "DEBUG" if verbose else settings.logging.level
+        raise typer.BadParameter(f"--log-format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
+    if log_level is not None and log_level.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}"
+        )
+    level = "DEBUG" if verbose else (log_level or settings.logging.level).upper()
     fmt_checked: LogFormat = fmt  # type: ignore[assignment]
     setup_logging(level, fmt_checked, settings.logging.levels)
 
@@ -150,6 +161,7 @@ def start(
     redis_url: RedisUrlOption = None,
     verbose: VerboseOption = False,
     log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run channels, the HTTP API and (unless --no-worker) one in-process worker."""
     from gateway._signals import GracefulStop
@@ -160,7 +172,7 @@ def start(
     if http:
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
     _check_redis_url(settings)
-    _logging(settings, verbose, log_format)
+    _logging(settings, verbose, log_format, log_level)
     console.print(_model_note(settings), highlight=False)
     _warn_model_problems(settings)
 
@@ -207,6 +219,7 @@ def worker(
     ] = None,
     verbose: VerboseOption = False,
     log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a bus worker: claim sessions from Redis and run their turns."""
     from gateway.redis_launcher import existing_redis
@@ -217,7 +230,7 @@ def worker(
     if metrics_port is not None:
         update = {"metrics_port": metrics_port}
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
-    _logging(settings, verbose, log_format)
+    _logging(settings, verbose, log_format, log_level)
     _warn_model_problems(settings)
 
     async def main() -> None:

@@ -160,3 +160,21 @@ def test_worker_without_any_redis_says_what_to_do(
     assert result.exit_code == EXIT_CONFIG
     line = one_error_line(result.output)
     assert "no `gateway start` running" in line and "--redis-url" in line
+
+
+def test_start_options_override_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--host applies (an open bind without API keys is refused before anything starts)."""
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["start", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == EXIT_CONFIG
+    assert "http.host = '0.0.0.0'" in result.output and "api_keys" in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["--log-format", "xml"], ["--log-level", "LOUD"], ["--port", "70000"]]
+)
+def test_bad_option_values_are_usage_errors(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["worker", "--redis-url", "redis://127.0.0.1:1", *args])
+    if args[0] == "--port":
+        result = CliRunner().invoke(app, ["start", *args])
+    assert result.exit_code == EXIT_USAGE, result.output
