@@ -9,8 +9,29 @@ import aiohttp
 from redis.asyncio import Redis
 
 from core.events import RunCompleted
-from tests.e2e.conftest import OutboundWatch, inbound, publish, write_worker_config
+from tests.e2e.conftest import (
+    OutboundWatch,
+    eventually_equal,
+    inbound,
+    publish,
+    write_worker_config,
+)
 from tests.e2e.test_one_machine import Proc
+
+TURNS = "gateway_turn_latency_seconds_count"
+
+
+async def scrape_all(url: str) -> dict[str, str]:
+    async with aiohttp.ClientSession() as client, client.get(url) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+
+async def scrape(url: str) -> float:
+    return float((await scrape_all(url)).get(TURNS, "nan"))
 
 
 async def test_worker_process_serves_metrics_after_turns(
@@ -33,15 +54,11 @@ async def test_worker_process_serves_metrics_after_turns(
             lambda w: all(any(isinstance(e, RunCompleted) for e in w.of(k)) for k in keys),
             what="three replies",
         )
-        async with aiohttp.ClientSession() as client, client.get(url) as resp:
-            assert resp.status == 200
-            text = await resp.text()
+        # A turn's latency is recorded after its commit, which follows its last event.
+        await eventually_equal(lambda: scrape(url), 3.0, what="three turns counted")
+        samples = await scrape_all(url)
     finally:
         await worker.end()
-    samples = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
-    assert float(samples["gateway_turn_latency_seconds_count"]) == 3
     assert "process_cpu_seconds_total" in samples and "process_resident_memory_bytes" in samples
     own = [name for name in samples if not name.startswith(("process_", "python_"))]
     assert own and all(name.startswith("gateway_") for name in own), own
