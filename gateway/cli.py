@@ -9,9 +9,8 @@ Every error is one line.
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,36 +18,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ConfigError, GatewayError
-from core.settings import Settings, check_redis_url, default_config_path, load_settings
-from gateway.logsetup import LOG_FORMATS, LogFormat, setup_logging
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
+from core.settings import Settings, default_config_path
+from gateway._cli_common import (
+    EXIT_FAILURE,
+    ConfigOption,
+    LogFormatOption,
+    LogLevelOption,
+    RedisUrlOption,
+    VerboseOption,
+    check_redis_config,
+    cli_logging,
+    cli_settings,
+    err_console,
+    fail,
+)
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
 console = Console()
-err_console = Console(stderr=True)
-log = logging.getLogger("gateway")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config (default $GATEWAY_HOME/config.yaml)."),
-]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG.")]
-LogFormatOption = Annotated[
-    str | None,
-    typer.Option("--log-format", help="auto (Rich on a terminal, else plain), plain, json, rich."),
-]
-LogLevelOption = Annotated[
-    str | None,
-    typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (default logging.level)."),
-]
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-RedisUrlOption = Annotated[
-    str | None,
-    typer.Option("--redis-url", help="Redis URL (default: config, REDIS_URL, or this home's)."),
-]
 
 
 def _version(value: bool) -> None:
@@ -66,55 +52,6 @@ def main(
     ] = False,
 ) -> None:
     """A multi-channel chat gateway for LLM agents."""
-
-
-def _fail(exc: BaseException) -> NoReturn:
-    """One line on stderr; the exit code says whether it was the configuration."""
-    label = "config error" if isinstance(exc, ConfigError | FileNotFoundError) else "error"
-    # soft_wrap: one line whatever the terminal's width.
-    err_console.print(f"[red]{label}:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    code = EXIT_CONFIG if isinstance(exc, ConfigError | FileNotFoundError) else EXIT_FAILURE
-    raise typer.Exit(code) from None
-
-
-def _settings(config: Path | None, *, redis_url: str | None = None) -> Settings:
-    try:
-        settings = load_settings(config, required=True)
-        if redis_url is not None:
-            try:
-                check_redis_url(redis_url)
-            except ValueError as exc:
-                raise ConfigError(f"--redis-url: {exc}") from None
-            redis = settings.redis.model_copy(update={"url": redis_url})
-            settings = settings.model_copy(update={"redis": redis})
-    except (GatewayError, FileNotFoundError) as exc:
-        _fail(exc)
-    return settings
-
-
-def _check_redis_url(settings: Settings) -> None:
-    """A malformed ``REDIS_URL`` is a config error up front, not "unreachable" later."""
-    from gateway.redis_launcher import configured_redis
-
-    try:
-        configured_redis(settings)
-    except ConfigError as exc:
-        _fail(exc)
-
-
-def _logging(
-    settings: Settings, verbose: bool, log_format: str | None, log_level: str | None = None
-) -> None:
-    fmt = log_format or settings.logging.format
-    if fmt not in LOG_FORMATS:
-        raise typer.BadParameter(f"--log-format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
-    if log_level is not None and log_level.upper() not in LOG_LEVELS:
-        raise typer.BadParameter(
-            f"--log-level {log_level!r}: expected one of {', '.join(LOG_LEVELS)}"
-        )
-    level = "DEBUG" if verbose else (log_level or settings.logging.level).upper()
-    fmt_checked: LogFormat = fmt  # type: ignore[assignment]
-    setup_logging(level, fmt_checked, settings.logging.levels)
 
 
 def _model_note(settings: Settings) -> str:
@@ -167,12 +104,12 @@ def start(
     from gateway._signals import GracefulStop
     from gateway.app import GatewayApp
 
-    settings = _with_env_defaults(_settings(config, redis_url=redis_url))
+    settings = _with_env_defaults(cli_settings(config, redis_url=redis_url))
     http = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if http:
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
-    _check_redis_url(settings)
-    _logging(settings, verbose, log_format, log_level)
+    check_redis_config(settings)
+    cli_logging(settings, verbose, log_format, log_level)
     console.print(_model_note(settings), highlight=False)
     _warn_model_problems(settings)
 
@@ -189,7 +126,7 @@ def start(
     try:
         asyncio.run(main())
     except GatewayError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @app.command()
@@ -226,11 +163,11 @@ def worker(
     from gateway.redis_state import data_dir_of
     from gateway.worker_process import run_worker
 
-    settings = _with_env_defaults(_settings(config, redis_url=redis_url))
+    settings = _with_env_defaults(cli_settings(config, redis_url=redis_url))
     if metrics_port is not None:
         update = {"metrics_port": metrics_port}
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
-    _logging(settings, verbose, log_format, log_level)
+    cli_logging(settings, verbose, log_format, log_level)
     _warn_model_problems(settings)
 
     async def main() -> None:
@@ -252,7 +189,7 @@ def worker(
     try:
         asyncio.run(main())
     except GatewayError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def worker_main() -> None:
@@ -271,7 +208,7 @@ def agent(
     from gateway._bot import Bot
     from gateway._console import stream_to_console
 
-    settings = _with_env_defaults(_settings(config))
+    settings = _with_env_defaults(cli_settings(config))
 
     async def main() -> int:
         async with Bot(settings, model=model) as bot:
@@ -280,7 +217,7 @@ def agent(
     try:
         code = asyncio.run(main())
     except GatewayError as exc:  # an unknown --model, a session store that fails…
-        _fail(exc)
+        fail(exc)
     raise typer.Exit(code)
 
 
@@ -289,8 +226,8 @@ def status(config: ConfigOption = None) -> None:
     """Show config, workspace, model, providers and (when reachable) the bus.
 
     Exits 1 when no Redis answers."""
-    settings = _with_env_defaults(_settings(config))
-    _check_redis_url(settings)
+    settings = _with_env_defaults(cli_settings(config))
+    check_redis_config(settings)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # paths and URLs wrap whole instead of being cut
@@ -315,7 +252,7 @@ def doctor(config: ConfigOption = None) -> None:
     """Check the model setup: config, provider reachable, key accepted, model listed."""
     from gateway.doctor import doctor as run_checks
 
-    settings = _with_env_defaults(_settings(config))
+    settings = _with_env_defaults(cli_settings(config))
     checks = asyncio.run(run_checks(settings))
     for check in checks:
         mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"

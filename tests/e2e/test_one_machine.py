@@ -148,6 +148,7 @@ async def test_gateway_two_workers_and_status_find_redis_through_the_home(tmp_pa
         stopping = {"logger": "gateway", "level": "INFO"}
         stopping["message"] = "SIGTERM received: stopping the worker"
         assert any(stopping.items() <= record.items() for record in records), records
+        assert "SIGUSR1" not in workers[1].output  # arq's own stop used to name that one
         assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")], records
 
         # A crash of the gateway leaves its redis-server behind: noticed, then adopted.

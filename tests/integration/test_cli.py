@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway import cli as cli_module
-from gateway.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE, app
+from gateway._cli_common import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
+from gateway.cli import app
 
 pytestmark = pytest.mark.integration
 

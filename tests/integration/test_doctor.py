@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from core.settings import Settings
-from gateway.cli import EXIT_FAILURE, app
+from gateway._cli_common import EXIT_FAILURE
+from gateway.cli import app
 from gateway.doctor import static_problems
 from tests.fakes.openai_server import FakeModelServer
 
