@@ -14,7 +14,7 @@ from core.errors import ConfigError, GatewayError
 from core.settings import Settings, check_redis_url, load_settings
 from gateway.logsetup import LOG_FORMATS, LogFormat, setup_logging
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2

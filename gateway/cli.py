@@ -34,7 +34,7 @@ from gateway._cli_common import (
 )
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # a line in a log file is never wrapped
 
 
 def _version(value: bool) -> None:
