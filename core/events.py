@@ -145,6 +145,8 @@ class RunFailed(_Event):
     type: Literal["run.failed"] = "run.failed"
     error: str
     result: RunResult | None = None
+    permanent: bool = False
+    """The same request would fail the same way (bad key, unknown model): not retried."""
 
 
 StreamEvent: TypeAlias = Annotated[

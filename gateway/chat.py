@@ -34,10 +34,11 @@ def chat(
 ) -> None:
     """Chat with the agent in the terminal (through a running gateway, else in-process)."""
     from core.errors import GatewayError
+    from gateway._cli_common import cli_settings, err_console
     from gateway.chat_repl import run_chat
-    from gateway.cli import _settings, _with_env_defaults, console, err_console
+    from gateway.cli import _with_env_defaults, console
 
-    settings = _with_env_defaults(_settings(config))
+    settings = _with_env_defaults(cli_settings(config))
     try:
         asyncio.run(
             run_chat(settings, console, chat_id=session, agent=agent, url=url, api_key=api_key)

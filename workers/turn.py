@@ -33,6 +33,7 @@ from core.bus.lease import Lease
 from core.bus.outbound import publish_and_signal
 from core.errors import LeaseLostError
 from core.events import RunFailed, RunResult, RunStarted, StreamEvent
+from core.logcontext import log_context
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
@@ -110,7 +111,8 @@ async def drain_turns(
             )
         runner = TurnRunner(deps, lease, plan, lost, redelivery_counted=redelivery_counted)
         redelivery_counted = False
-        outcome, attempt = await runner.run()
+        with log_context(session_key=lease.session_key, run_id=plan.run_id):  # for log records
+            outcome, attempt = await runner.run()
         if outcome is TurnOutcome.RETRY:
             return attempt, plan.run_id
     return None
@@ -317,7 +319,10 @@ class TurnRunner:
 
 
 def _is_attempt_failure(event: RunFailed) -> bool:
-    """A provider failure (worth another attempt); timeouts and the like are final."""
+    """A provider failure worth another attempt; timeouts, a refused key or an unknown
+    model are final (the chat gets the error at once)."""
+    if event.permanent:
+        return False
     return event.result is None or event.result.stop_reason == "error"
 
 

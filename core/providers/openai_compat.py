@@ -20,7 +20,7 @@ from openai.types.chat import (
 )
 from pydantic import SecretStr
 
-from core.errors import ProviderError, RetryableProviderError
+from core.errors import PermanentProviderError, ProviderError, RetryableProviderError
 from core.messages import Message, new_id
 from core.providers.base import (
     FinishChunk,
@@ -40,6 +40,8 @@ _REASONING_KEYS = ("reasoning_content", "reasoning")
 """Where servers put thinking text (DeepSeek/vLLM, OpenRouter/Ollama): not in the SDK's types."""
 
 _MAX_ERROR_CHARS = 300
+_PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 422})
+"""Statuses a retry would only repeat: the request, key or model is wrong."""
 _NO_KEY = "none"
 
 
@@ -74,7 +76,10 @@ class OpenAICompatProvider:
                 max_retries=settings.max_retries,
             )
         except openai.OpenAIError as exc:
-            raise ProviderError(f"model provider {name}: cannot create client: {exc}") from exc
+            # Missing credentials: no retry can fix it.
+            raise PermanentProviderError(
+                f"model provider {name}: cannot create client: {exc}"
+            ) from exc
         # The key actually used (it may come from OPENAI_API_KEY), kept to redact errors.
         used_key = self._client.api_key if key != _NO_KEY else ""
         self._api_key = SecretStr(used_key) if used_key else None
@@ -151,7 +156,11 @@ class OpenAICompatProvider:
             text = f"model provider {self.name}: {_server_message(exc)}"
             retryable = False
         text = self._redact(" ".join(text.split()))
-        return RetryableProviderError(text) if retryable else ProviderError(text)
+        if retryable:
+            return RetryableProviderError(text)
+        if isinstance(exc, openai.APIStatusError) and exc.status_code in _PERMANENT_STATUSES:
+            return PermanentProviderError(text)
+        return ProviderError(text)
 
     def _redact(self, text: str) -> str:
         key = self._api_key.get_secret_value() if self._api_key else ""

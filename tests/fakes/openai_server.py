@@ -64,8 +64,12 @@ def _sse(payload: dict[str, Any]) -> bytes:
 class FakeModelServer:
     """An aiohttp app on 127.0.0.1 with a free port; ``base_url`` ends in ``/v1``."""
 
-    def __init__(self, models: tuple[str, ...] = (FAKE_MODEL_ID,)) -> None:
+    def __init__(
+        self, models: tuple[str, ...] = (FAKE_MODEL_ID,), *, required_key: str | None = None
+    ) -> None:
         self.models = models
+        self.required_key = required_key
+        """When set, ``GET /v1/models`` answers 401 to any other bearer key."""
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str] = []
         self._script: deque[Reply] = deque()
@@ -118,6 +122,11 @@ class FakeModelServer:
         await self.stop()
 
     async def _list_models(self, request: web.Request) -> web.Response:
+        if self.required_key and request.headers.get("Authorization") != (
+            f"Bearer {self.required_key}"
+        ):
+            body = {"error": {"message": "Incorrect API key provided", "type": "auth"}}
+            return web.json_response(body, status=401)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 

@@ -10,11 +10,12 @@ from redis.asyncio import Redis
 
 from channels.registry import REGISTRY
 from core.bus import keys
+from core.bus.client import configured_redis
 from core.bus.inbound import publish_inbound
 from core.messages import InboundMessage, default_session_key
 from core.settings import ChannelSettings, Settings
+from gateway.worker_process import run_worker
 from tests.integration.test_worker_kit import Transcript, bus_settings
-from workers.__main__ import run_worker
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +44,12 @@ async def test_worker_leaves_no_signals_for_a_channel_without_deliverer(
             "channels": {"http": {"busy_policy": "collect"}},
         }
     )
+    target = configured_redis(settings)
+    assert target is not None
     stop = asyncio.Event()
-    worker = asyncio.create_task(run_worker(settings, jobs=False, stop=stop, stop_grace_s=5))
+    worker = asyncio.create_task(
+        run_worker(settings, target=target, jobs=False, stop=stop, stop_grace_s=5)
+    )
     chats = [f"chat-{i}" for i in range(20)]
     session_keys = [default_session_key("http", chat) for chat in chats]
     try:

@@ -346,10 +346,11 @@ async def test_health_readiness_and_metrics(
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = await resp.text()
-    assert 'messages_in_total{channel="http"} 1.0' in text
+    assert 'gateway_messages_in_total{channel="http"} 1.0' in text
     for name in ("messages_out_total", "turn_latency_seconds", "lease_waits_total",
-                 "redeliveries_total", "dead_letters_total"):  # fmt: skip
+                 "redeliveries_total", "dead_letters_total", "process_cpu_seconds"):  # fmt: skip
         assert name in text
+        assert name.startswith("process_") or f"gateway_{name}" in text
     assert "secret" not in text and "order-7" not in text
     await redis.xgroup_destroy(keys.ready(1), keys.WORKER_GROUP)
     async with client.get(f"{base}/readyz") as resp:
@@ -369,7 +370,9 @@ async def test_in_process_worker_records_turns_in_metrics(
     await gateway.worker.stop()  # waits for the turn to finish recording, HTTP stays up
     async with client.get(f"{gateway.url}/metrics") as resp:
         text = await resp.text()
-    counts = [line for line in text.splitlines() if line.startswith("turn_latency_seconds_count")]
+    counts = [
+        line for line in text.splitlines() if line.startswith("gateway_turn_latency_seconds_count")
+    ]
     assert len(counts) == 1 and float(counts[0].split()[-1]) >= 1
     assert "order-7" not in text and "hello" not in text
 

@@ -76,9 +76,9 @@ async def test_dead_letter_after_max_attempts_other_chats_unaffected(
     assert json.loads(fields["payload"])[0]["text"] == "hello?"
     assert await read_cursor(redis, doomed) == lost_id
     assert await redis.hget(keys.attempts(doomed), lost_id) is None  # type: ignore[misc]
-    assert metrics.registry.get_sample_value("dead_letters_total") == 1
-    assert metrics.registry.get_sample_value("redeliveries_total") == 2  # attempts 2 and 3
-    assert metrics.registry.get_sample_value("turn_latency_seconds_count") == 3 + 5
+    assert metrics.registry.get_sample_value("gateway_dead_letters_total") == 1
+    assert metrics.registry.get_sample_value("gateway_redeliveries_total") == 2  # attempts 2 and 3
+    assert metrics.registry.get_sample_value("gateway_turn_latency_seconds_count") == 3 + 5
 
 
 async def test_without_arq_a_failed_turn_is_retried_through_claim_stale(
@@ -190,9 +190,9 @@ async def test_a_message_whose_attempts_all_died_is_dead_lettered_without_runnin
     assert len(await redis.xrange(keys.DEAD_LETTER)) == 1
     # Read after the workers stopped, so the later turn's latency is recorded too.
     sample = metrics.registry.get_sample_value
-    assert sample("dead_letters_total") == 1
-    assert sample("redeliveries_total") == 1  # the poison message's third attempt
-    assert sample("turn_latency_seconds_count") == 1  # the dead-lettered one never ran
+    assert sample("gateway_dead_letters_total") == 1
+    assert sample("gateway_redeliveries_total") == 1  # the poison message's third attempt
+    assert sample("gateway_turn_latency_seconds_count") == 1  # the dead-lettered one never ran
 
 
 class _Counted(logging.Handler):
