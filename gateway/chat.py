@@ -36,9 +36,9 @@ def chat(
     from core.errors import GatewayError
     from gateway._cli_common import cli_settings, err_console
     from gateway.chat_repl import run_chat
-    from gateway.cli import _with_env_defaults, console
+    from gateway.cli import console
 
-    settings = _with_env_defaults(cli_settings(config))
+    settings = cli_settings(config)
     try:
         asyncio.run(
             run_chat(settings, console, chat_id=session, agent=agent, url=url, api_key=api_key)

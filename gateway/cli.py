@@ -64,19 +64,6 @@ def _model_note(settings: Settings) -> str:
     return f"model: {settings.default_model}"
 
 
-def _with_env_defaults(settings: Settings) -> Settings:
-    """``OPENAI_API_KEY`` alone switches an unconfigured gateway to OpenAI."""
-    import os
-
-    if (
-        settings.model is None
-        and settings.model_preset is None
-        and os.environ.get("OPENAI_API_KEY")
-    ):
-        return settings.model_copy(update={"model": "openai/gpt-4.1-mini"})
-    return settings
-
-
 def _warn_model_problems(settings: Settings) -> None:
     from gateway.doctor import static_problems
 
@@ -105,7 +92,7 @@ def start(
     from gateway._signals import GracefulStop
     from gateway.app import GatewayApp
 
-    settings = _with_env_defaults(cli_settings(config, redis_url=redis_url))
+    settings = cli_settings(config, redis_url=redis_url)
     http = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if http:
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
@@ -164,7 +151,7 @@ def worker(
     from gateway.redis_state import data_dir_of
     from gateway.worker_process import run_worker
 
-    settings = _with_env_defaults(cli_settings(config, redis_url=redis_url))
+    settings = cli_settings(config, redis_url=redis_url)
     if metrics_port is not None:
         update = {"metrics_port": metrics_port}
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
@@ -209,7 +196,7 @@ def agent(
     from gateway._bot import Bot
     from gateway._console import stream_to_console
 
-    settings = _with_env_defaults(cli_settings(config))
+    settings = cli_settings(config)
 
     async def main() -> int:
         async with Bot(settings, model=model) as bot:
@@ -230,7 +217,7 @@ def status(config: ConfigOption = None) -> None:
     """Show config, workspace, model, providers and (when reachable) the bus.
 
     Exits 1 when no Redis answers."""
-    settings = _with_env_defaults(cli_settings(config))
+    settings = cli_settings(config)
     check_redis_config(settings)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
@@ -256,7 +243,7 @@ def doctor(config: ConfigOption = None) -> None:
     """Check the model setup: config, provider reachable, key accepted, model listed."""
     from gateway.doctor import doctor as run_checks
 
-    settings = _with_env_defaults(cli_settings(config))
+    settings = cli_settings(config)
     checks = asyncio.run(run_checks(settings))
     for check in checks:
         mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
