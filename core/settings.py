@@ -91,6 +91,19 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    header_timeout_s: float = Field(default=15.0, gt=0)
+    """A connection that has not sent a request's headers this long after it opened (or
+    after its previous response) is closed: bounds slow clients and idle keep-alives."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """A request body that has not fully arrived this long after its headers gets 408."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # An unset ${VAR} becomes "": a blank key would let an empty X-API-Key in.
+        if any(not key.get_secret_value().strip() for key in keys):
+            raise ValueError("an API key is empty or blank (an unset ${VAR}?)")
+        return keys
 
 
 class WorkerSettings(_Section):

@@ -37,12 +37,15 @@ from redis.exceptions import RedisError
 from channels.base import Channel, ChannelContext
 from channels.delivery import Deliverer
 from channels.http import (
+    BUS_OUTAGE,
+    BusOutage,
     EventStream,
     IngressConfig,
     MessageIngress,
     api_key_middleware,
     error_middleware,
 )
+from channels.http.outage import UNAVAILABLE_ERRORS
 from channels.registry import REGISTRY, ChannelRegistry
 from core.bus import keys
 from core.bus.inbound import Published, publish_inbound
@@ -86,6 +89,7 @@ class GatewayApp:
         self.url: str | None = None
         """``http://host:port`` once started (the bound port when ``http.port`` is 0)."""
         self._events: EventStream | None = None
+        self._outage: BusOutage | None = None
         self._initialized: AsyncExitStack | None = None
         self._started: AsyncExitStack | None = None
         self._stop_requested = asyncio.Event()
@@ -130,15 +134,15 @@ class GatewayApp:
             return
         await self.initialize()
         assert self.web is not None and self.redis is not None and self._events is not None
+        assert self._outage is not None
         async with AsyncExitStack() as stack:
-            # handler_cancellation: a client that hangs up cancels its handler, so an SSE
-            # stream frees its Redis connection at once instead of at the next heartbeat.
-            runner = web.AppRunner(self.web, shutdown_timeout=5.0, handler_cancellation=True)
+            runner = _runner(self.web, self.settings.http)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)
             stack.callback(setattr, self, "url", None)
             stack.push_async_callback(self._events.close)
+            stack.push_async_callback(self._outage.close)
             if self._assembly is not None:
                 await stack.enter_async_context(self._assembly.running())
             for channel in self.channels:
@@ -156,10 +160,19 @@ class GatewayApp:
             await started.aclose()
 
     async def shutdown(self) -> None:
-        await self.stop()
-        initialized, self._initialized = self._initialized, None
-        if initialized is not None:
-            await initialized.aclose()
+        """Undo ``start()`` and ``initialize()``; with Redis gone, one warning, no traceback."""
+        try:
+            try:
+                await self.stop()
+            finally:
+                # Even when stopping failed: a stack left open leaves Redis clients and
+                # async generators to the interpreter's exit, whose late error reports
+                # then fail with "ImportError: sys.meta_path is None".
+                initialized, self._initialized = self._initialized, None
+                if initialized is not None:
+                    await initialized.aclose()
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("shut down without Redis (%s): its cleanup was skipped", exc)
 
     async def __aenter__(self) -> GatewayApp:
         try:
@@ -203,6 +216,7 @@ class GatewayApp:
         self.redis_handle = self.redis = self.runtime = self.worker = self.web = None
         self._assembly = None
         self._events = None
+        self._outage = None
         self.channels = []
 
     def _context(self, name: str) -> ChannelContext:
@@ -245,6 +259,7 @@ class GatewayApp:
             middlewares=[error_middleware, api_key_middleware(http.api_keys)],
             client_max_size=http.max_body_bytes,
         )
+        self._outage = app[BUS_OUTAGE] = BusOutage(redis)
         ingress = MessageIngress(
             redis,
             IngressConfig(
@@ -253,6 +268,7 @@ class GatewayApp:
                 max_body_bytes=http.max_body_bytes,
                 channels=self.registry.names(),
                 agents=frozenset({self.settings.default_agent, *self.settings.agents}),
+                body_timeout_s=http.body_timeout_s,
             ),
             self.metrics,
         )
@@ -298,6 +314,20 @@ async def _ping(redis: Redis, handle: RedisHandle) -> None:
         raise ConfigError(
             f"redis: cannot reach {redact_url(handle.url)} (from {handle.source}): {exc}"
         ) from exc
+
+
+def _runner(app: web.Application, http: HttpSettings) -> web.AppRunner:
+    return web.AppRunner(
+        app,
+        shutdown_timeout=5.0,
+        # A client that hangs up cancels its handler, so an SSE stream frees its Redis
+        # connection at once instead of at the next heartbeat.
+        handler_cancellation=True,
+        # aiohttp closes a connection still waiting for a request's headers this long
+        # after it opened or after its last response: this bounds slow (slowloris) and
+        # idle clients alike. Bodies are bounded by ``body_timeout_s`` where read.
+        keepalive_timeout=http.header_timeout_s,
+    )
 
 
 async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:

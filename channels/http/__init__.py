@@ -33,12 +33,16 @@ The second ``XADD`` is the ready signal that wakes a worker: ``crc32`` is zlib's
 
 from __future__ import annotations
 
+from channels.http.auth import api_key_middleware
 from channels.http.errors import ApiError, error_middleware, error_response
-from channels.http.ingress import IngressConfig, MessageIngress, PostMessage, api_key_middleware
+from channels.http.ingress import IngressConfig, MessageIngress, PostMessage
+from channels.http.outage import BUS_OUTAGE, BusOutage
 from channels.http.sse import EventStream
 
 __all__ = [
+    "BUS_OUTAGE",
     "ApiError",
+    "BusOutage",
     "EventStream",
     "IngressConfig",
     "MessageIngress",
