@@ -46,6 +46,7 @@ from channels.http import (
     error_middleware,
 )
 from channels.http.outage import UNAVAILABLE_ERRORS
+from channels.http.server import app_runner
 from channels.registry import REGISTRY, ChannelRegistry
 from core.bus import keys
 from core.bus.inbound import Published, publish_inbound
@@ -136,7 +137,7 @@ class GatewayApp:
         assert self.web is not None and self.redis is not None and self._events is not None
         assert self._outage is not None
         async with AsyncExitStack() as stack:
-            runner = _runner(self.web, self.settings.http)
+            runner = app_runner(self.web, self.settings.http)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)
@@ -314,20 +315,6 @@ async def _ping(redis: Redis, handle: RedisHandle) -> None:
         raise ConfigError(
             f"redis: cannot reach {redact_url(handle.url)} (from {handle.source}): {exc}"
         ) from exc
-
-
-def _runner(app: web.Application, http: HttpSettings) -> web.AppRunner:
-    return web.AppRunner(
-        app,
-        shutdown_timeout=5.0,
-        # A client that hangs up cancels its handler, so an SSE stream frees its Redis
-        # connection at once instead of at the next heartbeat.
-        handler_cancellation=True,
-        # aiohttp closes a connection still waiting for a request's headers this long
-        # after it opened or after its last response: this bounds slow (slowloris) and
-        # idle clients alike. Bodies are bounded by ``body_timeout_s`` where read.
-        keepalive_timeout=http.header_timeout_s,
-    )
 
 
 async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:

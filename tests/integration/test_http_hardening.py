@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -310,3 +311,26 @@ async def test_a_trickling_body_gets_408_and_enqueues_nothing(
     error: dict[str, Any] = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
     assert error["code"] == "request_timeout"
     assert await enqueued(redis) == (0, 0)
+
+
+# -- requests that are not HTTP ------------------------------------------------------------
+
+
+async def test_invalid_http_is_refused_with_one_quiet_line(
+    queue_only: GatewayApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp refuses these before any route; its log record had a traceback and the
+    raw header (which may hold an API key) at ERROR."""
+    assert queue_only.url is not None
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    for request in (
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-API-Key: secret\x10key\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n",
+        b"GET /heal\x00thz HTTP/1.1\r\nHost: t\r\n\r\n",
+    ):
+        status, _ = await raw_exchange(queue_only.url, request)
+        assert status == 400
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 3
+    assert all(r.levelno == logging.DEBUG and not r.exc_info for r in records)
+    assert all("\n" not in r.getMessage() and "secret" not in r.getMessage() for r in records)
