@@ -76,7 +76,7 @@ def unavailable_response() -> web.Response:
     )
 
 
-def _code_for(status: int) -> ErrorCode:
+def code_for_status(status: int) -> ErrorCode:
     if status == 503:
         return "unavailable"
     if status >= 500:
@@ -93,7 +93,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, _code_for(exc.status), exc.reason)
+        return error_response(exc.status, code_for_status(exc.status), exc.reason)
     except UNAVAILABLE_ERRORS as exc:
         report_unavailable(request, exc)
         return unavailable_response()

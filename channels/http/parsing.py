@@ -16,6 +16,7 @@ import re
 from typing import Final, NoReturn
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from channels.http.errors import ApiError
 from core.bus.codec import parse_stream_id
@@ -45,7 +46,19 @@ async def read_body(request: web.Request, max_bytes: int, *, timeout_s: float | 
         raise ApiError(
             408, "request_timeout", f"the body did not arrive within {timeout_s:g} s"
         ) from None
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # A body that does not decode (bad gzip, a broken chunk): the client's fault.
+        reason = first_line(exc)
+        raise ApiError(400, "invalid_request", f"the body cannot be read: {reason}") from None
     return bytes(raw)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an aiohttp error, without the raw bytes it quotes below it."""
+    if isinstance(exc.__cause__, HttpProcessingError):  # RequestPayloadError wraps it
+        exc = exc.__cause__
+    text = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    return (text or type(exc).__name__).splitlines()[0].strip(" :")
 
 
 async def read_json_body(

@@ -1,52 +1,95 @@
-"""How the gateway's HTTP server runs: connection timeouts and quiet refusals.
+"""How the gateway's HTTP server runs: connection timeouts and requests that are not HTTP.
 
-- ``header_timeout_s`` becomes aiohttp's keep-alive timeout, which aiohttp arms when
-  a connection opens and after each response and which closes a connection still
-  waiting for a complete request head: so it bounds slow (slowloris) headers and idle
-  connections alike. Bodies are bounded where they are read (``read_body``).
-- A request that is not valid HTTP (a bad header byte, a malformed request line) is
-  refused by aiohttp before any route with a 400; aiohttp logs that at ERROR with a
-  traceback and the offending bytes (an API key among them, perhaps). A client's
-  mistake is not the gateway's error: ``MalformedRequestFilter`` turns the record into
-  one DEBUG line without the bytes (the access log already has one line per request).
+- ``header_timeout_s`` becomes aiohttp's keep-alive timeout, which aiohttp (3.14.4 and
+  later) arms when a connection opens and after each response, and which closes a
+  connection still waiting for a complete request head: so it bounds slow (slowloris)
+  headers and idle connections alike. Bodies are bounded where they are read
+  (``channels.http.parsing.read_body``).
+- A request that is not valid HTTP (a bad header byte, a malformed request line, a
+  body that does not decode) is refused by aiohttp's protocol layer, before any route:
+  it answered with plain text and logged an ERROR with a traceback and the offending
+  bytes (an API key among them, perhaps). ``ClientErrorRequestHandler`` answers with the
+  API's error shape instead and logs one DEBUG line without the bytes: a client's
+  mistake is not the gateway's error, and the access log already has its line.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
+from channels.http.errors import code_for_status, error_response
+from channels.http.parsing import first_line
 from core.settings import HttpSettings
 
-AIOHTTP_SERVER_LOGGER = "aiohttp.server"
+log = logging.getLogger(__name__)
 
 
-class MalformedRequestFilter(logging.Filter):
-    """One DEBUG line, no traceback, for a 4xx that aiohttp's request parser raised."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 400) < 500:
-            return True
-        reason = (exc.message or type(exc).__name__).splitlines()[0].strip(" :")
-        record.msg, record.args = "refused a request that is not valid HTTP: %s", (reason,)
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+def _client_error(exc: BaseException | None) -> BaseException | None:
+    """``exc`` if it is a client's malformed request (a 4xx of aiohttp's parsers)."""
+    if isinstance(exc, HttpProcessingError):
+        return exc if 400 <= (exc.code or 400) < 500 else None
+    return exc if isinstance(exc, web.RequestPayloadError) else None
 
 
-def _quiet_malformed_requests() -> None:
-    logger = logging.getLogger(AIOHTTP_SERVER_LOGGER)
-    if not any(isinstance(f, MalformedRequestFilter) for f in logger.filters):
-        logger.addFilter(MalformedRequestFilter())
+class ClientErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering invalid HTTP in the API's error shape."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        client_error = _client_error(exc)
+        if client_error is None or not 400 <= status < 500 or request.writer.output_size:
+            return super().handle_error(request, status, exc, message)
+        reason = first_line(client_error)
+        log.debug("refused a request that is not valid HTTP: %s", reason)
+        response = error_response(status, code_for_status(status), f"not valid HTTP: {reason}")
+        response.force_close()  # the parser lost its place in the byte stream
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # aiohttp drains an unread body after the response and logs what that raises:
+        # for a body that does not decode, that is the client's error again.
+        exc_info = kw.get("exc_info")
+        if isinstance(exc_info, BaseException) and _client_error(exc_info) is not None:
+            log.debug("dropped the rest of an invalid body: %s", first_line(exc_info))
+            return
+        super().log_exception(*args, **kw)
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return ClientErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections are ``ClientErrorRequestHandler``s."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # runs the app's startup
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
 
 
 def app_runner(app: web.Application, http: HttpSettings) -> web.AppRunner:
     """The runner ``GatewayApp`` serves ``app`` with."""
-    _quiet_malformed_requests()
-    return web.AppRunner(
+    return GatewayRunner(
         app,
         shutdown_timeout=5.0,
         # A client that hangs up cancels its handler, so an SSE stream frees its Redis
