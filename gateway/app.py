@@ -137,13 +137,13 @@ class GatewayApp:
         assert self.web is not None and self.redis is not None and self._events is not None
         assert self._outage is not None
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._outage.close)  # last: after the last request
             runner = app_runner(self.web, self.settings.http)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)
             stack.callback(setattr, self, "url", None)
             stack.push_async_callback(self._events.close)
-            stack.push_async_callback(self._outage.close)
             if self._assembly is not None:
                 await stack.enter_async_context(self._assembly.running())
             for channel in self.channels:

@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 import yaml
 
-from core.settings import Settings
 from gateway.app import GatewayApp
 from tests.fakes.redis_server import RedisServer, free_port
 from tests.integration.test_http_ingress import MESSAGE, make_settings
@@ -37,13 +36,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.close()
 
 
-def own_settings(server: RedisServer, tmp_path: Path) -> Settings:
-    return make_settings(server.url, tmp_path)
-
-
 @pytest.fixture
 async def gateway(own_redis: RedisServer, tmp_path: Path) -> AsyncIterator[GatewayApp]:
-    async with GatewayApp(own_settings(own_redis, tmp_path), with_worker=False) as app:
+    async with GatewayApp(make_settings(own_redis.url, tmp_path), with_worker=False) as app:
         yield app
 
 
@@ -176,7 +171,7 @@ async def test_shutdown_without_redis_still_undoes_everything(
 ) -> None:
     """Stopping the worker fails without Redis; the rest (Redis client, worker assembly)
     must still be closed, or the interpreter's exit finishes the job and fails at it."""
-    app = GatewayApp(own_settings(own_redis, tmp_path))
+    app = GatewayApp(make_settings(own_redis.url, tmp_path))
     await app.start()
     own_redis.kill()
     await app.shutdown()
