@@ -16,7 +16,7 @@ import re
 from typing import Final, NoReturn
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 from channels.http.errors import ApiError
 from core.bus.codec import parse_stream_id
@@ -58,7 +58,10 @@ def first_line(exc: BaseException) -> str:
     if isinstance(exc.__cause__, HttpProcessingError):  # RequestPayloadError wraps it
         exc = exc.__cause__
     text = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
-    return (text or type(exc).__name__).splitlines()[0].strip(" :")
+    line = (text or type(exc).__name__).splitlines()[0].strip(" :")
+    if isinstance(exc, ContentEncodingError) and " " not in line:  # just "deflate"
+        return f"the body is not valid {line} data"
+    return line
 
 
 async def read_json_body(
