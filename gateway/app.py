@@ -46,6 +46,7 @@ from channels.http import (
     error_middleware,
 )
 from channels.http.outage import UNAVAILABLE_ERRORS
+from channels.http.parsing import identity_bodies_only
 from channels.http.server import app_runner
 from channels.registry import REGISTRY, ChannelRegistry
 from core.bus import keys
@@ -257,7 +258,7 @@ class GatewayApp:
     def _build_web(self, redis: Redis, delivered: list[str]) -> web.Application:
         http, cfg = self.settings.http, self.settings.worker
         app = web.Application(
-            middlewares=[error_middleware, api_key_middleware(http.api_keys)],
+            middlewares=[error_middleware, api_key_middleware(http.api_keys), identity_bodies_only],
             client_max_size=http.max_body_bytes,
         )
         self._outage = app[BUS_OUTAGE] = BusOutage(redis)

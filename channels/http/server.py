@@ -96,4 +96,6 @@ def app_runner(app: web.Application, http: HttpSettings) -> web.AppRunner:
         # connection at once instead of at the next heartbeat.
         handler_cancellation=True,
         keepalive_timeout=http.header_timeout_s,
+        # Bodies are taken as sent; ``identity_bodies_only`` refuses compressed ones.
+        auto_decompress=False,
     )

@@ -7,7 +7,8 @@ as raw HTTP/1.1 to a real ``GatewayApp``. Every answer must come within a bound,
 below 500, and every 4xx must carry the error shape. Afterwards every enqueued inbound
 entry must decode, and the enqueued message ids must be exactly the 202s' ids.
 
-To fuzz a new route, add a ``Route`` to ``ROUTES``.
+To fuzz a new route, add a ``Route`` to ``ROUTES``; for a longer search, set
+``GATEWAY_FUZZ_EXAMPLES``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,8 @@ T = TypeVar("T")
 API_KEY = "fuzz-key-1"
 REQUEST_BOUND_S = 10.0
 """Each exchange must finish within this (a hang guard, not a measurement)."""
-MAX_EXAMPLES = 500
+MAX_EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "500"))
+"""A few seconds in ``make test``; set ``GATEWAY_FUZZ_EXAMPLES=20000`` for a deeper search."""
 KNOWN_CHATS = ["fuzz-1", "a{b}", "x:t", "ünï/code"]
 """Chats that have a message before fuzzing, so the events route also streams."""
 KNOWN_SESSIONS = [f"http:{chat}" for chat in KNOWN_CHATS]

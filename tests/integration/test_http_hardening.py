@@ -150,6 +150,9 @@ MALFORMED: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("lone surrogate as a key", "POST", _POST, {}, _PREFIX + b'"text": "x", "\\ud800": 1}'),
     ("gzip body that is not gzip", "POST", _POST, {"Content-Encoding": "gzip"}, b"not gzip"),
     ("deflate body that is not deflate", "POST", _POST, {"Content-Encoding": "deflate"}, b"{}"),
+    # aiohttp decoded this as raw deflate that never ends: the request waited for ever.
+    ("unterminated deflate body", "POST", _POST, {"Content-Encoding": "deflate"}, b"[" * 200_000),
+    ("brotli body", "POST", _POST, {"Content-Encoding": "br"}, b"\x0b\x02\x80{}\x03"),
     ("superscript digit after", "GET", _EVENTS + "?after=%C2%B2", {}, b""),
     ("arabic digit after", "GET", _EVENTS + "?after=%D9%A1", {}, b""),
     ("arabic digits after with seq", "GET", _EVENTS + "?after=%D9%A1%D9%A2-0", {}, b""),
@@ -334,13 +337,11 @@ async def test_invalid_http_is_refused_in_the_error_shape_with_one_quiet_line(
         b"GET /healthz HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n",
         b"GET /heal\x00thz HTTP/1.1\r\nHost: t\r\n\r\n",
         b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"POST /v1/messages HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
-        b"Content-Encoding: deflate\r\n\r\n{}",
     ):
         status, body = await raw_exchange(queue_only.url, request)
         assert status == 400
         assert json.loads(body)["error"]["code"] == "invalid_request"
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
     refusals = [r for r in caplog.records if r.name == "channels.http.server"]
-    assert len(refusals) >= 4  # the deflate body may be refused by the route instead
+    assert len(refusals) == 4
     assert all("\n" not in r.getMessage() and "secret" not in r.getMessage() for r in refusals)
