@@ -149,6 +149,11 @@ async def test_gateway_process_answers_503_then_exits_cleanly(
                     await asyncio.sleep(0.1)
             async with client.post(f"{base}/v1/messages", json=MESSAGE) as resp:
                 assert resp.status == 202
+                events_url = (await resp.json())["events_url"]
+            # Its turn done first: a turn caught mid-way would hold the shutdown for the
+            # worker's grace period, which is not what this test is about.
+            async with asyncio.timeout(HANG_GUARD_S), client.get(f"{base}{events_url}") as resp:
+                assert b"run.completed" in await resp.read()
             own_redis.kill()
             async with client.post(f"{base}/v1/messages", json=MESSAGE) as resp:
                 await _assert_unavailable(resp)
