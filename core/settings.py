@@ -99,11 +99,26 @@ class HttpSettings(_Section):
 
     @field_validator("api_keys")
     @classmethod
-    def _no_blank_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        # An unset ${VAR} becomes "": a blank key would let an empty X-API-Key in.
-        if any(not key.get_secret_value().strip() for key in keys):
-            raise ValueError("an API key is empty or blank (an unset ${VAR}?)")
+    def _usable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            if (problem := api_key_problem(key.get_secret_value())) is not None:
+                raise ValueError(problem)
         return keys
+
+
+HASHED_KEY_PREFIX = "sha256:"
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an ``http.api_keys`` entry (the key, or ``sha256:<hex>`` of it)."""
+    if not key.strip():
+        # An unset ${VAR} becomes "": a blank key would let an empty X-API-Key in.
+        return "an API key is empty or blank (an unset ${VAR}?)"
+    hashed = key.lower().startswith(HASHED_KEY_PREFIX)
+    if hashed and not _HEX_DIGEST.fullmatch(key[len(HASHED_KEY_PREFIX) :]):
+        return "a sha256: API key needs the 64 hex digits of the key's SHA-256"
+    return None
 
 
 class WorkerSettings(_Section):

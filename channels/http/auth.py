@@ -1,11 +1,13 @@
 """API-key auth: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-Keys are compared by their SHA-256 digests with ``hmac.compare_digest`` against
-every configured key (no early exit), so neither the content nor the length of a
-configured key leaks through timing. An empty presented key never matches, and an
-empty configured key is refused (``HttpSettings`` already refuses it in the config).
-Header bytes that are not UTF-8 (aiohttp hands them over as surrogate escapes) are
-compared as the bytes they were, so they simply do not match. Keys are never logged.
+A configured key is either the key itself or ``sha256:<hex>``, the SHA-256 digest of
+the key clients send (so the config holds no plaintext). Both are kept as digests and
+compared with ``hmac.compare_digest`` against every configured key (no early exit):
+neither the content nor the length of a key leaks through timing. An empty presented
+key never matches, and an empty configured key is refused (``HttpSettings`` refuses
+it in the config already). Header bytes that are not UTF-8 (aiohttp hands them over
+as surrogate escapes) are compared as the bytes they were, so they simply do not
+match. Keys are never logged.
 """
 
 from __future__ import annotations
@@ -20,42 +22,39 @@ from pydantic import SecretStr
 
 from channels.http.errors import ApiError
 from core.errors import ConfigError
+from core.settings import HASHED_KEY_PREFIX, api_key_problem
 
 
-def _digest(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
+def _digest_of_configured(key: str) -> bytes:
+    if (problem := api_key_problem(key)) is not None:
+        raise ConfigError(f"http.api_keys: {problem}")
+    if key.lower().startswith(HASHED_KEY_PREFIX):
+        return bytes.fromhex(key[len(HASHED_KEY_PREFIX) :])
+    return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-def _header_bytes(value: str) -> bytes:
-    # aiohttp decodes header bytes as UTF-8 with surrogateescape: undo it losslessly.
-    return value.encode("utf-8", "surrogateescape")
-
-
-def presented_key(headers: Mapping[str, str]) -> bytes | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a request presents (Bearer first, then X-API-Key); None when none or empty."""
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return _header_bytes(token.strip())
-    key = headers.get("X-API-Key", "")
-    return _header_bytes(key) if key else None
+        return token.strip()
+    return headers.get("X-API-Key") or None
 
 
 class KeyRing:
     """The configured keys, kept as digests; ``matches`` is constant-time."""
 
     def __init__(self, api_keys: Sequence[SecretStr]) -> None:
-        plain = [key.get_secret_value() for key in api_keys]
-        if any(not key.strip() for key in plain):
-            raise ConfigError("http.api_keys: an API key is empty or blank")
-        self._digests = [_digest(key.encode("utf-8")) for key in plain]
+        self._digests = [_digest_of_configured(key.get_secret_value()) for key in api_keys]
 
     def __bool__(self) -> bool:
         return bool(self._digests)
 
-    def matches(self, presented: bytes | None) -> bool:
+    def matches(self, presented: str | None) -> bool:
         if not presented:
             return False
-        digest = _digest(presented)
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: undo it losslessly.
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         found = False
         for known in self._digests:
             found |= hmac.compare_digest(digest, known)

@@ -8,6 +8,7 @@ connection; slow headers and bodies are cut off.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -95,9 +96,20 @@ def test_key_ring_refuses_blank_keys_and_never_matches_an_empty_one() -> None:
     with pytest.raises(ConfigError):
         api_key_middleware([SecretStr("")])
     ring = KeyRing([SecretStr(API_KEY)])
-    assert ring.matches(API_KEY.encode())
-    assert not ring.matches(b"") and not ring.matches(None)
-    assert not ring.matches(API_KEY.encode()[:-1]) and not ring.matches(b"\xff")
+    assert ring.matches(API_KEY)
+    assert not ring.matches("") and not ring.matches(None)
+    assert not ring.matches(API_KEY[:-1]) and not ring.matches("\udcff" + API_KEY)
+
+
+def test_hashed_keys_match_the_key_they_hash(tmp_path: Path) -> None:
+    hashed = "SHA256:" + hashlib.sha256(API_KEY.encode()).hexdigest().upper()
+    ring = KeyRing([SecretStr(hashed), SecretStr("plain-key")])
+    assert ring.matches(API_KEY) and ring.matches("plain-key")
+    assert not ring.matches(hashed) and not ring.matches(hashed.lower())
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"http": {"api_keys": ["sha256:abc"]}}))
+    with pytest.raises(ConfigError, match="64 hex digits"):
+        load_settings(config)
 
 
 async def test_empty_or_non_utf8_keys_are_refused_with_401(
