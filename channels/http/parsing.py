@@ -97,7 +97,7 @@ def _parse_int(text: str) -> int:
 
 
 def parse_json(raw: bytes) -> object:
-    """Strict JSON whose every string is valid Unicode; 400 with the reason otherwise."""
+    """Strict JSON (400 with the reason otherwise) whose every string is valid Unicode (422)."""
     try:
         data = json.loads(raw, parse_constant=_refuse_constant, parse_int=_parse_int)
     except RecursionError:
@@ -105,8 +105,9 @@ def parse_json(raw: bytes) -> object:
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, int digit limit
         raise ApiError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
     if (where := _lone_surrogate(data)) is not None:
+        # Valid JSON syntax, but text nothing downstream can encode: unprocessable (422).
         raise ApiError(
-            400, "invalid_request", f"field {where!r} holds a lone surrogate (invalid Unicode)"
+            422, "invalid_request", f"field {where!r} holds a lone surrogate (invalid Unicode)"
         )
     return data
 
