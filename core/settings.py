@@ -143,6 +143,34 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     rate_limit: int | None = Field(default=None, gt=0)
     """Requests per minute per API key (a Redis token bucket shared by replicas); None: off."""
+    header_timeout_s: float = Field(default=15.0, gt=0)
+    """A connection that has not sent a request's headers this long after it opened (or
+    after its previous response) is closed: bounds slow clients and idle keep-alives."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """A request body that has not fully arrived this long after its headers gets 408."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            if (problem := api_key_problem(key.get_secret_value())) is not None:
+                raise ValueError(problem)
+        return keys
+
+
+HASHED_KEY_PREFIX = "sha256:"
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an ``http.api_keys`` entry (the key, or ``sha256:<hex>`` of it)."""
+    if not key.strip():
+        # An unset ${VAR} becomes "": a blank key would let an empty X-API-Key in.
+        return "an API key is empty or blank (an unset ${VAR}?)"
+    digest = key[len(HASHED_KEY_PREFIX) :]
+    hex_digest = len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest)
+    if key.lower().startswith(HASHED_KEY_PREFIX) and not hex_digest:
+        return "a sha256: API key needs the 64 hex digits of the key's SHA-256"
+    return None
 
 
 class WorkerSettings(_Section):

@@ -36,6 +36,8 @@ from redis.exceptions import RedisError
 from channels.base import Channel, ChannelContext
 from channels.delivery import Deliverer
 from channels.http import (
+    BUS_OUTAGE,
+    BusOutage,
     EventStream,
     IngressConfig,
     MessageIngress,
@@ -43,6 +45,9 @@ from channels.http import (
     error_middleware,
 )
 from channels.http.api import mount_api
+from channels.http.outage import UNAVAILABLE_ERRORS
+from channels.http.parsing import identity_bodies_only
+from channels.http.server import app_runner
 from channels.registry import REGISTRY, ChannelRegistry
 from channels.webchat import WebChat
 from core.bus import keys
@@ -90,6 +95,7 @@ class GatewayApp:
         self.url: str | None = None
         """``http://host:port`` once started (the bound port when ``http.port`` is 0)."""
         self._events: EventStream | None = None
+        self._outage: BusOutage | None = None
         self._initialized: AsyncExitStack | None = None
         self._started: AsyncExitStack | None = None
         self._stop_requested = asyncio.Event()
@@ -135,10 +141,10 @@ class GatewayApp:
             return
         await self.initialize()
         assert self.web is not None and self.redis is not None and self._events is not None
+        assert self._outage is not None
         async with AsyncExitStack() as stack:
-            # handler_cancellation: a client that hangs up cancels its handler, so an SSE
-            # stream frees its Redis connection at once instead of at the next heartbeat.
-            runner = web.AppRunner(self.web, shutdown_timeout=5.0, handler_cancellation=True)
+            stack.push_async_callback(self._outage.close)  # last: after the last request
+            runner = app_runner(self.web, self.settings.http)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)
@@ -161,10 +167,19 @@ class GatewayApp:
             await started.aclose()
 
     async def shutdown(self) -> None:
-        await self.stop()
-        initialized, self._initialized = self._initialized, None
-        if initialized is not None:
-            await initialized.aclose()
+        """Undo ``start()`` and ``initialize()``; with Redis gone, one warning, no traceback."""
+        try:
+            try:
+                await self.stop()
+            finally:
+                # Even when stopping failed: a stack left open leaves Redis clients and
+                # async generators to the interpreter's exit, whose late error reports
+                # then fail with "ImportError: sys.meta_path is None".
+                initialized, self._initialized = self._initialized, None
+                if initialized is not None:
+                    await initialized.aclose()
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("shut down without Redis (%s): its cleanup was skipped", exc)
 
     async def __aenter__(self) -> GatewayApp:
         try:
@@ -209,6 +224,7 @@ class GatewayApp:
         self.redis_handle = self.redis = self.runtime = self.worker = self.web = None
         self._assembly = None
         self._events = None
+        self._outage = None
         self.channels = []
 
     def _context(self, name: str) -> ChannelContext:
@@ -249,9 +265,10 @@ class GatewayApp:
     def _build_web(self, redis: Redis, delivered: list[str]) -> web.Application:
         http, cfg = self.settings.http, self.settings.worker
         app = web.Application(
-            middlewares=[error_middleware, api_key_middleware(http.api_keys)],
+            middlewares=[error_middleware, api_key_middleware(http.api_keys), identity_bodies_only],
             client_max_size=http.max_body_bytes,
         )
+        self._outage = app[BUS_OUTAGE] = BusOutage(redis)
         ingress = MessageIngress(
             redis,
             IngressConfig(
@@ -260,6 +277,7 @@ class GatewayApp:
                 max_body_bytes=http.max_body_bytes,
                 channels=self.registry.names(),
                 agents=frozenset({self.settings.default_agent, *self.settings.agents}),
+                body_timeout_s=http.body_timeout_s,
             ),
             self.metrics,
         )

@@ -17,6 +17,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from channels.http.outage import RETRY_AFTER_S, report_unavailable
 from core.bus import keys
 from gateway.metrics import GatewayMetrics
 
@@ -69,8 +70,9 @@ class HealthRoutes:
             await self._redis.ping()
             missing = await missing_groups(self._redis, self._groups)
         except (RedisError, OSError) as exc:
-            log.warning("readiness: Redis is unreachable: %s", exc)
-            return web.json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
+            report_unavailable(request, exc)  # one log line per outage, not one per probe
+            down = {"status": "unavailable", "redis": "unreachable"}
+            return web.json_response(down, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         if missing:
             body = {"status": "unavailable", "redis": "ok", "missing_groups": missing}
             return web.json_response(body, status=503)

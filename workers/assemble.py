@@ -14,6 +14,7 @@ two steps so that ``GatewayApp`` keeps its ``initialize()``/``start()`` split; t
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from core.settings import Settings
 from core.tools import builtin_tools
 from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
 from workers.worker import Worker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,10 @@ async def _side_jobs(side_jobs: arq.Worker) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await side_jobs.close()
-        task.cancel()
-        await asyncio.wait([task])
+        try:
+            await side_jobs.close()  # raises when Redis is gone: still end the task below
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.warning("arq side jobs had stopped: %s", error)

@@ -1,4 +1,4 @@
-"""``POST /v1/messages``: a backend pushes a message onto the bus; and API-key auth.
+"""``POST /v1/messages``: a backend pushes a message onto the bus.
 
 The body is checked in full (size, JSON, required fields, types, known channel and
 agent, text length) before anything is written, so a refused request enqueues
@@ -10,23 +10,20 @@ nothing; if publishing fails, the stored body is removed again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from channels.http.errors import ApiError
+from channels.http.parsing import read_json_body
 from core.bus import keys
 from core.bus.codec import parse_stream_id
 from core.bus.inbound import publish_inbound
@@ -37,7 +34,6 @@ from core.messages import MAX_TEXT_CHARS, Attachment, InboundMessage
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_S = 86_400
-HASHED_PREFIX = "sha256:"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CHANNEL_NAME = r"^[a-z0-9_-]+$"
 
@@ -81,6 +77,8 @@ class IngressConfig:
     """Channel names a message may name (the channel registry)."""
     agents: frozenset[str]
     """Agent names a message may route to."""
+    body_timeout_s: float | None = None
+    """The whole body must arrive within this (408 otherwise); None waits as long as it takes."""
 
 
 class MessageIngress:
@@ -98,7 +96,11 @@ class MessageIngress:
 
     async def post_message(self, request: web.Request) -> web.Response:
         idempotency_key = _idempotency_key(request)
-        body = self._validate(await read_json_body(request, self._config.max_body_bytes))
+        body = self._validate(
+            await read_json_body(
+                request, self._config.max_body_bytes, timeout_s=self._config.body_timeout_s
+            )
+        )
         msg = InboundMessage(
             channel=body.channel,
             chat_id=body.chat_id,
@@ -199,22 +201,6 @@ class MessageIngress:
         return stored
 
 
-async def read_json_body(request: web.Request, max_bytes: int) -> object:
-    """The parsed JSON body; 413 past ``max_bytes`` (checked while reading), 400 if not JSON."""
-    too_large = ApiError(413, "payload_too_large", f"the body is over {max_bytes} bytes")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
-
-
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -230,46 +216,6 @@ def _describe(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "body"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"field {where!r}: {first['msg']}{more}"
-
-
-def api_key_middleware(api_keys: Sequence[SecretStr], *, prefix: str = "/v1/") -> Middleware:
-    """Require ``Authorization: Bearer <key>`` or ``X-API-Key`` on ``prefix`` paths.
-
-    Keys are compared with ``hmac.compare_digest`` against every configured key (no
-    early exit on the first match), and are never logged. A configured key written
-    ``sha256:<hex>`` is the digest of the key clients send (no plaintext in config).
-    """
-    secrets = [_configured(key.get_secret_value()) for key in api_keys]
-
-    @web.middleware
-    async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if secrets and request.path.startswith(prefix):
-            presented = _presented_key(request.headers)
-            if presented is None or not _matches(presented.encode("utf-8"), secrets):
-                raise ApiError(401, "unauthorized", "a valid API key is required")
-        return await handler(request)
-
-    return require_api_key
-
-
-def _presented_key(headers: Mapping[str, str]) -> str | None:
-    authorization = headers.get("Authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("X-API-Key")
-
-
-def _configured(key: str) -> bytes:
-    return key.lower().encode() if key.lower().startswith(HASHED_PREFIX) else key.encode("utf-8")
-
-
-def _matches(presented: bytes, secrets: Iterable[bytes]) -> bool:
-    digest = (HASHED_PREFIX + hashlib.sha256(presented).hexdigest()).encode()
-    found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(digest if secret.startswith(b"sha256:") else presented, secret)
-    return found
 
 
 def _log_failure(task: asyncio.Future[object]) -> None:

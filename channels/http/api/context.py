@@ -13,8 +13,9 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
 from channels.http.errors import ApiError
-from channels.http.ingress import IngressMetrics, read_json_body
+from channels.http.ingress import IngressMetrics
 from channels.http.ingress import _describe as describe
+from channels.http.parsing import read_json_body
 from core.errors import UnknownModelError
 from core.messages import InboundMessage
 from core.providers.router import ModelRouter
@@ -62,7 +63,8 @@ class ApiContext:
 
     async def body(self, request: web.Request, model: type[M]) -> M:
         """The request body validated by ``model``: 400 not JSON, 413 too big, 422 invalid."""
-        data = await read_json_body(request, self.settings.http.max_body_bytes)
+        http = self.settings.http
+        data = await read_json_body(request, http.max_body_bytes, timeout_s=http.body_timeout_s)
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_request", "the body must be a JSON object")
         try:

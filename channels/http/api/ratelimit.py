@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
+from channels.http.auth import presented_key
 from channels.http.errors import error_response
-from channels.http.ingress import _presented_key as presented_key
 from core.bus import keys
 from core.bus.scripts import TOKEN_BUCKET
 
