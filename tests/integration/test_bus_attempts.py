@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from core.bus import keys
 from core.bus.attempts import dead_letter, record_attempt
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.lease import Lease
+from core.bus.session_writer import SessionWriter
 from core.errors import LeaseLostError
 from core.messages import InboundMessage
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
@@ -36,7 +36,7 @@ async def test_dead_letter_records_and_commits_past(redis: Redis) -> None:
     bad = pending[:2]
     for entry_id, _ in bad:
         await record_attempt(redis, SESSION, entry_id)
-    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+    lease = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w")
     assert lease is not None
 
     await dead_letter(lease, bad, "failed 5 times", cursor=bad[-1][0])
@@ -54,7 +54,7 @@ async def test_dead_letter_records_and_commits_past(redis: Redis) -> None:
 async def test_dead_letter_with_a_lost_lease_does_not_move_the_cursor(redis: Redis) -> None:
     await publish_inbound(redis, message("poison"), partitions=2, maxlen=1000)
     pending = await pending_inbound(redis, SESSION)
-    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+    lease = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w")
     assert lease is not None
     await lease.release()
 
