@@ -1,4 +1,4 @@
-"""The lease primitive, keepalive, and the fenced session writer's publish and commit (real Redis)."""
+"""The lease primitive, keepalive, and the session writer's fenced publish and commit."""
 
 # The fixtures are imported by name, so test parameters "redefine" them.
 
@@ -282,4 +282,5 @@ async def test_publish_and_commit_signal_the_deliverers_with_the_events(redis: R
     await writer.publish([RunStarted(run_id=ids[0])], maxlen=1000, signal=signal)
     await writer.commit(cursor=ids[0], events=[RunStarted(run_id="x")], signal=signal)
 
-    assert [fields for _, fields in await redis.xrange(stream)] == [{"s": SESSION, "c": "slack"}] * 2
+    signals = [fields for _, fields in await redis.xrange(stream)]
+    assert signals == [{"s": SESSION, "c": "slack"}] * 2
