@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install start test lint bench clean
+.PHONY: install start test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The bus under chaos at 10,000 messages (kills workers, Redis and the gateway);
+# prints lost / out of order / doubled / dead-lettered / time to reply.
+chaos: install
+	$(BIN)/python -m tests.e2e.chaos --messages 10000 --chats 100
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,547 @@
+"""The bus under chaos: the harness of ``tests/e2e/test_chaos.py`` and ``make chaos``.
+
+Real processes on a real ``redis-server`` (AOF, ``appendfsync always``): one
+``gateway start --no-worker`` and three worker processes. Clients POST messages over
+many chats (every POST carries an ``Idempotency-Key`` and is retried with it until
+a 202; some are POSTed again after their 202, some twice at once), while workers
+are SIGKILLed at random and replaced, Redis is killed (SIGKILL) and restarted once,
+and the gateway is killed (SIGKILL) and restarted once.
+
+The model is the fake OpenAI-compatible server replying ``echo: <text> #<n>`` with
+``n`` the number of user messages in the history it was sent: a chat's replies must
+then read ``echo: m0 #1``, ``echo: m1 #2``… exactly, so a lost, doubled, reordered
+or twice-committed turn shows. The report counts lost, out of order, doubled and
+dead-lettered messages, what is left pending, and the time from first POST to reply.
+
+``python -m tests.e2e.chaos --messages 10000`` runs it at scale (``make chaos``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+import yaml
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.bus import keys
+from core.bus.codec import decode_event
+from core.bus.signals import stream_batches
+from core.events import RunCompleted, RunFailed
+from core.messages import default_session_key
+from tests.e2e.conftest import PROJECT_ROOT, WorkerLauncher, WorkerProcess, _worker_env
+from tests.fakes.openai_server import FakeModelServer, Reply, last_user_text
+from tests.fakes.redis_server import RedisServer, free_port
+
+CHANNEL = "http"
+GATEWAY_READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    chats: int = 30
+    messages: int = 300
+    send_seconds: float = 20.0
+    """How long the clients take to send everything (chaos happens meanwhile)."""
+    workers: int = 3
+    kill_every_s: tuple[float, float] = (1.0, 3.0)
+    repost_share: float = 0.1
+    """Messages POSTed again (same key) after their 202."""
+    duplicate_share: float = 0.05
+    """Messages POSTed twice at once (same key)."""
+    model_chunk_delay_s: float = 0.02
+    settle_timeout_s: float = 90.0
+    seed: int = 0
+
+
+@dataclass
+class Accepted:
+    session_key: str
+    message_id: str
+    text: str
+    sent_at: float
+
+    @property
+    def answer_key(self) -> str:
+        """Message ids are stream entry ids: unique within their chat only."""
+        return f"{self.session_key} {self.message_id}"
+
+
+@dataclass
+class ChaosReport:
+    accepted: int = 0
+    lost: list[str] = field(default_factory=list)
+    out_of_order: list[str] = field(default_factory=list)
+    doubled: list[str] = field(default_factory=list)
+    dead_lettered: int = 0
+    pending: dict[str, int] = field(default_factory=dict)
+    mismatched_bodies: list[str] = field(default_factory=list)
+    post_retries: int = 0
+    worker_kills: int = 0
+    redis_restarts: int = 0
+    gateway_restarts: int = 0
+    reply_seconds: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.lost:
+            found.append(f"{len(self.lost)} lost: {self.lost[:5]}")
+        if self.out_of_order:
+            found.append(f"{len(self.out_of_order)} chats out of order: {self.out_of_order[:3]}")
+        if self.doubled:
+            found.append(f"{len(self.doubled)} doubled: {self.doubled[:5]}")
+        if self.dead_lettered:
+            found.append(f"{self.dead_lettered} dead-lettered")
+        if any(self.pending.values()):
+            found.append(f"left pending: {self.pending}")
+        if self.mismatched_bodies:
+            found.append(f"repeated POSTs with another 202: {self.mismatched_bodies[:3]}")
+        return found
+
+    def percentile(self, q: float) -> float:
+        if not self.reply_seconds:
+            return float("nan")
+        ordered = sorted(self.reply_seconds)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> str:
+        return "\n".join(
+            [
+                f"accepted         {self.accepted} messages in {self.elapsed_s:.1f} s",
+                f"lost             {len(self.lost)}",
+                f"out of order     {len(self.out_of_order)} chats",
+                f"doubled          {len(self.doubled)}",
+                f"dead-lettered    {self.dead_lettered}",
+                f"left pending     {sum(self.pending.values())} {self.pending}",
+                f"repeated POSTs with another 202: {len(self.mismatched_bodies)}",
+                f"chaos            {self.worker_kills} worker kills, {self.redis_restarts} "
+                f"Redis restarts, {self.gateway_restarts} gateway restarts, "
+                f"{self.post_retries} POST retries",
+                f"time to reply    p50 {self.percentile(0.5):.3f} s, "
+                f"p99 {self.percentile(0.99):.3f} s, max {self.percentile(1.0):.3f} s",
+            ]
+        )
+
+
+def counting_echo(delay_s: float) -> Any:
+    """``echo: <last user text> #<user messages in the history>``, streamed slowly."""
+
+    def reply(messages: list[dict[str, Any]]) -> Reply:
+        users = sum(1 for m in messages if m.get("role") == "user")
+        text = f"echo: {last_user_text(messages)} #{users}"
+        return Reply(text=text, chunk_delay_s=delay_s, chunk_size=6)
+
+    return reply
+
+
+def write_config(path: Path, *, redis_url: str, port: int, model_url: str, workspace: Path) -> None:
+    data = {
+        "model": "local/fake-model",
+        "providers": {"local": {"base_url": model_url, "api_key": "none", "max_retries": 0}},
+        "workspace": str(workspace),
+        "redis": {"url": redis_url},
+        "http": {"host": "127.0.0.1", "port": port},
+        "agents": {"assistant": {"system_prompt": "You are helpful.", "tools": []}},
+        "worker": {
+            "lease_ms": 1000,
+            "claim_idle_ms": 1000,
+            "ready_partitions": 4,
+            "coalesce_ms": 20,
+            "concurrency": 16,
+            # A kill counts as a failed attempt; several kills may hit one turn.
+            "max_deliveries": 10,
+        },
+    }
+    workspace.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+class GatewayProcess:
+    """``gateway start --no-worker``; output drained to a bounded tail."""
+
+    def __init__(self, config: Path, port: int) -> None:
+        self.config = config
+        self.port = port
+        self.process: asyncio.subprocess.Process | None = None
+        self.output: deque[str] = deque(maxlen=200)
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, client: aiohttp.ClientSession) -> None:
+        executable = Path(sys.executable).with_name("gateway")
+        self.process = await asyncio.create_subprocess_exec(
+            str(executable),
+            "start",
+            "--no-worker",
+            "--config",
+            str(self.config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=_worker_env(),
+        )
+        self._reader = asyncio.create_task(self._drain(self.process))
+        deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                break
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with client.get(f"{self.url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise AssertionError("gateway did not start:\n" + "\n".join(self.output))
+
+    async def _drain(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            self.output.append(raw.decode("utf-8", errors="replace").rstrip())
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+class OutboundRecorder:
+    """Follows every chat's outbound stream; survives Redis restarts."""
+
+    def __init__(self, redis: Redis, session_keys: list[str]) -> None:
+        self._redis = redis
+        self._after = dict.fromkeys(session_keys, "0-0")
+        self._key_of = {keys.outbound(k): k for k in session_keys}
+        self.terminals: dict[str, list[RunCompleted | RunFailed]] = defaultdict(list)
+        self.answered_at: dict[str, float] = {}
+        self.answers: dict[str, int] = defaultdict(int)
+        self.runs_ended: dict[str, int] = defaultdict(int)
+        self.changed = asyncio.Event()
+        """Set whenever a terminal event was recorded."""
+
+    async def run(self) -> None:
+        while True:
+            try:
+                streams = {keys.outbound(k): a for k, a in self._after.items()}
+                reply = await self._redis.xread(streams, count=1000, block=500)  # type: ignore[arg-type]
+            except (RedisError, OSError):
+                await asyncio.sleep(0.1)
+                continue
+            now = time.monotonic()
+            for stream, entries in stream_batches(reply):
+                key = self._key_of[stream]
+                for entry_id, fields in entries:
+                    self._after[key] = entry_id
+                    event = decode_event(fields)
+                    if isinstance(event, RunCompleted | RunFailed):
+                        self._record(key, event, now)
+
+    def _record(self, key: str, event: RunCompleted | RunFailed, now: float) -> None:
+        self.terminals[key].append(event)
+        self.changed.set()
+        self.runs_ended[f"{key} {event.run_id}"] += 1
+        for message_id in event.message_ids:  # unique within its chat only
+            self.answers[f"{key} {message_id}"] += 1
+            self.answered_at.setdefault(f"{key} {message_id}", now)
+
+
+class Chaos:
+    """One chaos run; ``run()`` returns the report."""
+
+    def __init__(self, server: RedisServer, config: ChaosConfig, workdir: Path) -> None:
+        self.server = server
+        self.cfg = config
+        self.workdir = workdir
+        self.rng = random.Random(config.seed)
+        self.report = ChaosReport()
+        self.accepted: dict[str, list[Accepted]] = defaultdict(list)
+        self.launcher = WorkerLauncher()
+        self.workers: list[WorkerProcess] = []
+        self._worker_count = 0
+
+    async def run(self) -> ChaosReport:
+        started = time.monotonic()
+        config = self.workdir / "gateway.yaml"
+        port = free_port()
+        async with (
+            FakeModelServer(default_reply=counting_echo(self.cfg.model_chunk_delay_s)) as model,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+        ):
+            write_config(
+                config,
+                redis_url=self.server.url,
+                port=port,
+                model_url=model.base_url,
+                workspace=self.workdir / "ws",
+            )
+            gateway = GatewayProcess(config, port)
+            redis = Redis.from_url(self.server.url, decode_responses=True)
+            try:
+                await gateway.start(client)
+                for _ in range(self.cfg.workers):
+                    await self._start_worker(config)
+                await self._load_and_settle(redis, client, gateway, config)
+            finally:
+                await gateway.stop()
+                await self.launcher.close()
+                await redis.aclose()
+        self.report.elapsed_s = time.monotonic() - started
+        return self.report
+
+    async def _start_worker(self, config: Path) -> None:
+        self._worker_count += 1
+        name = f"chaos-w{self._worker_count}"
+        worker = await self.launcher.start(name, redis_url=self.server.url, config=config)
+        self.workers.append(worker)
+
+    async def _load_and_settle(
+        self, redis: Redis, client: aiohttp.ClientSession, gateway: GatewayProcess, config: Path
+    ) -> None:
+        chats = [f"chat{n}" for n in range(self.cfg.chats)]
+        session_keys = [default_session_key(CHANNEL, chat) for chat in chats]
+        recorder = OutboundRecorder(redis, session_keys)
+        watching = asyncio.create_task(recorder.run())
+        try:
+            chaos = asyncio.create_task(self._chaos(gateway, client, config))
+            try:
+                await asyncio.gather(*(self._send_chat(client, gateway, c) for c in chats))
+            finally:
+                chaos.cancel()
+                await asyncio.wait([chaos])
+            if not chaos.cancelled() and chaos.exception() is not None:
+                raise cast(BaseException, chaos.exception())
+            await self._until_answered(recorder)
+            await self._until_idle(redis)
+        finally:
+            watching.cancel()
+            await asyncio.wait([watching])
+        await self._check(redis, recorder)
+
+    # -- clients -------------------------------------------------------------------
+
+    async def _send_chat(
+        self, client: aiohttp.ClientSession, gateway: GatewayProcess, chat: str
+    ) -> None:
+        per_chat = self.cfg.messages // self.cfg.chats + (
+            1 if int(chat.removeprefix("chat")) < self.cfg.messages % self.cfg.chats else 0
+        )
+        gap = self.cfg.send_seconds / max(1, per_chat)
+        await asyncio.sleep(self.rng.uniform(0, gap))
+        for k in range(per_chat):
+            text = f"{chat}-m{k}"
+            payload = {"channel": CHANNEL, "chat_id": chat, "sender_id": "chaos", "text": text}
+            key = f"chaos-{chat}-{k}"
+            sent_at = time.monotonic()
+            if self.rng.random() < self.cfg.duplicate_share:
+                bodies = await asyncio.gather(
+                    self._post(client, gateway, payload, key),
+                    self._post(client, gateway, payload, key),
+                )
+                self._same_body(key, *bodies)
+                body = bodies[0]
+            else:
+                body = await self._post(client, gateway, payload, key)
+            self.accepted[chat].append(
+                Accepted(body["session_key"], body["message_id"], text, sent_at)
+            )
+            if self.rng.random() < self.cfg.repost_share:
+                self._same_body(key, body, await self._post(client, gateway, payload, key))
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * gap)
+
+    def _same_body(self, key: str, first: dict[str, str], second: dict[str, str]) -> None:
+        if first != second:
+            self.report.mismatched_bodies.append(f"{key}: {first} != {second}")
+
+    async def _post(
+        self,
+        client: aiohttp.ClientSession,
+        gateway: GatewayProcess,
+        payload: dict[str, str],
+        key: str,
+    ) -> dict[str, str]:
+        """POST until a 202, always with the same key (what a careful client does)."""
+        deadline = time.monotonic() + self.cfg.settle_timeout_s
+        backoff = 0.05
+        while True:
+            try:
+                async with client.post(
+                    f"{gateway.url}/v1/messages", json=payload, headers={"Idempotency-Key": key}
+                ) as resp:
+                    if resp.status == 202:
+                        return cast(dict[str, str], await resp.json())
+                    detail = await resp.text()
+                    if resp.status < 500:
+                        raise AssertionError(f"POST {key} refused: {resp.status} {detail}")
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            self.report.post_retries += 1
+            if time.monotonic() > deadline:
+                raise AssertionError(f"POST {key} never accepted")
+            await asyncio.sleep(backoff * self.rng.uniform(0.5, 1.5))
+            backoff = min(1.0, backoff * 2)
+
+    # -- chaos ---------------------------------------------------------------------
+
+    async def _chaos(
+        self, gateway: GatewayProcess, client: aiohttp.ClientSession, config: Path
+    ) -> None:
+        replacements: list[asyncio.Task[None]] = []
+        try:
+            await self._chaos_loop(gateway, client, config, replacements)
+        finally:
+            if replacements:
+                await asyncio.wait(replacements)  # launcher.close() then stops them all
+            for task in replacements:
+                if not task.cancelled() and task.exception() is not None:
+                    raise cast(BaseException, task.exception())
+
+    async def _chaos_loop(
+        self,
+        gateway: GatewayProcess,
+        client: aiohttp.ClientSession,
+        config: Path,
+        replacements: list[asyncio.Task[None]],
+    ) -> None:
+        begin = time.monotonic()
+        redis_at, gateway_at = 0.4 * self.cfg.send_seconds, 0.7 * self.cfg.send_seconds
+        while True:
+            await asyncio.sleep(self.rng.uniform(*self.cfg.kill_every_s))
+            elapsed = time.monotonic() - begin
+            if not self.report.redis_restarts and elapsed >= redis_at:
+                self.server.kill()
+                await asyncio.to_thread(self.server.start)
+                self.report.redis_restarts += 1
+            elif not self.report.gateway_restarts and elapsed >= gateway_at:
+                await gateway.kill()
+                await gateway.start(client)
+                self.report.gateway_restarts += 1
+            alive = [w for w in self.workers if w.running]
+            if not alive:
+                continue  # every replacement is still starting
+            victim = self.rng.choice(alive)
+            await victim.kill()
+            self.workers.remove(victim)
+            self.report.worker_kills += 1
+            # Started in the background: the next kill does not wait for it.
+            replacements.append(asyncio.create_task(self._start_worker(config)))
+
+    # -- checks --------------------------------------------------------------------
+
+    async def _until_answered(self, recorder: OutboundRecorder) -> None:
+        ids = [a.answer_key for chat in self.accepted.values() for a in chat]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.settle_timeout_s):
+                while any(i not in recorder.answered_at for i in ids):
+                    recorder.changed.clear()
+                    await recorder.changed.wait()
+
+    async def _until_idle(self, redis: Redis) -> None:
+        deadline = time.monotonic() + self.cfg.settle_timeout_s
+        while any((pending := await self._pending(redis)).values()):
+            self.report.pending = pending
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.2)
+        self.report.pending = pending
+
+    async def _pending(self, redis: Redis) -> dict[str, int]:
+        """Uncommitted inbound entries, unread and unacked work signals."""
+        inbound = 0
+        for chat in self.accepted.values():
+            inbound += await redis.xlen(keys.inbound(chat[0].session_key))
+        signals = unacked = 0
+        for p in range(4):
+            signals += await redis.xlen(keys.ready(p))
+            unacked += (await redis.xpending(keys.ready(p), keys.WORKER_GROUP))["pending"]
+        return {"inbound": inbound, "signals": signals, "unacked": unacked}
+
+    async def _check(self, redis: Redis, recorder: OutboundRecorder) -> None:
+        report = self.report
+        report.dead_lettered = await redis.xlen(keys.DEAD_LETTER)
+        for chat, accepted in self.accepted.items():
+            report.accepted += len(accepted)
+            key = accepted[0].session_key
+            for a in accepted:
+                if a.answer_key not in recorder.answered_at:
+                    report.lost.append(a.answer_key)
+                else:
+                    report.reply_seconds.append(recorder.answered_at[a.answer_key] - a.sent_at)
+                if recorder.answers[a.answer_key] > 1:
+                    report.doubled.append(f"message {a.answer_key}")
+            replies = [
+                (e.message_ids, e.content if isinstance(e, RunCompleted) else e.error)
+                for e in recorder.terminals[key]
+            ]
+            expected = [([a.message_id], f"echo: {a.text} #{n}") for n, a in enumerate(accepted, 1)]
+            if replies != expected:
+                report.out_of_order.append(f"{chat}: {_first_difference(replies, expected)}")
+        report.doubled += [f"run {run}" for run, n in recorder.runs_ended.items() if n > 1]
+
+
+def _first_difference(got: list[Any], expected: list[Any]) -> str:
+    for n, (g, e) in enumerate(zip(got, expected, strict=False)):
+        if g != e:
+            return f"#{n}: got {g}, expected {e}"
+    return f"{len(got)} replies for {len(expected)} messages"
+
+
+async def _main(config: ChaosConfig) -> int:
+    with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+        workdir = Path(tmp)
+        server = RedisServer(appendonly=True, appendfsync="always", data_dir=workdir / "redis")
+        (workdir / "redis").mkdir()
+        with server:
+            report = await Chaos(server, config, workdir).run()
+    print(report.summary())
+    problems = report.problems()
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the bus under chaos (make chaos)")
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--chats", type=int, default=100)
+    parser.add_argument("--send-seconds", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    send_seconds = args.send_seconds or max(20.0, args.messages / 60)
+    config = ChaosConfig(
+        chats=args.chats,
+        messages=args.messages,
+        send_seconds=send_seconds,
+        settle_timeout_s=max(90.0, send_seconds),
+        seed=args.seed,
+    )
+    print(f"chaos: {config}", flush=True)
+    raise SystemExit(asyncio.run(_main(config)))
+
+
+if __name__ == "__main__":
+    main()
