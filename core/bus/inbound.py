@@ -69,11 +69,14 @@ async def publish_inbound(
     if len(script_keys) > 3:
         args.append(dedupe_ttl_s)
     reply = cast(list[object], await PUBLISH_INBOUND.run(redis, script_keys, args))
-    fresh, accepted_id, after, message_id = (str(v) if v is not None else "" for v in reply)
+    fresh, accepted_id, after, message_id, stored_key = (
+        str(v) if v is not None else "" for v in reply
+    )
     return Published(
         entry_id=accepted_id if fresh == "1" else None,
         duplicate=fresh != "1",
-        session_key=s,
+        # A key reused for another chat answers with the chat of its first message.
+        session_key=stored_key or s,
         accepted_id=accepted_id or None,
         events_after=after or INITIAL_CURSOR,
         message_id=message_id,

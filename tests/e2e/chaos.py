@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import random
 import sys
 import tempfile
@@ -53,7 +54,12 @@ class ChaosConfig:
     chats: int = 30
     messages: int = 300
     send_seconds: float = 20.0
-    """How long the clients take to send everything (chaos happens meanwhile)."""
+    """How long the clients take to send everything at the least (chaos happens
+    meanwhile); longer when the bus falls behind (see ``window``)."""
+    window: int = 3
+    """Unanswered messages a chat may have before its client waits for a reply: the
+    offered load follows what the machine sustains, so no chat's backlog reaches the
+    agent's cap (which would drop messages by design)."""
     workers: int = 3
     kill_every_s: tuple[float, float] = (1.0, 3.0)
     repost_share: float = 0.1
@@ -155,8 +161,10 @@ def write_config(path: Path, *, redis_url: str, port: int, model_url: str, works
         "http": {"host": "127.0.0.1", "port": port},
         "agents": {"assistant": {"system_prompt": "You are helpful.", "tools": []}},
         "worker": {
-            "lease_ms": 1000,
-            "claim_idle_ms": 1000,
+            # Short enough that a killed worker's sessions move on within seconds, long
+            # enough that a worker starved of CPU on a busy machine keeps its leases.
+            "lease_ms": 2000,
+            "claim_idle_ms": 2000,
             "ready_partitions": 4,
             "coalesce_ms": 20,
             "concurrency": 16,
@@ -240,6 +248,8 @@ class OutboundRecorder:
         self.terminals: dict[str, list[RunCompleted | RunFailed]] = defaultdict(list)
         self.answered_at: dict[str, float] = {}
         self.answers: dict[str, int] = defaultdict(int)
+        self.answered_in: dict[str, int] = defaultdict(int)
+        """Messages answered per chat."""
         self.runs_ended: dict[str, int] = defaultdict(int)
         self.changed = asyncio.Event()
         """Set whenever a terminal event was recorded."""
@@ -267,14 +277,18 @@ class OutboundRecorder:
         self.runs_ended[f"{key} {event.run_id}"] += 1
         for message_id in event.message_ids:  # unique within its chat only
             self.answers[f"{key} {message_id}"] += 1
+            self.answered_in[key] += 1
             self.answered_at.setdefault(f"{key} {message_id}", now)
 
 
 class Chaos:
     """One chaos run; ``run()`` returns the report."""
 
-    def __init__(self, server: RedisServer, config: ChaosConfig, workdir: Path) -> None:
+    def __init__(
+        self, server: RedisServer, config: ChaosConfig, workdir: Path, *, verbose: bool = False
+    ) -> None:
         self.server = server
+        self.verbose = verbose
         self.cfg = config
         self.workdir = workdir
         self.rng = random.Random(config.seed)
@@ -283,6 +297,8 @@ class Chaos:
         self.launcher = WorkerLauncher()
         self.workers: list[WorkerProcess] = []
         self._worker_count = 0
+        self.sent = 0
+        self.recorder: OutboundRecorder
 
     async def run(self) -> ChaosReport:
         started = time.monotonic()
@@ -325,7 +341,9 @@ class Chaos:
         chats = [f"chat{n}" for n in range(self.cfg.chats)]
         session_keys = [default_session_key(CHANNEL, chat) for chat in chats]
         recorder = OutboundRecorder(redis, session_keys)
+        self.recorder = recorder
         watching = asyncio.create_task(recorder.run())
+        progress = asyncio.create_task(self._progress()) if self.verbose else None
         try:
             chaos = asyncio.create_task(self._chaos(gateway, client, config))
             try:
@@ -338,8 +356,10 @@ class Chaos:
             await self._until_answered(recorder)
             await self._until_idle(redis)
         finally:
-            watching.cancel()
-            await asyncio.wait([watching])
+            for task in (watching, progress):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.wait([task])
         await self._check(redis, recorder)
 
     # -- clients -------------------------------------------------------------------
@@ -352,7 +372,9 @@ class Chaos:
         )
         gap = self.cfg.send_seconds / max(1, per_chat)
         await asyncio.sleep(self.rng.uniform(0, gap))
+        session_key = default_session_key(CHANNEL, chat)
         for k in range(per_chat):
+            await self._window(session_key, k)
             text = f"{chat}-m{k}"
             payload = {"channel": CHANNEL, "chat_id": chat, "sender_id": "chaos", "text": text}
             key = f"chaos-{chat}-{k}"
@@ -369,9 +391,31 @@ class Chaos:
             self.accepted[chat].append(
                 Accepted(body["session_key"], body["message_id"], text, sent_at)
             )
+            self.sent += 1
             if self.rng.random() < self.cfg.repost_share:
                 self._same_body(key, body, await self._post(client, gateway, payload, key))
             await asyncio.sleep(self.rng.uniform(0.5, 1.5) * gap)
+
+    async def _window(self, session_key: str, k: int) -> None:
+        """Wait until the chat has at most ``window`` unanswered messages (a message that
+        is never answered only delays the sender: the final check reports it)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.settle_timeout_s):
+                while self.recorder.answered_in[session_key] < k - self.cfg.window:
+                    self.recorder.changed.clear()
+                    await self.recorder.changed.wait()
+
+    async def _progress(self) -> None:
+        """A line every ten seconds (``make chaos``), so a slow run shows where it is."""
+        while True:
+            await asyncio.sleep(10)
+            answered = sum(self.recorder.answered_in.values())
+            print(
+                f"  sent {self.sent}, answered {answered}, worker kills "
+                f"{self.report.worker_kills}, Redis restarts {self.report.redis_restarts}, "
+                f"gateway restarts {self.report.gateway_restarts}",
+                flush=True,
+            )
 
     def _same_body(self, key: str, first: dict[str, str], second: dict[str, str]) -> None:
         if first != second:
@@ -427,16 +471,14 @@ class Chaos:
         config: Path,
         replacements: list[asyncio.Task[None]],
     ) -> None:
-        begin = time.monotonic()
-        redis_at, gateway_at = 0.4 * self.cfg.send_seconds, 0.7 * self.cfg.send_seconds
+        redis_at, gateway_at = 0.4 * self.cfg.messages, 0.7 * self.cfg.messages
         while True:
             await asyncio.sleep(self.rng.uniform(*self.cfg.kill_every_s))
-            elapsed = time.monotonic() - begin
-            if not self.report.redis_restarts and elapsed >= redis_at:
+            if not self.report.redis_restarts and self.sent >= redis_at:
                 self.server.kill()
                 await asyncio.to_thread(self.server.start)
                 self.report.redis_restarts += 1
-            elif not self.report.gateway_restarts and elapsed >= gateway_at:
+            elif not self.report.gateway_restarts and self.sent >= gateway_at:
                 await gateway.kill()
                 await gateway.start(client)
                 self.report.gateway_restarts += 1
@@ -516,7 +558,7 @@ async def _main(config: ChaosConfig) -> int:
         server = RedisServer(appendonly=True, appendfsync="always", data_dir=workdir / "redis")
         (workdir / "redis").mkdir()
         with server:
-            report = await Chaos(server, config, workdir).run()
+            report = await Chaos(server, config, workdir, verbose=True).run()
     print(report.summary())
     problems = report.problems()
     for problem in problems:
@@ -531,7 +573,7 @@ def main() -> None:
     parser.add_argument("--send-seconds", type=float, default=None)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
-    send_seconds = args.send_seconds or max(20.0, args.messages / 60)
+    send_seconds = args.send_seconds or max(20.0, args.messages / 40)
     config = ChaosConfig(
         chats=args.chats,
         messages=args.messages,
@@ -540,6 +582,8 @@ def main() -> None:
         seed=args.seed,
     )
     print(f"chaos: {config}", flush=True)
+    # The fake model logs a traceback for every stream a killed worker leaves behind.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     raise SystemExit(asyncio.run(_main(config)))
 
 

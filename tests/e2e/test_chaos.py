@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.chaos import Chaos, ChaosConfig
 from tests.fakes.redis_server import RedisServer, aof_redis_server  # noqa: F401
 
 
+@pytest.mark.timeout(300)  # about a minute alone; more on a machine busy with other tests
 async def test_every_accepted_message_is_answered_once_in_order_under_chaos(
     aof_redis_server: RedisServer,
     tmp_path: Path,
