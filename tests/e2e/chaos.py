@@ -23,262 +23,25 @@ import asyncio
 import contextlib
 import logging
 import random
-import sys
 import tempfile
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import aiohttp
-import yaml
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.bus import keys
-from core.bus.codec import decode_event
-from core.bus.signals import stream_batches
-from core.events import RunCompleted, RunFailed
+from core.events import RunCompleted
 from core.messages import default_session_key
-from tests.e2e.conftest import PROJECT_ROOT, WorkerLauncher, WorkerProcess, _worker_env
-from tests.fakes.openai_server import FakeModelServer, Reply, last_user_text
+from tests.e2e.chaos_parts import GatewayProcess, OutboundRecorder, counting_echo, write_config
+from tests.e2e.chaos_report import Accepted, ChaosConfig, ChaosReport, first_difference
+from tests.e2e.conftest import WorkerLauncher, WorkerProcess
+from tests.fakes.openai_server import FakeModelServer
 from tests.fakes.redis_server import RedisServer, free_port
 
 CHANNEL = "http"
-GATEWAY_READY_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class ChaosConfig:
-    chats: int = 30
-    messages: int = 300
-    send_seconds: float = 20.0
-    """How long the clients take to send everything at the least (chaos happens
-    meanwhile); longer when the bus falls behind (see ``window``)."""
-    window: int = 3
-    """Unanswered messages a chat may have before its client waits for a reply: the
-    offered load follows what the machine sustains, so no chat's backlog reaches the
-    agent's cap (which would drop messages by design)."""
-    workers: int = 3
-    kill_every_s: tuple[float, float] = (1.0, 3.0)
-    repost_share: float = 0.1
-    """Messages POSTed again (same key) after their 202."""
-    duplicate_share: float = 0.05
-    """Messages POSTed twice at once (same key)."""
-    model_chunk_delay_s: float = 0.02
-    settle_timeout_s: float = 90.0
-    seed: int = 0
-
-
-@dataclass
-class Accepted:
-    session_key: str
-    message_id: str
-    text: str
-    sent_at: float
-
-    @property
-    def answer_key(self) -> str:
-        """Message ids are stream entry ids: unique within their chat only."""
-        return f"{self.session_key} {self.message_id}"
-
-
-@dataclass
-class ChaosReport:
-    accepted: int = 0
-    lost: list[str] = field(default_factory=list)
-    out_of_order: list[str] = field(default_factory=list)
-    doubled: list[str] = field(default_factory=list)
-    dead_lettered: int = 0
-    pending: dict[str, int] = field(default_factory=dict)
-    mismatched_bodies: list[str] = field(default_factory=list)
-    post_retries: int = 0
-    worker_kills: int = 0
-    redis_restarts: int = 0
-    gateway_restarts: int = 0
-    reply_seconds: list[float] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    def problems(self) -> list[str]:
-        found = []
-        if self.lost:
-            found.append(f"{len(self.lost)} lost: {self.lost[:5]}")
-        if self.out_of_order:
-            found.append(f"{len(self.out_of_order)} chats out of order: {self.out_of_order[:3]}")
-        if self.doubled:
-            found.append(f"{len(self.doubled)} doubled: {self.doubled[:5]}")
-        if self.dead_lettered:
-            found.append(f"{self.dead_lettered} dead-lettered")
-        if any(self.pending.values()):
-            found.append(f"left pending: {self.pending}")
-        if self.mismatched_bodies:
-            found.append(f"repeated POSTs with another 202: {self.mismatched_bodies[:3]}")
-        return found
-
-    def percentile(self, q: float) -> float:
-        if not self.reply_seconds:
-            return float("nan")
-        ordered = sorted(self.reply_seconds)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    def summary(self) -> str:
-        return "\n".join(
-            [
-                f"accepted         {self.accepted} messages in {self.elapsed_s:.1f} s",
-                f"lost             {len(self.lost)}",
-                f"out of order     {len(self.out_of_order)} chats",
-                f"doubled          {len(self.doubled)}",
-                f"dead-lettered    {self.dead_lettered}",
-                f"left pending     {sum(self.pending.values())} {self.pending}",
-                f"repeated POSTs with another 202: {len(self.mismatched_bodies)}",
-                f"chaos            {self.worker_kills} worker kills, {self.redis_restarts} "
-                f"Redis restarts, {self.gateway_restarts} gateway restarts, "
-                f"{self.post_retries} POST retries",
-                f"time to reply    p50 {self.percentile(0.5):.3f} s, "
-                f"p99 {self.percentile(0.99):.3f} s, max {self.percentile(1.0):.3f} s",
-            ]
-        )
-
-
-def counting_echo(delay_s: float) -> Any:
-    """``echo: <last user text> #<user messages in the history>``, streamed slowly."""
-
-    def reply(messages: list[dict[str, Any]]) -> Reply:
-        users = sum(1 for m in messages if m.get("role") == "user")
-        text = f"echo: {last_user_text(messages)} #{users}"
-        return Reply(text=text, chunk_delay_s=delay_s, chunk_size=6)
-
-    return reply
-
-
-def write_config(path: Path, *, redis_url: str, port: int, model_url: str, workspace: Path) -> None:
-    data = {
-        "model": "local/fake-model",
-        "providers": {"local": {"base_url": model_url, "api_key": "none", "max_retries": 0}},
-        "workspace": str(workspace),
-        "redis": {"url": redis_url},
-        "http": {"host": "127.0.0.1", "port": port},
-        "agents": {"assistant": {"system_prompt": "You are helpful.", "tools": []}},
-        "worker": {
-            # Short enough that a killed worker's sessions move on within seconds, long
-            # enough that a worker starved of CPU on a busy machine keeps its leases.
-            "lease_ms": 2000,
-            "claim_idle_ms": 2000,
-            "ready_partitions": 4,
-            "coalesce_ms": 20,
-            "concurrency": 16,
-            # A kill counts as a failed attempt; several kills may hit one turn.
-            "max_deliveries": 10,
-        },
-    }
-    workspace.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-
-
-class GatewayProcess:
-    """``gateway start --no-worker``; output drained to a bounded tail."""
-
-    def __init__(self, config: Path, port: int) -> None:
-        self.config = config
-        self.port = port
-        self.process: asyncio.subprocess.Process | None = None
-        self.output: deque[str] = deque(maxlen=200)
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, client: aiohttp.ClientSession) -> None:
-        executable = Path(sys.executable).with_name("gateway")
-        self.process = await asyncio.create_subprocess_exec(
-            str(executable),
-            "start",
-            "--no-worker",
-            "--config",
-            str(self.config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            env=_worker_env(),
-        )
-        self._reader = asyncio.create_task(self._drain(self.process))
-        deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.returncode is not None:
-                break
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with client.get(f"{self.url}/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise AssertionError("gateway did not start:\n" + "\n".join(self.output))
-
-    async def _drain(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None
-        async for raw in process.stdout:
-            self.output.append(raw.decode("utf-8", errors="replace").rstrip())
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        if self._reader is not None:
-            await self._reader
-
-
-class OutboundRecorder:
-    """Follows every chat's outbound stream; survives Redis restarts."""
-
-    def __init__(self, redis: Redis, session_keys: list[str]) -> None:
-        self._redis = redis
-        self._after = dict.fromkeys(session_keys, "0-0")
-        self._key_of = {keys.outbound(k): k for k in session_keys}
-        self.terminals: dict[str, list[RunCompleted | RunFailed]] = defaultdict(list)
-        self.answered_at: dict[str, float] = {}
-        self.answers: dict[str, int] = defaultdict(int)
-        self.answered_in: dict[str, int] = defaultdict(int)
-        """Messages answered per chat."""
-        self.runs_ended: dict[str, int] = defaultdict(int)
-        self.changed = asyncio.Event()
-        """Set whenever a terminal event was recorded."""
-
-    async def run(self) -> None:
-        while True:
-            try:
-                streams = {keys.outbound(k): a for k, a in self._after.items()}
-                reply = await self._redis.xread(streams, count=1000, block=500)  # type: ignore[arg-type]
-            except (RedisError, OSError):
-                await asyncio.sleep(0.1)
-                continue
-            now = time.monotonic()
-            for stream, entries in stream_batches(reply):
-                key = self._key_of[stream]
-                for entry_id, fields in entries:
-                    self._after[key] = entry_id
-                    event = decode_event(fields)
-                    if isinstance(event, RunCompleted | RunFailed):
-                        self._record(key, event, now)
-
-    def _record(self, key: str, event: RunCompleted | RunFailed, now: float) -> None:
-        self.terminals[key].append(event)
-        self.changed.set()
-        self.runs_ended[f"{key} {event.run_id}"] += 1
-        for message_id in event.message_ids:  # unique within its chat only
-            self.answers[f"{key} {message_id}"] += 1
-            self.answered_in[key] += 1
-            self.answered_at.setdefault(f"{key} {message_id}", now)
 
 
 class Chaos:
@@ -541,15 +304,8 @@ class Chaos:
             ]
             expected = [([a.message_id], f"echo: {a.text} #{n}") for n, a in enumerate(accepted, 1)]
             if replies != expected:
-                report.out_of_order.append(f"{chat}: {_first_difference(replies, expected)}")
+                report.out_of_order.append(f"{chat}: {first_difference(replies, expected)}")
         report.doubled += [f"run {run}" for run, n in recorder.runs_ended.items() if n > 1]
-
-
-def _first_difference(got: list[Any], expected: list[Any]) -> str:
-    for n, (g, e) in enumerate(zip(got, expected, strict=False)):
-        if g != e:
-            return f"#{n}: got {g}, expected {e}"
-    return f"{len(got)} replies for {len(expected)} messages"
 
 
 async def _main(config: ChaosConfig) -> int:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.chaos import Chaos, ChaosConfig
+from tests.e2e.chaos import Chaos
+from tests.e2e.chaos_report import ChaosConfig
 from tests.fakes.redis_server import RedisServer, aof_redis_server  # noqa: F401
 
 

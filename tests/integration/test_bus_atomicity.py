@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +25,7 @@ from core.bus.inbound import publish_inbound, read_cursor
 from core.events import RunCompleted, RunFailed
 from core.messages import InboundMessage
 from core.sessions.redis import RedisSessionStore
-from core.settings import AgentSettings, Settings
+from core.settings import AgentSettings, BusyPolicy, Settings
 from gateway.app import GatewayApp
 from tests.e2e.conftest import eventually_equal
 from tests.fakes.openai_server import FakeModelServer, Reply
@@ -43,13 +43,13 @@ pytestmark = pytest.mark.integration
 MESSAGE = {"channel": "http", "chat_id": "c", "sender_id": "backend", "text": "hello"}
 
 
-def gateway_settings(redis_url: str, tmp_path: Path, policy: str = "followup") -> Settings:
+def gateway_settings(redis_url: str, tmp_path: Path, policy: BusyPolicy = "followup") -> Settings:
     return Settings(
         model="echo/echo",
         workspace=tmp_path / "workspace",
         redis={"url": redis_url},
         http={"host": "127.0.0.1", "port": 0},
-        agents={"assistant": AgentSettings(tools=[], busy_policy=policy)},  # type: ignore[arg-type]
+        agents={"assistant": AgentSettings(tools=[], busy_policy=policy)},
         worker={"ready_partitions": 2, "coalesce_ms": 5},
     )
 
@@ -77,7 +77,7 @@ async def enqueued(redis: Redis) -> list[str]:
 def lose_one_reply(client: Redis, command: str) -> Callable[[], bool]:
     """Make ``client`` run the next ``command`` on the server, then lose its reply (as
     when Redis or the network dies right after executing it). Returns "was it lost"."""
-    real = client.execute_command
+    real = cast(Callable[..., Awaitable[Any]], client.execute_command)
     lost: list[bool] = []
 
     async def execute(*args: Any, **options: Any) -> Any:
@@ -137,7 +137,7 @@ async def test_a_retry_gets_the_first_202_body(queue_only: GatewayApp, redis: Re
 
 @pytest.mark.parametrize("policy", ["followup", "collect"])
 async def test_concurrent_posts_to_one_chat_each_end_on_their_own_reply(
-    redis_url: str, tmp_path: Path, policy: str
+    redis_url: str, tmp_path: Path, policy: BusyPolicy
 ) -> None:
     """20 pairs of POSTs, each pair to one chat at once: every events URL ends on the
     run that answers its own message, under any busy policy."""
@@ -177,7 +177,7 @@ async def test_a_worker_failing_before_its_commit_ends_the_run_once(
     fake_model.script(Reply(text="first try"), Reply(text="second try"))
     key = session_key("commit")
     transcript = Transcript(redis, [key])
-    real = redis.execute_command
+    real = cast(Callable[..., Awaitable[Any]], redis.execute_command)
     failed: list[bool] = []
 
     async def fail_first_commit(*args: Any, **options: Any) -> Any:
