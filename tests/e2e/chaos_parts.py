@@ -19,7 +19,7 @@ from core.bus import keys
 from core.bus.codec import decode_event
 from core.bus.signals import stream_batches
 from core.events import RunCompleted, RunFailed
-from tests.e2e.conftest import PROJECT_ROOT, _worker_env
+from tests.e2e.conftest import PROJECT_ROOT, _worker_env, die_with_parent
 from tests.fakes.openai_server import Reply, last_user_text
 
 GATEWAY_READY_TIMEOUT_S = 30.0
@@ -87,6 +87,7 @@ class GatewayProcess:
             stderr=asyncio.subprocess.STDOUT,
             cwd=PROJECT_ROOT,
             env=_worker_env(),
+            preexec_fn=die_with_parent,
         )
         self._reader = asyncio.create_task(self._drain(self.process))
         deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
