@@ -194,13 +194,20 @@ async def hand_off(redis: Redis, settings: Settings, session_key: str, channel: 
         log.warning("hand-off of %s failed (%s); claim_stale will recover it", session_key, exc)
 
 
-async def wait_for_newer(redis: Redis, session_key: str, after: str, *, block_ms: int) -> None:
-    """Return once the chat's inbound stream has an entry after ``after`` (interrupt)."""
+async def wait_for_newer(
+    redis: Redis, session_key: str, after: str, *, block_ms: int
+) -> InboundMessage | None:
+    """The first entry of the chat's inbound stream after ``after`` once there is one
+    (interrupt); None when it is malformed."""
     stream = keys.inbound(session_key)
     while True:
         reply = await redis.xread({stream: after}, count=1, block=block_ms)
-        if stream_batches(reply):
-            return
+        for _, raw in stream_batches(reply):
+            for _, fields in raw:
+                try:
+                    return decode_inbound(fields)
+                except PayloadError:
+                    return None
 
 
 class RedisSteeringInbox:

@@ -299,7 +299,11 @@ class TurnRunner:
 
     async def _interrupt_on_newer(self) -> None:
         newest = self._plan.newest_id
-        await wait_for_newer(self._deps.redis, self._key, newest, block_ms=WATCH_BLOCK_MS)
+        newer = await wait_for_newer(self._deps.redis, self._key, newest, block_ms=WATCH_BLOCK_MS)
+        if newer is None or known_agent(self._deps.settings, newer.agent) != self._plan.agent:
+            # It cannot join this batch (another agent's, or malformed): the next turn
+            # would cover the same messages, so an interrupt would only run this one twice.
+            await asyncio.get_running_loop().create_future()  # idle until the turn ends
         # A run that already produced its final event is not interrupted: the new
         # message simply gets the next turn.
         if not self._outbox.terminal_seen:
