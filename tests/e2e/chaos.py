@@ -92,11 +92,29 @@ class Chaos:
         self.report.elapsed_s = time.monotonic() - started
         return self.report
 
-    async def _start_worker(self, config: Path) -> None:
+    async def _start_worker(self, config: Path) -> str:
         self._worker_count += 1
         name = f"chaos-w{self._worker_count}"
-        worker = await self.launcher.start(name, redis_url=self.server.url, config=config)
+        try:
+            worker = await self.launcher.start(name, redis_url=self.server.url, config=config)
+        except AssertionError as exc:
+            for unready in [w for w in self.launcher.started if w.name == name]:
+                await unready.kill()
+            raise AssertionError(f"{name}: {exc}") from exc
         self.workers.append(worker)
+        return name
+
+    async def _replace_worker(self, config: Path, attempts: int = 3) -> None:
+        """Start a replacement; one that is not ready in time (it may have started while
+        Redis was loading its data) is killed, counted and started again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._start_worker(config)
+                return
+            except AssertionError as exc:
+                self.report.worker_start_failures.append(str(exc).splitlines()[0])
+                if attempt == attempts:
+                    raise
 
     async def _load_and_settle(
         self, redis: Redis, client: aiohttp.ClientSession, gateway: GatewayProcess, config: Path
@@ -246,14 +264,14 @@ class Chaos:
                 await gateway.start(client)
                 self.report.gateway_restarts += 1
             alive = [w for w in self.workers if w.running]
-            if not alive:
-                continue  # every replacement is still starting
+            if len(alive) < 2:
+                continue  # keep one worker working while replacements start
             victim = self.rng.choice(alive)
             await victim.kill()
             self.workers.remove(victim)
             self.report.worker_kills += 1
             # Started in the background: the next kill does not wait for it.
-            replacements.append(asyncio.create_task(self._start_worker(config)))
+            replacements.append(asyncio.create_task(self._replace_worker(config)))
 
     # -- checks --------------------------------------------------------------------
 

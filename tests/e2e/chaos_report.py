@@ -52,6 +52,8 @@ class ChaosReport:
     mismatched_bodies: list[str] = field(default_factory=list)
     post_retries: int = 0
     worker_kills: int = 0
+    worker_start_failures: list[str] = field(default_factory=list)
+    """Replacement workers not ready in time (killed and started again)."""
     redis_restarts: int = 0
     gateway_restarts: int = 0
     reply_seconds: list[float] = field(default_factory=list)
@@ -91,7 +93,9 @@ class ChaosReport:
                 f"repeated POSTs with another 202: {len(self.mismatched_bodies)}",
                 f"chaos            {self.worker_kills} worker kills, {self.redis_restarts} "
                 f"Redis restarts, {self.gateway_restarts} gateway restarts, "
-                f"{self.post_retries} POST retries",
+                f"{self.post_retries} POST retries, "
+                f"{len(self.worker_start_failures)} worker starts failed "
+                f"{self.worker_start_failures[:2]}",
                 f"time to reply    p50 {self.percentile(0.5):.3f} s, "
                 f"p99 {self.percentile(0.99):.3f} s, max {self.percentile(1.0):.3f} s",
             ]
