@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 LOWEST := .venv-lowest
 
-.PHONY: install start test lint bench floors clean
+.PHONY: install start test lint bench floors chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ floors: install
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
 	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install --quiet --resolution lowest-direct -e '.[test]'
 	$(LOWEST)/bin/python -m pytest tests/unit -q -p no:cacheprovider -k 'not hadolint'
+
+# The bus under chaos at 10,000 messages (kills workers, Redis and the gateway);
+# prints lost / out of order / doubled / dead-lettered / time to reply.
+chaos: install
+	$(BIN)/python -m tests.e2e.chaos --messages 10000 --chats 100
 
 clean:
 	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache

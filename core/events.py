@@ -88,6 +88,8 @@ class RunStarted(_Event):
     type: Literal["run.started"] = "run.started"
     session_key: str = ""
     model: str = ""
+    message_ids: list[str] = Field(default_factory=list)
+    """Bus mode: the inbound entry ids the run starts with (more may be steered in)."""
 
 
 class TextDelta(_Event):
@@ -139,6 +141,9 @@ class RunCompleted(_Event):
     result: RunResult
     content: str = ""
     usage: Usage = Field(default_factory=dict)
+    message_ids: list[str] = Field(default_factory=list)
+    """Bus mode: every inbound entry id this run answers (``POST /v1/messages``'s
+    ``message_id``); empty outside the bus."""
 
 
 class RunFailed(_Event):
@@ -147,6 +152,9 @@ class RunFailed(_Event):
     result: RunResult | None = None
     permanent: bool = False
     """The same request would fail the same way (bad key, unknown model): not retried."""
+    message_ids: list[str] = Field(default_factory=list)
+    """Bus mode: every inbound entry id this run answers; empty when it answers none
+    (an interrupted run: its messages are answered by the next one)."""
 
 
 StreamEvent: TypeAlias = Annotated[

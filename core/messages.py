@@ -84,10 +84,35 @@ class Attachment(BaseModel):
         return self
 
 
+def _escape_part(part: str) -> str:
+    """``%`` and ``:`` percent-encoded, so ``:`` only ever separates parts."""
+    if "%" not in part and ":" not in part:
+        return part
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _unescape_part(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%") if "%" in part else part
+
+
 def default_session_key(channel: str, chat_id: str, thread_id: str | None = None) -> str:
-    """``channel:chat_id``, or ``channel:chat_id:thread`` for threads."""
-    base = f"{channel}:{chat_id}"
-    return f"{base}:{thread_id}" if thread_id else base
+    """``channel:chat_id``, or ``channel:chat_id:thread`` for threads.
+
+    A ``:`` or ``%`` inside a part is percent-encoded (``%3A``, ``%25``), so every key
+    names one chat: chat ``x:t`` is ``http:x%3At``, chat ``x`` in thread ``t`` is
+    ``http:x:t``. Plain ids read as they are.
+    """
+    base = f"{_escape_part(channel)}:{_escape_part(chat_id)}"
+    return f"{base}:{_escape_part(thread_id)}" if thread_id else base
+
+
+def parse_session_key(session_key: str) -> tuple[str, str, str | None] | None:
+    """``(channel, chat_id, thread_id)`` of a default session key; None for another shape."""
+    parts = session_key.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        return None
+    thread = _unescape_part(parts[2]) if len(parts) == 3 else None
+    return _unescape_part(parts[0]), _unescape_part(parts[1]), thread
 
 
 class RunOptions(BaseModel):

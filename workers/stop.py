@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.codec import decode_event
-from core.bus.lease import Lease
+from core.bus.session_writer import DeliverySignal, SessionWriter
 from core.errors import PayloadError
 from core.events import RunFailed, RunResult, RunStarted, StreamEvent, TextDelta
 from core.messages import InboundMessage, Message
@@ -42,21 +42,31 @@ def stopped_events(run_id: str, next_seq: int, session_key: str) -> list[StreamE
 
 
 async def commit_stopped(
-    lease: Lease,
+    writer: SessionWriter,
     sessions: SessionStore,
     entries: Sequence[tuple[str, InboundMessage]],
     run_id: str,
+    *,
+    events: Sequence[StreamEvent],
+    maxlen: int,
+    signal: DeliverySignal | None,
 ) -> None:
-    """Commit the stopped turn: its messages and the reply shown so far, cursor past them."""
-    key = lease.session_key
+    """Commit the stopped turn in one fenced script: its final ``events``, its messages
+    and the reply shown so far in the history, and the cursor past them."""
+    key = writer.session_key
     session = await sessions.load(key) or Session(key=key)
     session.messages.extend(message.to_user_message() for _, message in entries)
-    shown = await shown_text(lease.redis, key, run_id)
+    shown = await shown_text(writer.redis, key, run_id)
     if shown:
         reply: Message = {"role": "assistant", "content": shown, "metadata": {"stopped": True}}
         session.messages.append(reply)
-    await lease.commit(
-        session=session, cursor=entries[-1][0], entry_ids=[entry_id for entry_id, _ in entries]
+    await writer.commit(
+        session=session,
+        cursor=entries[-1][0],
+        entry_ids=[entry_id for entry_id, _ in entries],
+        events=events,
+        maxlen=maxlen,
+        signal=signal,
     )
 
 

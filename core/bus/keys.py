@@ -3,6 +3,12 @@
 Keys of one session share the hash tag ``{session}`` so they land in one Redis
 Cluster slot (Lua scripts touch several of them at once). Partitioned keys
 (``gw:ready:{p}``, ``gw:deliver:{channel}:{p}``) spread signals over slots.
+
+The tag is the session key with ``%`` and ``}`` percent-encoded (``_tag``): a hash
+tag ends at the first ``}``, so a raw ``}`` would cut it short (a leading one would
+even leave it empty, and Redis would then hash each whole key name apart), and
+``gw:seen:{a}:b}:c`` would be ambiguous. Session keys without those two characters
+appear in key names as they are.
 """
 
 from __future__ import annotations
@@ -33,23 +39,30 @@ def worker_heartbeat(worker_id: str) -> str:
     return f"{PREFIX}:worker:{worker_id}"
 
 
+def _tag(session_key: str) -> str:
+    """The session key as a hash tag: no ``}`` inside, one-to-one with the key."""
+    if "%" not in session_key and "}" not in session_key:
+        return session_key
+    return session_key.replace("%", "%25").replace("}", "%7D")
+
+
 def partition(session_key: str, partitions: int) -> int:
     return zlib.crc32(session_key.encode("utf-8")) % partitions
 
 
 def seen(session_key: str, platform_event_id: str) -> str:
     """SET NX EX marker that drops platform redeliveries."""
-    return f"{PREFIX}:seen:{{{session_key}}}:{platform_event_id}"
+    return f"{PREFIX}:seen:{{{_tag(session_key)}}}:{platform_event_id}"
 
 
 def idempotency(key: str) -> str:
-    """HTTP ``Idempotency-Key`` -> the stored 202 body."""
+    """HTTP ``Idempotency-Key`` -> what its publish stored (a hash, see ``PUBLISH_INBOUND``)."""
     return f"{PREFIX}:idem:{key}"
 
 
 def inbound(session_key: str) -> str:
     """The chat's inbound stream."""
-    return f"{PREFIX}:in:{{{session_key}}}"
+    return f"{PREFIX}:in:{{{_tag(session_key)}}}"
 
 
 def ready(p: int) -> str:
@@ -59,27 +72,22 @@ def ready(p: int) -> str:
 
 def lease(session_key: str) -> str:
     """``token`` of the worker holding the session (SET NX PX)."""
-    return f"{PREFIX}:lease:{{{session_key}}}"
-
-
-def fence(session_key: str) -> str:
-    """Counter incremented on every lease grant; commits must present the current value."""
-    return f"{PREFIX}:fence:{{{session_key}}}"
+    return f"{PREFIX}:lease:{{{_tag(session_key)}}}"
 
 
 def cursor(session_key: str) -> str:
     """Id of the last inbound entry whose turn was committed."""
-    return f"{PREFIX}:cursor:{{{session_key}}}"
+    return f"{PREFIX}:cursor:{{{_tag(session_key)}}}"
 
 
 def attempts(session_key: str) -> str:
     """Hash ``inbound entry id -> attempts`` (turns run for it) for dead-lettering."""
-    return f"{PREFIX}:attempts:{{{session_key}}}"
+    return f"{PREFIX}:attempts:{{{_tag(session_key)}}}"
 
 
 def outbound(session_key: str) -> str:
     """The chat's outbound event stream."""
-    return f"{PREFIX}:out:{{{session_key}}}"
+    return f"{PREFIX}:out:{{{_tag(session_key)}}}"
 
 
 def deliver(channel: str, p: int) -> str:
@@ -88,22 +96,22 @@ def deliver(channel: str, p: int) -> str:
 
 
 def deliver_lease(session_key: str) -> str:
-    return f"{PREFIX}:dlease:{{{session_key}}}"
+    return f"{PREFIX}:dlease:{{{_tag(session_key)}}}"
 
 
 def deliver_cursor(session_key: str) -> str:
     """Id of the last outbound event the channel rendered."""
-    return f"{PREFIX}:dcursor:{{{session_key}}}"
+    return f"{PREFIX}:dcursor:{{{_tag(session_key)}}}"
 
 
 def sent_parts(session_key: str) -> str:
     """Hash ``run_id:part -> platform message id`` recorded before the cursor advances."""
-    return f"{PREFIX}:sent:{{{session_key}}}"
+    return f"{PREFIX}:sent:{{{_tag(session_key)}}}"
 
 
 def session(session_key: str) -> str:
     """The stored session (Redis session store)."""
-    return f"{PREFIX}:session:{{{session_key}}}"
+    return f"{PREFIX}:session:{{{_tag(session_key)}}}"
 
 
 def session_corrupt(session_key: str) -> str:
@@ -117,7 +125,7 @@ SESSIONS_INDEX: Final = f"{PREFIX}:sessions"
 
 def control(session_key: str) -> str:
     """The chat's control stream: ``stop`` requests that cancel its running turn."""
-    return f"{PREFIX}:control:{{{session_key}}}"
+    return f"{PREFIX}:control:{{{_tag(session_key)}}}"
 
 
 # -- HTTP API (channels.http.api) ---------------------------------------------------
@@ -133,7 +141,7 @@ def api_sessions_of(agent: str) -> str:
 
 def api_session(session_key: str) -> str:
     """JSON ``{session_id, agent, metadata, created_at}`` of an agent-API session."""
-    return f"{PREFIX}:api:session:{{{session_key}}}"
+    return f"{PREFIX}:api:session:{{{_tag(session_key)}}}"
 
 
 def pipeline_run(run_id: str) -> str:

@@ -1,19 +1,19 @@
-"""Reading a chat's outbound events; publishing them and signalling the channel deliverers."""
+"""Reading a chat's outbound events; signalling the channel deliverers (tests, tools).
+
+Workers publish through ``core.bus.session_writer`` (fenced, with the signal in the
+same script)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.codec import decode_event
-from core.bus.lease import Lease
 from core.bus.signals import signal, stream_batches
 from core.errors import PayloadError
-from core.events import RunStarted, StreamEvent
-from core.settings import WorkerSettings
+from core.events import StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,3 @@ async def signal_delivery(redis: Redis, channel: str, session_key: str, *, parti
     """Wake the deliverers of ``channel`` for this session (``gw:deliver:{channel}:{p}``)."""
     stream = keys.deliver(channel, keys.partition(session_key, partitions))
     return await signal(redis, stream, session_key, channel)
-
-
-async def publish_and_signal(
-    lease: Lease,
-    events: Sequence[StreamEvent],
-    *,
-    channel: str,
-    deliver_channels: frozenset[str],
-    cfg: WorkerSettings,
-    signal_start: bool = True,
-) -> bool:
-    """Publish ``events`` under ``lease``; when they start a run, wake the channel's
-    deliverers (if ``signal_start`` and the channel has any). True when a run started.
-
-    The signal follows the publish, so a deliverer woken by it finds the run's start.
-    """
-    await lease.publish_events(events, maxlen=cfg.stream_maxlen)
-    started = any(isinstance(event, RunStarted) for event in events)
-    if started and signal_start and channel in deliver_channels:
-        partitions = cfg.ready_partitions
-        await signal_delivery(lease.redis, channel, lease.session_key, partitions=partitions)
-    return started

@@ -102,7 +102,7 @@ async def test_post_then_sse_streams_the_reply(
     async with client.post(f"{gateway.url}/v1/messages", json=MESSAGE) as resp:
         assert resp.status == 202
         body = await resp.json()
-    assert set(body) == {"id", "session_key", "events_url"}
+    assert set(body) == {"id", "session_key", "message_id", "events_url"}
     assert body["session_key"] == "http:order-7"
     async with client.get(f"{gateway.url}{body['events_url']}") as resp:
         assert resp.status == 200

@@ -109,7 +109,7 @@ async def test_stale_lease_holder_cannot_commit(
         await transcript.until(lambda t: streaming(t, key))
         # Another holder takes over, as if the worker had paused past its ttl.
         await redis.delete(keys.lease(key))
-        intruder = await Lease.acquire(redis, key, ttl_ms=60_000, owner="intruder")
+        intruder = await Lease.acquire(redis, keys.lease(key), ttl_ms=60_000, owner="intruder")
         assert intruder is not None
         await asyncio.sleep(1.0)  # longer than a keepalive period: the worker notices
         assert await read_cursor(redis, key) == "0-0"

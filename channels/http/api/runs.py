@@ -5,11 +5,12 @@ the message like any channel does (a worker runs the agent), ``run_events``
 follows the session's outbound stream for the run that covers the message.
 Nothing runs an agent loop in the HTTP process.
 
-Which run answers a message: the worker names a run after the last inbound entry
-it covers, so the run covering entry ``e`` is the first run whose id is ``>= e``
-(a ``followup`` turn's id is ``e`` itself). Once that run is seen, only its events
-are followed: after a worker crash the same run id starts again and its final
-event is the one that counts (a run completes once).
+Which run answers a message: its final event lists the message's inbound entry id
+in ``message_ids`` (``channels.http.sse.answers``, the same rule as the events
+route). The events of the first run at or after the entry are followed; a final
+event that does not answer the message (an interrupted run) hands over to the
+next run. After a worker crash the same run id starts again; its final event is
+published once, with the commit (a run completes once).
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
 
 from redis.asyncio import Redis
 
+from channels.http.sse import answers
 from core.bus import keys
 from core.bus.codec import parse_stream_id
 from core.bus.inbound import publish_inbound
 from core.bus.outbound import read_events
 from core.bus.scripts import DISCARD_SESSION
 from core.errors import PayloadError
-from core.events import StreamEvent, is_terminal
+from core.events import RunCompleted, RunFailed, StreamEvent, is_terminal
 from core.messages import InboundMessage
 
 log = logging.getLogger(__name__)
@@ -49,18 +50,16 @@ class RunRef:
 
 
 async def start_run(redis: Redis, msg: InboundMessage, *, partitions: int, maxlen: int) -> RunRef:
-    """Publish ``msg`` and name the run that will answer it.
-
-    The outbound position is read before the publish, so no event of that run can
-    precede it.
-    """
-    s = msg.session_key
-    last = cast(list[tuple[str, object]], await redis.xrevrange(keys.outbound(s), count=1))
-    after = last[0][0] if last else "0-0"
+    """Publish ``msg`` and name the run that will answer it (the outbound position is
+    read by the publish script, so no event of that run can precede it)."""
     published = await publish_inbound(redis, msg, partitions=partitions, maxlen=maxlen)
     if published.entry_id is None:  # only messages with a platform_event_id are deduplicated
         raise RuntimeError(f"message {msg.id} was taken for a duplicate")
-    return RunRef(session_key=s, run_id=published.entry_id, after=after)
+    return RunRef(
+        session_key=published.session_key,
+        run_id=published.entry_id,
+        after=published.events_after,
+    )
 
 
 async def run_events(
@@ -83,9 +82,14 @@ async def run_events(
                 target = event.run_id
             if event.run_id != target:
                 continue
-            yield event
             if is_terminal(event):
+                assert isinstance(event, RunCompleted | RunFailed)
+                if not answers(event, ref.run_id):
+                    target = None  # interrupted: the next run answers the message
+                    continue
+                yield event
                 return
+            yield event
 
 
 def _run_at_or_after(run_id: str, floor: tuple[int, int]) -> bool:
@@ -124,5 +128,4 @@ def session_keys(session_key: str) -> list[str]:
         keys.session(session_key),
         keys.attempts(session_key),
         keys.api_session(session_key),
-        keys.fence(session_key),
     ]
