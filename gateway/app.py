@@ -127,6 +127,8 @@ class GatewayApp:
             self.redis_handle, self.redis = handle, redis
             self.channels = [spec.load_factory()(self._context(spec.name)) for spec in specs]
             self.web = self._build_web(redis, [spec.name for spec in specs])
+            for channel in self.channels:  # a platform's webhook, on this server
+                self.web.add_routes(channel.routes())
             self._initialized = stack.pop_all()
 
     async def start(self) -> None:
@@ -228,6 +230,7 @@ class GatewayApp:
             config=self.settings.channels[name],
             redis=redis,
             publish=publish,
+            owner=self.process_id,
         )
 
     def _deliverer(self, redis: Redis, channel: Channel) -> Deliverer:
@@ -312,11 +315,17 @@ async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
     return f"http://{shown}:{port}"
 
 
-async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
-    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
+async def running_redis(settings: Settings, *, home: Path | None = None) -> RedisTarget | None:
+    """The Redis configured, else the one a gateway started under ``home``; never starts one."""
     target = configured_redis(settings)
     if target is None and (url := await find_running((home or gateway_home()) / "redis")):
         target = RedisTarget(settings.redis, url, "redis-server")
+    return target
+
+
+async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
+    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
+    target = await running_redis(settings, home=home)
     if target is None:
         return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
     client = target.client()

@@ -21,8 +21,8 @@ import aiohttp
 from core.errors import GatewayError
 from core.events import StreamEvent, parse_event
 from core.messages import default_session_key
-from core.runtime import AgentRuntime, TurnRequest
 from core.runs import RunStream
+from core.runtime import AgentRuntime, TurnRequest
 
 CHANNEL = "cli"
 PROBE_TIMEOUT_S = 1.5

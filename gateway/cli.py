@@ -16,6 +16,7 @@ from rich.table import Table
 from core.errors import GatewayError
 from core.settings import Settings, default_config_path, load_settings
 from gateway.chat import chat
+from gateway.pairing_cli import pairing_app
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
 console = Console()
@@ -146,6 +147,7 @@ def agent(
 
 
 app.command()(chat)
+app.add_typer(pairing_app, name="pairing")
 
 
 @app.command()
