@@ -138,10 +138,10 @@ async def gateway_cli(*args: str) -> str:
 async def test_approving_an_unknown_code_is_one_line(redis_url: str, tmp_path: Path) -> None:
     config = tmp_path / "cli.yaml"
     config.write_text(yaml.safe_dump({"redis": {"url": redis_url}}))
+    args = ["pairing", "approve", "fake", "ABCDEFGH", "-c", str(config)]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "pairing", "approve", "fake", "ABCDEFGH", "-c", str(config),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable, "-m", "gateway", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     out, _ = await process.communicate()
     assert process.returncode == 1
     assert out.decode().strip().splitlines() == [
@@ -165,7 +165,7 @@ async def test_group_policy(
     answered: list[str],
 ) -> None:
     await gateway_factory(allow_from=["g1", "u9"], group_policy=policy)
-    group = {"chat_id": "g1", "direct": False}
+    group: dict[str, Any] = {"chat_id": "g1", "direct": False}
     await platform.push("stranger", chat_id="g2", sender_id="u5", direct=False, mentioned=True)
     await platform.push("plain", sender_id="u5", **group)
     await platform.push("mentioned", sender_id="u5", mentioned=True, **group)
