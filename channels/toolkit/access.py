@@ -53,6 +53,7 @@ class Access:
 
     def __init__(self, config: ChannelSettings, pairing: PairingStore) -> None:
         self.allow = frozenset(config.allow_from)
+        self._usernames = frozenset(entry.lstrip("@").lower() for entry in config.allow_from)
         self.group_policy = config.group_policy
         self.pairing = pairing
 
@@ -70,6 +71,6 @@ class Access:
     async def _sender_allowed(self, msg: PlatformMessage) -> bool:
         if OPEN_TO_ALL in self.allow or msg.sender_id in self.allow:
             return True
-        if msg.username and msg.username.lstrip("@") in {a.lstrip("@") for a in self.allow}:
-            return True
+        if msg.username and msg.username.lstrip("@").lower() in self._usernames:
+            return True  # handles are case-insensitive on Telegram, Slack and Discord
         return await self.pairing.is_paired(msg.sender_id)

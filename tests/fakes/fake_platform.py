@@ -50,6 +50,8 @@ class FakePlatform:
     conflicts: int = 0
     """Polls refused because another connection was polling (two inbound connections)."""
     confirmed: int = 0
+    webhooks: list[str] = field(default_factory=list)
+    """Paths adapters registered for webhook delivery (Telegram's ``setWebhook``)."""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
     url: str = ""
@@ -59,6 +61,7 @@ class FakePlatform:
         app.router.add_get("/updates", self._get_updates)
         app.router.add_post("/send", self._send)
         app.router.add_post("/edit", self._edit)
+        app.router.add_post("/setWebhook", self._set_webhook)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -130,6 +133,11 @@ class FakePlatform:
         await self._notify()
         return web.json_response({"message_id": message_id})
 
+    async def _set_webhook(self, request: web.Request) -> web.Response:
+        self.webhooks.append(str((await request.json())["path"]))
+        await self._notify()
+        return web.json_response({})
+
     async def _edit(self, request: web.Request) -> web.Response:
         body = await request.json()
         posted = self.posted.get(body["message_id"])
@@ -151,7 +159,7 @@ class FakeRenderer:
         self.edit_interval_s = edit_interval_s
         self._http: aiohttp.ClientSession | None = None
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         async with self._http.post(f"{self.base_url}{path}", json=body) as response:
@@ -160,13 +168,11 @@ class FakeRenderer:
             return reply
 
     async def send(self, chat_id: str, text: str, *, thread_id: str | None = None) -> str:
-        reply = await self._post(
-            "/send", {"chat_id": chat_id, "text": text, "thread_id": thread_id}
-        )
+        reply = await self.post("/send", {"chat_id": chat_id, "text": text, "thread_id": thread_id})
         return str(reply["message_id"])
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
-        await self._post("/edit", {"chat_id": chat_id, "message_id": message_id, "text": text})
+        await self.post("/edit", {"chat_id": chat_id, "message_id": message_id, "text": text})
 
     async def close(self) -> None:
         if self._http is not None:
@@ -209,6 +215,29 @@ class FakeChannel(BaseChannel):
     async def stop(self) -> None:
         await super().stop()
         await self._renderer.close()
+
+
+class ShortCodeFakeChannel(FakeChannel):
+    """Pairing codes expire after a second (the expiry test)."""
+
+    pairing_ttl_s: ClassVar[int] = 1
+
+
+class FakeWebhookChannel(FakeChannel):
+    """The platform posts updates to a route on the gateway's server: no lease, no poll."""
+
+    needs_connection_lease: ClassVar[bool] = False
+    WEBHOOK_PATH = "/hooks/fake"
+
+    async def run_connection(self) -> None:
+        await self._renderer.post("/setWebhook", {"path": self.WEBHOOK_PATH})
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(self.WEBHOOK_PATH, self._webhook)]
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        handled = await self.handle(normalize(await request.json()))
+        return web.json_response({"handled": handled.value})
 
 
 def normalize(update: dict[str, Any]) -> PlatformMessage:

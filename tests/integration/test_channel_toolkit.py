@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 import yaml
@@ -30,9 +31,12 @@ from tests.fakes.openai_server import FakeModelServer, Reply
 
 pytestmark = pytest.mark.integration
 
-REGISTRY = ChannelRegistry(
-    [*BUILTIN_CHANNELS, ChannelSpec("fake", "tests.fakes.fake_platform:FakeChannel")]
-)
+
+def registry(adapter: str) -> ChannelRegistry:
+    spec = ChannelSpec("fake", f"tests.fakes.fake_platform:{adapter}")
+    return ChannelRegistry([*BUILTIN_CHANNELS, spec])
+
+
 CODE = re.compile(rf"pairing code: ([{ALPHABET}]{{8}})")
 
 
@@ -53,14 +57,14 @@ async def gateway_factory(
 ) -> AsyncIterator[Any]:
     apps: list[GatewayApp] = []
 
-    async def make(**channel: Any) -> GatewayApp:
+    async def make(adapter: str = "FakeChannel", **channel: Any) -> GatewayApp:
         settings = api_settings(
             redis_url,
             fake_model.base_url,
             tmp_path / "ws",
             channels=channel_config(platform, **channel),
         )
-        app = GatewayApp(settings, registry=REGISTRY)
+        app = GatewayApp(settings, registry=registry(adapter))
         await app.start()
         apps.append(app)
         return app
@@ -125,13 +129,62 @@ async def test_pairing_from_code_to_approval_to_reply(
     assert len(fake_model.requests) == 2
 
 
-async def gateway_cli(*args: str) -> str:
+async def test_code_cap_and_expiry(
+    gateway_factory: Any,
+    platform: FakePlatform,
+    fake_model: FakeModelServer,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    await gateway_factory(adapter="ShortCodeFakeChannel", allow_from=["u9"])
+    for n in range(1, 5):
+        await platform.push("let me in", chat_id=f"c{n}", sender_id=f"u{n}")
+    await sync(platform)
+    offered = [platform.texts(f"c{n}") for n in range(1, 5)]
+    assert [len(texts) for texts in offered] == [1, 1, 1, 0]  # the fourth: at the cap
+    match = CODE.search(offered[0][0])
+    assert match is not None
+    await asyncio.sleep(2.1)  # codes live 1 s; Redis TIME counts whole seconds
+    config = tmp_path / "cli.yaml"
+    config.write_text(yaml.safe_dump({"redis": {"url": redis_url}}))
+    expired = await gateway_cli(
+        "pairing", "approve", "fake", match.group(1), "-c", str(config), ok=False
+    )
+    assert "no open pairing code" in expired
+    await platform.push("let me in", chat_id="c4", sender_id="u4")
+    await platform.wait_for(lambda: bool(platform.texts("c4")))
+    assert CODE.search(platform.texts("c4")[0])
+    assert len(fake_model.requests) == 1  # only the sync message
+
+
+async def sync(platform: FakePlatform, chat_id: str = "c9", sender_id: str = "u9") -> None:
+    """Once an allowed sender's message is answered, every message before it was decided."""
+    text = f"sync {len(platform.updates)}"
+    await platform.push(text, chat_id=chat_id, sender_id=sender_id)
+    await platform.wait_for(lambda: f"echo: {text}" in platform.texts(chat_id))
+
+
+async def test_a_webhook_channel_mounts_its_route_and_holds_no_lease(
+    gateway_factory: Any, platform: FakePlatform, redis: Redis
+) -> None:
+    app = await gateway_factory(adapter="FakeWebhookChannel", allow_from=["u1"])
+    await platform.wait_for(lambda: platform.webhooks == ["/hooks/fake"])
+    update = {"update_id": 7, "chat_id": "c1", "sender_id": "u1", "text": "via hook"}
+    async with aiohttp.ClientSession() as http:
+        for expected in ("published", "duplicate"):  # a redelivery is dropped
+            async with http.post(f"{app.url}/hooks/fake", json=update) as response:
+                assert (await response.json())["handled"] == expected
+    await platform.wait_for(lambda: "echo: via hook" in platform.texts("c1"))
+    assert [k async for k in redis.scan_iter(match="gw:lease:{conn:*")] == []
+
+
+async def gateway_cli(*args: str, ok: bool = True) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", *args,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await process.communicate()
-    assert process.returncode == 0, out.decode()
+    assert (process.returncode == 0) is ok, out.decode()
     return out.decode()
 
 
@@ -170,10 +223,7 @@ async def test_group_policy(
     await platform.push("plain", sender_id="u5", **group)
     await platform.push("mentioned", sender_id="u5", mentioned=True, **group)
     await platform.push("a reply", sender_id="u6", reply_to_bot=True, **group)
-    # A direct message from an allowed sender, last: once it is answered, every group
-    # message before it has been decided.
-    await platform.push("done", chat_id="c9", sender_id="u9")
-    await platform.wait_for(lambda: "echo: done" in platform.texts("c9"))
+    await sync(platform)
     await platform.wait_for(lambda: len(platform.texts("g1")) == len(answered))
     assert sorted(platform.texts("g1")) == sorted(f"echo: {t}" for t in answered)
     assert platform.texts("g2") == []
