@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from aiohttp import web
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from channels.toolkit.access import Access, PlatformMessage, Verdict
@@ -233,7 +234,13 @@ class BaseChannel(ABC):
                 answer = await run_command(command, self.sessions, msg.chat_id, msg.thread_id)
                 await self.renderer().send(msg.chat_id, answer, thread_id=msg.thread_id)
             return Handled.COMMAND
-        published = await self.ctx.publish(await self._inbound(msg))
+        try:
+            inbound = await self._inbound(msg)
+        except ValidationError as exc:  # e.g. an oversize text: drop it, keep the connection
+            reason = exc.errors()[0]["msg"]
+            log.warning("channel %s: dropped a message of %s: %s", self.name, msg.sender_id, reason)
+            return Handled.IGNORED
+        published = await self.ctx.publish(inbound)
         return Handled.DUPLICATE if published.duplicate else Handled.PUBLISHED
 
     async def _inbound(self, msg: PlatformMessage) -> InboundMessage:

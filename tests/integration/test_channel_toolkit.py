@@ -23,6 +23,7 @@ from channels.toolkit.pairing import ALPHABET
 from core.bus import keys
 from core.bus.codec import decode_event
 from core.events import RunFailed
+from core.messages import MAX_TEXT_CHARS
 from core.sessions.redis import RedisSessionStore
 from gateway.app import GatewayApp
 from tests.fakes.fake_platform import FakePlatform
@@ -228,6 +229,17 @@ async def test_group_policy(
     assert sorted(platform.texts("g1")) == sorted(f"echo: {t}" for t in answered)
     assert platform.texts("g2") == []
     assert len(fake_model.requests) == len(answered) + 1
+
+
+async def test_an_invalid_message_is_dropped_and_the_channel_goes_on(
+    gateway_factory: Any, platform: FakePlatform, fake_model: FakeModelServer, redis: Redis
+) -> None:
+    await gateway_factory(allow_from=["u1", "u9"])
+    await platform.push("x" * (MAX_TEXT_CHARS + 1))
+    await sync(platform)
+    assert platform.texts("c1") == []
+    assert await redis.exists(keys.inbound("fake:c1")) == 0  # nothing was queued
+    assert len(fake_model.requests) == 1
 
 
 async def test_help_and_new(
