@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
 from channels.registry import BUILTIN_CHANNELS, ChannelRegistry, ChannelSpec
 from channels.toolkit.commands import HELP_TEXT, NEW_TEXT, STOPPING_TEXT, command_list
@@ -26,6 +27,7 @@ from core.events import RunFailed
 from core.messages import MAX_TEXT_CHARS
 from core.sessions.redis import RedisSessionStore
 from gateway.app import GatewayApp
+from gateway.cli import app as cli_app
 from tests.fakes.fake_platform import FakePlatform
 from tests.fakes.live_gateway import api_settings
 from tests.fakes.openai_server import FakeModelServer, Reply
@@ -180,13 +182,10 @@ async def test_a_webhook_channel_mounts_its_route_and_holds_no_lease(
 
 
 async def gateway_cli(*args: str, ok: bool = True) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await process.communicate()
-    assert (process.returncode == 0) is ok, out.decode()
-    return out.decode()
+    """Run ``gateway <args>`` in a thread (its own event loop), as the operator would."""
+    result = await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))
+    assert (result.exit_code == 0) is ok, result.output
+    return result.output
 
 
 async def test_approving_an_unknown_code_is_one_line(redis_url: str, tmp_path: Path) -> None:
