@@ -315,17 +315,11 @@ async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
     return f"http://{shown}:{port}"
 
 
-async def running_redis(settings: Settings, *, home: Path | None = None) -> RedisTarget | None:
-    """The Redis configured, else the one a gateway started under ``home``; never starts one."""
+async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
+    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
     target = configured_redis(settings)
     if target is None and (url := await find_running((home or gateway_home()) / "redis")):
         target = RedisTarget(settings.redis, url, "redis-server")
-    return target
-
-
-async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
-    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
-    target = await running_redis(settings, home=home)
     if target is None:
         return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
     client = target.client()

@@ -20,8 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from channels.toolkit.pairing import PairingStore, pending_codes
+from core.bus.client import RedisTarget, configured_redis
 from core.errors import ConfigError
-from core.settings import Settings
+from core.settings import Settings, gateway_home
+from gateway.redis_launcher import find_running
 
 pairing_app = typer.Typer(help="Admit unknown senders by their pairing code.", no_args_is_help=True)
 console = Console()
@@ -46,11 +48,17 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
-    from gateway.app import running_redis
+async def _existing_redis(settings: Settings) -> RedisTarget | None:
+    """The Redis configured, else the one a gateway started here; never starts one."""
+    target = configured_redis(settings)
+    if target is None and (url := await find_running(gateway_home() / "redis")):
+        target = RedisTarget(settings.redis, url, "redis-server")
+    return target
 
+
+def _with_redis(settings: Settings, work: Callable[[Redis], Awaitable[T]]) -> T:
     async def main() -> T:
-        target = await running_redis(settings)
+        target = await _existing_redis(settings)
         if target is None:
             raise ConfigError("no Redis: set redis.url or REDIS_URL, or run `gateway start` here")
         client = target.client()
