@@ -19,10 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.channel_settings import BusyPolicy, ChannelSettings, validate_channels
 from core.config_env import EnvRefs, GatewayEnvSource
 from core.errors import ConfigError
 
-BusyPolicy = Literal["followup", "collect", "steer", "interrupt"]
+__all__ = ["BusyPolicy", "ChannelSettings"]  # re-exported: the historical home of both
 
 ECHO_MODEL = "echo/echo"
 """The built-in offline model: replies with the user's text. Used when nothing is configured."""
@@ -212,17 +213,6 @@ class LoggingSettings(_Section):
         return value
 
 
-class ChannelSettings(_Section):
-    enabled: bool = True
-    token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    api_base: str | None = None
-    allow_from: list[str] = Field(default_factory=list)
-    busy_policy: BusyPolicy | None = None
-    render_timeout_s: float = Field(default=30.0, gt=0)
-    """Longest wait for one platform send or edit; a hung call fails the delivery (retried)."""
-
-
 class PipelineStep(_Section):
     agent: str = Field(min_length=1)
 
@@ -257,6 +247,11 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _typed_channels(cls, value: Any) -> Any:
+        return validate_channels(value)
 
     @field_validator("workspace", mode="after")
     @classmethod
@@ -359,6 +354,8 @@ def _shown_value(key: str, error_type: str, value: object) -> str:
         return "<URL with credentials>"
     if error_type in _SECTION_ERRORS:
         return f"<{type(value).__name__}>"
+    if isinstance(value, dict):
+        return "{...}"  # a whole section (a cross-key check): its values may be secrets
     return repr(value)
 
 

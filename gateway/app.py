@@ -134,6 +134,8 @@ class GatewayApp:
             self.redis_handle, self.redis = handle, redis
             self.channels = [spec.load_factory()(self._context(spec.name)) for spec in specs]
             self.web = self._build_web(redis, [spec.name for spec in specs])
+            for channel in self.channels:  # a platform's webhook, on this server
+                self.web.add_routes(channel.routes())
             self._initialized = stack.pop_all()
 
     async def start(self) -> None:
@@ -245,6 +247,7 @@ class GatewayApp:
             config=self.settings.channels[name],
             redis=redis,
             publish=publish,
+            owner=self.process_id,
         )
 
     def _deliverer(self, redis: Redis, channel: Channel) -> Deliverer:

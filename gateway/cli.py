@@ -33,6 +33,7 @@ from gateway._cli_common import (
     fail,
 )
 from gateway.chat import chat
+from gateway.pairing_cli import pairing_app
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # a line in a log file is never wrapped
@@ -210,6 +211,7 @@ def agent(
 
 
 app.command()(chat)
+app.add_typer(pairing_app, name="pairing")
 
 
 @app.command()

@@ -157,3 +157,45 @@ def pipeline_latest(name: str) -> str:
 def rate_bucket(client_id: str) -> str:
     """Token bucket (hash ``tokens``, ``at``) of one API key's request rate."""
     return f"{PREFIX}:ratelimit:{client_id}"
+
+
+# -- channel toolkit (channels.toolkit) ----------------------------------------------
+# A channel's pairing keys share the hash tag ``{pair:<channel>}``: one script touches them.
+
+
+def pairing_codes(channel: str) -> str:
+    """Hash ``code -> JSON {sender_id, sender_name, chat_id}`` of open pairing codes."""
+    return f"{PREFIX}:pair:codes:{{pair:{channel}}}"
+
+
+def pairing_expiry(channel: str) -> str:
+    """Sorted set ``code -> expiry (unix s)``: its size is the number of open codes."""
+    return f"{PREFIX}:pair:expiry:{{pair:{channel}}}"
+
+
+def pairing_senders(channel: str) -> str:
+    """Hash ``sender id -> open code``: a sender asking again gets the same code."""
+    return f"{PREFIX}:pair:senders:{{pair:{channel}}}"
+
+
+def paired(channel: str) -> str:
+    """Set of sender ids an operator approved (no expiry: survives restarts)."""
+    return f"{PREFIX}:pair:approved:{{pair:{channel}}}"
+
+
+def generation(channel: str) -> str:
+    """Hash ``default session key -> generation``, raised by ``/new`` (fresh session)."""
+    return f"{PREFIX}:gen:{channel}"
+
+
+def connection_lease_name(channel: str, token_digest: str) -> str:
+    """The key a channel's inbound-connection lease is held under (a ``Lease`` key).
+
+    Keyed by the bot token's digest, not the channel name alone: one connection per
+    token, whichever channel entries share it."""
+    return f"{PREFIX}:lease:conn:{channel}:{token_digest}"
+
+
+def handled_event(channel: str, platform_event_id: str) -> str:
+    """SET NX EX marker: a command or pairing request the channel already answered."""
+    return f"{PREFIX}:handled:{channel}:{platform_event_id}"

@@ -268,3 +268,55 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
 return {allowed, wait}
 """,
 )
+
+
+# -- channel toolkit: pairing codes (channels.toolkit.pairing) -------------------------
+
+ISSUE_PAIRING_CODE: Final = LuaScript(
+    """
+-- KEYS: codes hash, expiry zset, senders hash
+-- ARGV: candidate code, sender id, payload JSON, ttl seconds, most open codes
+-- Prune, reuse, cap and store in one script: concurrent senders cannot exceed the cap.
+-- Returns {code, 1} for a new code, {code, 0} for the sender's open one, {'', 2} when
+-- the candidate collides, false when the channel already has the most open codes.
+local now = tonumber(redis.call('TIME')[1])
+for _, code in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  local payload = redis.call('HGET', KEYS[1], code)
+  if payload then
+    local sender = cjson.decode(payload)['sender_id']
+    if redis.call('HGET', KEYS[3], sender) == code then redis.call('HDEL', KEYS[3], sender) end
+    redis.call('HDEL', KEYS[1], code)
+  end
+  redis.call('ZREM', KEYS[2], code)
+end
+local open = redis.call('HGET', KEYS[3], ARGV[2])
+if open then return {open, 0} end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return false end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'', 2} end
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl + 1) end
+return {ARGV[1], 1}
+""",
+)
+
+APPROVE_PAIRING_CODE: Final = LuaScript(
+    """
+-- KEYS: codes hash, expiry zset, senders hash, approved set
+-- ARGV: code
+-- Returns the code's payload JSON (the sender is now approved), or false when the
+-- code is unknown or expired.
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) <= tonumber(redis.call('TIME')[1]) then return false end
+local payload = redis.call('HGET', KEYS[1], ARGV[1])
+if not payload then return false end
+local sender = cjson.decode(payload)['sender_id']
+redis.call('SADD', KEYS[4], sender)
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[3], sender) == ARGV[1] then redis.call('HDEL', KEYS[3], sender) end
+return payload
+""",
+)
