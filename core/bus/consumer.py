@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, RedisError
 
 from core.bus.signals import (
     Signal,
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 READ_BLOCK_MS = 5_000
 """Longest single XREADGROUP block (re-issued; well under the clients' socket timeout)."""
 CLAIM_INTERVAL_MAX_S = 5.0
+LOADING_WAIT_S = 120.0
+"""How long start-up waits for a Redis that is still loading its data (AOF replay)."""
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 5.0
 
@@ -98,6 +100,9 @@ class SignalConsumer:
         self._jobs: dict[asyncio.Task[None], Signal] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._claim_due = False
+        """A claim found no free slot: the next free slot claims before reading new work,
+        so signals a dead consumer left are never starved by a steady inflow."""
         self.outage = Outage(f"{group} consumer {consumer}")
 
     @property
@@ -110,7 +115,20 @@ class SignalConsumer:
         return len(self._jobs)
 
     async def ensure_groups(self) -> None:
-        await ensure_groups(self.redis, self.streams, self.group)
+        """Create the groups; a Redis still loading its data (just restarted) is waited
+        for, up to ``LOADING_WAIT_S``, instead of failing the start."""
+        loading = Outage(f"{self.group} consumer {self.consumer} start")
+        deadline = asyncio.get_running_loop().time() + LOADING_WAIT_S
+        while True:
+            try:
+                await ensure_groups(self.redis, self.streams, self.group)
+            except BusyLoadingError as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await loading.failed(exc)
+                continue
+            loading.recovered()
+            return
 
     def start(self) -> None:
         """Begin reading and claiming (the groups must exist); idempotent."""
@@ -155,6 +173,10 @@ class SignalConsumer:
             await self._slots.acquire()  # read only with a free slot
             self._slots.release()
             try:
+                if self._claim_due:
+                    self._claim_due = False
+                    if await self._claim_and_start():
+                        continue  # slots may be left: claim again before new work
                 signals = await read_signals(
                     self.redis,
                     self.streams,
@@ -177,21 +199,34 @@ class SignalConsumer:
             try:
                 if self._tick is not None:
                     await self._tick()
-                claimed = await self._claim()
+                if self.concurrency - self.active <= 0:
+                    self._claim_due = True  # the read loop claims with its next free slot
+                    continue
+                await self._claim_and_start()
             except (RedisError, OSError) as exc:
                 await self._after_error(exc)
                 continue
             self.outage.recovered()
-            for signal in claimed:
-                log.info(
-                    "%s claimed stale signal %s of %s", self.consumer, signal.id, signal.session_key
-                )
-                await self._start_job(signal)
 
-    async def _claim(self) -> list[Signal]:
+    async def _claim_and_start(self) -> bool:
+        """Claim stale signals into the free slots and start them; True if it claimed
+        as many as there were slots (more may be waiting)."""
         free = self.concurrency - self.active
         if free <= 0:
-            return []
+            self._claim_due = True
+            return False
+        claimed = await self._claim(free)
+        for signal in claimed:
+            log.info(
+                "%s claimed stale signal %s of %s", self.consumer, signal.id, signal.session_key
+            )
+            await self._start_job(signal)
+        if len(claimed) >= free:
+            self._claim_due = True
+            return True
+        return False
+
+    async def _claim(self, free: int) -> list[Signal]:
         return await claim_stale(
             self.redis,
             self.streams,

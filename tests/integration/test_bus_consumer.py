@@ -136,3 +136,39 @@ async def test_a_full_consumer_leaves_signals_in_the_stream_for_its_peers(redis:
     assert unfinished == []
     summary = await redis.xpending(streams[0], "g")
     assert summary["pending"] == 1  # the peer's, never acked: stop() acks nothing
+
+
+async def test_stale_signals_are_not_starved_by_a_steady_inflow(redis: Redis) -> None:
+    # Regression (make chaos, 10,000 messages: p99 time to reply of 11 minutes): the claim
+    # timer found no free slot whenever it woke, because every freed slot went to a new
+    # signal at once; a killed worker's sessions waited until the inflow stopped.
+    streams = ["gw:test:starve"]
+    await redis.xgroup_create(streams[0], "g", id="0", mkstream=True)
+    await signal(redis, streams[0], "stale", "test")
+    [left] = await read_signals(redis, streams, "g", "dead", count=1, block_ms=100)
+    assert left.session_key == "stale"  # pending for a consumer that will never ack it
+    fresh = 60
+    for i in range(fresh):
+        await signal(redis, streams[0], f"fresh-{i}", "test")
+    handled: list[str] = []
+    done = asyncio.Event()
+
+    async def job(signal: Signal) -> None:
+        await asyncio.sleep(0.01)  # a turn in progress holds the one slot
+        handled.append(signal.session_key)
+        await ack(redis, signal, "g")
+        if len(handled) == fresh + 1:
+            done.set()
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "live", job, concurrency=1, claim_idle_ms=40, block_ms=100
+    )
+    consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            await done.wait()
+    finally:
+        await consumer.stop()
+    # The claim timer fires every 20 ms; the stale signal must be taken at the first free
+    # slot after that, long before the 60 fresh ones (10 ms each) are through.
+    assert handled.index("stale") < fresh // 2, handled
