@@ -84,10 +84,22 @@ class _Event(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class ChatAddress(BaseModel):
+    """Where a session's replies go on its channel (set by the worker from the inbound
+    message, so deliverers never parse it out of a session key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    chat_id: str
+    thread_id: str | None = None
+
+
 class RunStarted(_Event):
     type: Literal["run.started"] = "run.started"
     session_key: str = ""
     model: str = ""
+    address: ChatAddress | None = None
 
 
 class TextDelta(_Event):
@@ -188,6 +200,16 @@ class RunEmitter:
     def __call__(self, cls: Callable[..., StreamEvent], **fields: Any) -> StreamEvent:
         self.seq += 1
         return cls(run_id=self.run_id, seq=self.seq, iteration=self.iteration, **fields)
+
+
+def addressed(events: list[StreamEvent], address: ChatAddress) -> list[StreamEvent]:
+    """``events`` with ``address`` set on each ``run.started`` that has none."""
+    return [
+        e.model_copy(update={"address": address})
+        if isinstance(e, RunStarted) and e.address is None
+        else e
+        for e in events
+    ]
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> StreamEvent:

@@ -32,7 +32,7 @@ from core.bus.control import wait_for_stop
 from core.bus.lease import Lease
 from core.bus.outbound import publish_and_signal
 from core.errors import LeaseLostError
-from core.events import RunFailed, RunResult, RunStarted, StreamEvent
+from core.events import ChatAddress, RunFailed, RunResult, RunStarted, StreamEvent, addressed
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
@@ -140,6 +140,10 @@ class TurnRunner:
         self._lost = lost
         self._key = lease.session_key
         self._channel = plan.batch[0][1].channel
+        first = plan.batch[0][1]
+        self._address = ChatAddress(
+            channel=first.channel, chat_id=first.chat_id, thread_id=first.thread_id
+        )
         cfg = deps.settings.worker
         coalescer = DeltaCoalescer(window_s=cfg.coalesce_ms / 1000, max_chars=cfg.coalesce_chars)
         self._outbox = CoalescingOutbox(coalescer)
@@ -266,7 +270,7 @@ class TurnRunner:
     async def _publish(self, events: list[StreamEvent]) -> None:
         self._signalled |= await publish_and_signal(
             self._lease,
-            events,
+            addressed(events, self._address),
             channel=self._channel,
             deliver_channels=self._deps.deliver_channels,
             cfg=self._deps.settings.worker,

@@ -149,3 +149,18 @@ def pipeline_latest(name: str) -> str:
 def rate_bucket(client_id: str) -> str:
     """Token bucket (hash ``tokens``, ``at``) of one API key's request rate."""
     return f"{PREFIX}:ratelimit:{client_id}"
+
+
+# -- channel deliverers (channels.toolkit) ------------------------------------------
+
+
+def channel_rate(channel: str, scope: str) -> str:
+    """Token bucket (hash ``tokens``, ``at``, ``paused``) of a channel's bot (``scope``
+    ``bot``) or of one chat (``chat:<id>``). One ``{channel}`` hash tag: the bot's and a
+    chat's bucket are taken together by one script."""
+    return f"{PREFIX}:rl:{{{channel}}}:{scope}"
+
+
+def chat_address(session_key: str) -> str:
+    """JSON chat address of the session's last ``run.started`` that carried one."""
+    return f"{PREFIX}:daddr:{{{session_key}}}"
