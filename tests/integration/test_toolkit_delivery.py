@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import cast
 
 import pytest
 from redis.asyncio import Redis
@@ -48,7 +50,8 @@ async def test_429_during_streaming_final_text_complete_and_shown_once(redis: Re
     assert renderer.texts() == [FINAL]  # one message, ending in the whole text
     assert renderer.sends == 1
     # The 429 paused the chat's bucket for every replica (its hash holds the pause).
-    assert await redis.hget(keys.channel_rate(CHANNEL, "chat:chat-1"), "paused") is not None
+    pause = redis.hget(keys.channel_rate(CHANNEL, "chat:chat-1"), "paused")
+    assert await cast(Awaitable[str | None], pause) is not None
 
 
 async def test_permanent_error_is_dropped_once(
@@ -88,7 +91,8 @@ async def test_deleted_message_is_posted_again(redis: Redis) -> None:
     await publish(redis, TextDelta(run_id=RUN, delta="lo"), completed("Hello"))
     assert await task is Outcome.DONE
     assert renderer.texts() == ["Hello"]
-    assert await redis.hget(keys.sent_parts(SESSION), f"{RUN}:0") == "m2"
+    record = redis.hget(keys.sent_parts(SESSION), f"{RUN}:0")
+    assert await cast(Awaitable[str | None], record) == "m2"
 
 
 async def test_text_the_platform_cannot_parse_is_sent_plain(redis: Redis) -> None:

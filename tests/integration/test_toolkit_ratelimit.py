@@ -19,7 +19,7 @@ SLOW = RateLimits(bot=Bucket(3, 0.001), chat=Bucket(2, 0.001))
 
 
 @pytest_asyncio.fixture(params=["redis-server", "fakeredis"])
-async def client(request: pytest.FixtureRequest, redis: Redis) -> AsyncIterator[Redis]:  # noqa: F811
+async def client(request: pytest.FixtureRequest, redis: Redis) -> AsyncIterator[Redis]:
     if request.param == "redis-server":
         yield redis
         return
