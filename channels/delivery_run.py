@@ -18,12 +18,11 @@ posted anew; text the platform will not parse is re-sent plain.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -31,16 +30,10 @@ from redis.asyncio import Redis
 from channels.base import Renderer, TypingIndicator
 from channels.delivery_lease import DeliveryLease
 from channels.render import SUPERSEDED_TEXT, ReplyText, edit_delay, failure_text, split_message
+from channels.toolkit.chat_calls import ChatCalls
 from channels.toolkit.format import format_parts
 from channels.toolkit.ratelimit import RateLimiter
-from channels.toolkit.renderer import (
-    ChatGone,
-    FormattingRenderer,
-    MessageGone,
-    ParseRejected,
-    PlatformCalls,
-    Throttled,
-)
+from channels.toolkit.renderer import ChatGone, FormattingRenderer, MessageGone, Throttled
 from channels.toolkit.typing import TypingLoop
 from core.bus.consumer import READ_BLOCK_MS
 from core.bus.outbound import read_events
@@ -58,9 +51,6 @@ from core.events import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-PlatformCall = Callable[[str, bool], Awaitable[T]]
-"""``(text, plain)`` -> one send or edit."""
 
 
 class DeliveryMetrics(Protocol):
@@ -122,7 +112,7 @@ class SessionRenderer:
         self._lease = lease
         self._renderer = deliverer.renderer
         self._address = ChatAddress(channel=deliverer.channel, chat_id=lease.session_key)
-        self._calls = PlatformCalls(None, "", timeout_s=deliverer.render_timeout_s)
+        self._calls = self._chat_calls(self._address)
         self._typing: TypingLoop | None = None
         self._view: _RunView | None = None
         self.applied = 0
@@ -170,9 +160,11 @@ class SessionRenderer:
 
     def _set_address(self, address: ChatAddress) -> None:
         self._address = address
-        self._calls = PlatformCalls(
-            self._d.limiter, address.chat_id, timeout_s=self._d.render_timeout_s
-        )
+        self._calls = self._chat_calls(address)
+
+    def _chat_calls(self, address: ChatAddress) -> ChatCalls:
+        timeout_s = self._d.render_timeout_s
+        return ChatCalls(self._renderer, address, self._d.limiter, timeout_s=timeout_s)
 
     def _flush_delay(self, view: _RunView) -> float:
         now = self._d.clock()
@@ -258,69 +250,25 @@ class SessionRenderer:
     ) -> None:
         message_id = view.message_ids.get(part)
         if message_id is not None:
-            chat = self._address.chat_id
-            edit = self._edit_call(chat, message_id)
             try:
-                await self._call(edit, body, source, final=final)
+                await self._calls.edit(message_id, body, source, final=final)
                 return
             except MessageGone:
                 log.info("message %s of run %s is gone; posting it again", message_id, view.run_id)
-        view.message_ids[part] = await self._send_recorded(view.run_id, part, body, source, final)
+
+        async def record(message_id: str) -> None:
+            # Recorded before anything else: a replay must edit this, not send it again.
+            await self._lease.record_part(view.run_id, part, message_id)
+
+        view.message_ids[part] = await self._calls.send(body, source, record, final=final)
 
     async def _supersede(self, view: _RunView, *, keep: int) -> None:
         for part in sorted(set(view.message_ids) - set(range(keep))):
             if view.shown.get(part) != SUPERSEDED_TEXT:
-                edit = self._edit_call(self._address.chat_id, view.message_ids[part])
+                message_id = view.message_ids[part]
                 with contextlib.suppress(MessageGone):  # deleted already: nothing to mark
-                    await self._call(edit, SUPERSEDED_TEXT, SUPERSEDED_TEXT, final=True)
+                    await self._calls.edit(message_id, SUPERSEDED_TEXT, SUPERSEDED_TEXT, final=True)
                 view.shown[part] = SUPERSEDED_TEXT
-
-    def _edit_call(self, chat_id: str, message_id: str) -> PlatformCall[None]:
-        renderer = self._renderer
-        if isinstance(renderer, FormattingRenderer):
-            return lambda text, plain: renderer.edit(chat_id, message_id, text, plain=plain)
-        return lambda text, _plain: renderer.edit(chat_id, message_id, text)
-
-    def _send_call(self) -> PlatformCall[str]:
-        renderer, chat, thread = self._renderer, self._address.chat_id, self._address.thread_id
-        if isinstance(renderer, FormattingRenderer):
-            return lambda text, plain: renderer.send(chat, text, thread_id=thread, plain=plain)
-        return lambda text, _plain: renderer.send(chat, text, thread_id=thread)
-
-    async def _call(self, call: PlatformCall[T], body: str, source: str, *, final: bool) -> T:
-        """One platform call; a body the platform cannot parse goes again as plain text."""
-        try:
-            return await self._calls.call(lambda: call(body, False), final=final)
-        except ParseRejected as exc:
-            log.info("%s refused the formatted text (%s); sending it plain", self._d.channel, exc)
-            return await self._calls.call(lambda: call(source, True), final=final)
-
-    async def _send_recorded(
-        self, run_id: str, part: int, body: str, source: str, final: bool
-    ) -> str:
-        """Send one part and record it (the token and the retries around it)."""
-        send = self._send_call()
-
-        async def send_and_record(text: str, plain: bool) -> str:
-            sending = asyncio.ensure_future(self._send_then_record(send, run_id, part, text, plain))
-            try:
-                return await asyncio.shield(sending)
-            except asyncio.CancelledError:
-                # A cancel (shutdown) waits for the record: leaving now could post this
-                # part twice, as the replay would not know of it.
-                await sending
-                raise
-
-        return await self._call(send_and_record, body, source, final=final)
-
-    async def _send_then_record(
-        self, send: PlatformCall[str], run_id: str, part: int, text: str, plain: bool
-    ) -> str:
-        async with asyncio.timeout(self._d.render_timeout_s):  # inside the shield: bounded
-            message_id = await send(text, plain)
-        # Recorded before anything else: a replay must edit this, not send it again.
-        await self._lease.record_part(run_id, part, message_id)
-        return message_id
 
     def _start_typing(self) -> None:
         if not self._d.can_type:
