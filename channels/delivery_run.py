@@ -52,7 +52,6 @@ from core.events import (
 log = logging.getLogger(__name__)
 
 
-
 class DeliveryMetrics(Protocol):
     """The counters a deliverer updates (``gateway.metrics.GatewayMetrics`` has them)."""
 
