@@ -151,3 +151,20 @@ async def test_typing_runs_while_the_reply_streams_and_stops_with_it(redis: Redi
     shown = renderer.typings
     await asyncio.sleep(0.05)
     assert renderer.typings == shown
+
+
+async def test_429_on_the_final_send_waits_and_delivers_it(redis: Redis) -> None:
+    renderer = RecordingRenderer(retry_after=[0.2])
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), TextDelta(run_id=RUN, delta=FINAL), completed(FINAL))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.rate_limited == 1
+    assert renderer.texts() == [FINAL] and renderer.sends == 1
+
+
+async def test_transient_errors_are_retried_with_backoff(redis: Redis) -> None:
+    renderer = RecordingRenderer(fail_next_sends=2)  # untyped errors count as transient
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), completed("Hello"))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.send_attempts == 3 and renderer.texts() == ["Hello"]
