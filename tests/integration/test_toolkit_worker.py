@@ -28,7 +28,7 @@ PNG = base64.b64decode(
 async def test_image_reaches_the_model_and_reply_reaches_a_chat_id_with_colons(
     redis: Redis,
     tmp_path: Path,
-    fake_model: FakeModelServer,  # noqa: F811
+    fake_model: FakeModelServer,
 ) -> None:
     settings = bus_settings(tmp_path, fake=fake_model)
     image = await save_attachment(
