@@ -8,7 +8,7 @@ union; ``parse_event`` turns bus JSON back into the right class.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -93,6 +93,20 @@ class ChatAddress(BaseModel):
     channel: str
     chat_id: str
     thread_id: str | None = None
+
+    @classmethod
+    def of(cls, message: Addressed) -> ChatAddress:
+        """The address of an inbound message (anything with its three fields)."""
+        return cls(channel=message.channel, chat_id=message.chat_id, thread_id=message.thread_id)
+
+
+class Addressed(Protocol):
+    @property
+    def channel(self) -> str: ...
+    @property
+    def chat_id(self) -> str: ...
+    @property
+    def thread_id(self) -> str | None: ...
 
 
 class RunStarted(_Event):

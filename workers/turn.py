@@ -140,10 +140,7 @@ class TurnRunner:
         self._lost = lost
         self._key = lease.session_key
         self._channel = plan.batch[0][1].channel
-        first = plan.batch[0][1]
-        self._address = ChatAddress(
-            channel=first.channel, chat_id=first.chat_id, thread_id=first.thread_id
-        )
+        self._address = ChatAddress.of(plan.batch[0][1])
         cfg = deps.settings.worker
         coalescer = DeltaCoalescer(window_s=cfg.coalesce_ms / 1000, max_chars=cfg.coalesce_chars)
         self._outbox = CoalescingOutbox(coalescer)

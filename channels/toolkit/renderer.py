@@ -131,9 +131,14 @@ class PlatformCalls:
             try:
                 return await self._retrying(make)
             except RetryAfter as exc:
-                await self._pause(exc)
+                log.info("platform asked to wait %gs (chat %s)", exc.seconds, self.chat_id)
+                if self.limiter is not None:
+                    scope = None if exc.whole_bot else self.chat_id
+                    await self.limiter.pause(exc.seconds, scope)  # for every replica
                 if not final:
                     raise Throttled(exc.seconds) from exc
+                if self.limiter is None:
+                    await asyncio.sleep(exc.seconds)  # nothing shared to pause: wait here
         raise Transient(f"still rate limited after {MAX_RETRY_AFTERS} retry-afters")
 
     async def _token(self, *, final: bool) -> None:
@@ -143,13 +148,6 @@ class PlatformCalls:
             await self.limiter.take(self.chat_id)
         elif (wait_s := await self.limiter.try_take(self.chat_id)) > 0:
             raise Throttled(wait_s)
-
-    async def _pause(self, exc: RetryAfter) -> None:
-        log.info("platform asked to wait %gs (chat %s)", exc.seconds, self.chat_id)
-        if self.limiter is not None:
-            await self.limiter.pause(exc.seconds, None if exc.whole_bot else self.chat_id)
-        else:
-            await asyncio.sleep(exc.seconds)  # nothing shared to pause: wait here
 
     async def _retrying(self, make: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
