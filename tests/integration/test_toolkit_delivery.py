@@ -168,3 +168,21 @@ async def test_transient_errors_are_retried_with_backoff(redis: Redis) -> None:
     await publish(redis, started(), completed("Hello"))
     assert await deliverer.deliver_session(SESSION) is Outcome.DONE
     assert renderer.send_attempts == 3 and renderer.texts() == ["Hello"]
+
+
+async def test_throttled_streamed_edits_merge_into_the_latest_text(redis: Redis) -> None:
+    renderer = RecordingRenderer()
+    limits = RateLimits(bot=Bucket(30, 30.0), chat=Bucket(1, 2.0))  # one call per 0.5 s
+    deliverer = make_deliverer(redis, renderer, rate_limits=limits)
+    words = [f"w{i}" for i in range(50)]
+    await publish(redis, started(), TextDelta(run_id=RUN, delta=words[0]))
+    task = asyncio.create_task(deliverer.deliver_session(SESSION))
+    await renderer.wait_until(lambda: renderer.sends == 1)
+    for word in words[1:]:
+        await publish(redis, TextDelta(run_id=RUN, delta=" " + word))
+    final = " ".join(words)
+    await publish(redis, completed(final))
+    assert await task is Outcome.DONE
+    assert renderer.texts() == [final]
+    # 49 deltas, yet only a few edits: each one carried everything written until then.
+    assert renderer.edits <= 6, renderer.edits
