@@ -27,11 +27,14 @@ from redis.exceptions import RedisError
 from channels.base import Renderer, TypingIndicator
 from channels.delivery_lease import DeliveryLease
 from channels.delivery_run import DeliveryMetrics, SessionRenderer
+from channels.render import chat_address
+from channels.toolkit.ratelimit import PLATFORM_LIMITS, RateLimiter, RateLimits
 from core.bus import keys
 from core.bus.codec import parse_stream_id
 from core.bus.consumer import READ_BLOCK_MS, SignalConsumer
 from core.bus.signals import Signal, ack
 from core.errors import LeaseLostError
+from core.events import ChatAddress, RunStarted
 from core.settings import ChannelSettings, WorkerSettings
 
 __all__ = ["AckDecision", "Deliverer", "DeliveryMetrics", "Outcome", "decide_ack"]
@@ -102,6 +105,7 @@ class Deliverer:
         concurrency: int = 64,
         block_ms: int = READ_BLOCK_MS,
         clock: Callable[[], float] = time.monotonic,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel_name
@@ -115,6 +119,9 @@ class Deliverer:
         self.idle_timeout_s = idle_timeout_s
         self.clock = clock
         self.streams = [keys.deliver(channel_name, p) for p in range(partitions)]
+        limits = rate_limits or PLATFORM_LIMITS.get(channel_name)
+        self.limiter = None if limits is None else RateLimiter(redis, channel_name, limits)
+        """Shared with every replica; None: the channel has no platform limit (HTTP)."""
         self._inflight: dict[str, list[Signal]] = {}
         self._signals = SignalConsumer(
             redis,
@@ -169,6 +176,20 @@ class Deliverer:
             # would spin.
             if renderer.applied == 0 or not await self._has_undelivered(session_key):
                 return Outcome.DONE
+
+    async def address_of(self, session_key: str, event: RunStarted | None) -> ChatAddress:
+        """Where the session's replies go: ``event``'s address (remembered for runs
+        that carry none, e.g. a backlog notice), else the remembered one, else the
+        default session key's parts."""
+        key = keys.chat_address(session_key)
+        if event is not None and event.address is not None:
+            await self.redis.set(key, event.address.model_dump_json())
+            return event.address
+        stored = await self.redis.get(key)
+        if stored:
+            return ChatAddress.model_validate_json(stored)
+        parsed = chat_address(session_key, self.channel)
+        return ChatAddress(channel=self.channel, chat_id=parsed.chat_id, thread_id=parsed.thread_id)
 
     async def _has_undelivered(self, session_key: str) -> bool:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -8,33 +8,38 @@ is recorded through the lease before anything else happens, so a replay of the r
 edits it instead of posting it again. Every platform call is bounded by the
 deliverer's ``render_timeout_s``: a hung call fails the delivery (``TimeoutError``,
 retried later) instead of holding the lease, and a shutdown, forever.
+
+Platform calls go through ``channels.toolkit.renderer.PlatformCalls`` (shared rate
+limits, typed outcomes): a throttled streamed edit is deferred, and the edits that
+would have gone out meanwhile merge into the next (the latest text wins); a
+permanent error drops the run's delivery (logged once); a deleted message is
+posted anew; text the platform will not parse is re-sent plain.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from channels.base import Renderer, TypingIndicator
 from channels.delivery_lease import DeliveryLease
-from channels.render import (
-    SUPERSEDED_TEXT,
-    ReplyText,
-    chat_address,
-    edit_delay,
-    failure_text,
-    split_message,
-)
+from channels.render import SUPERSEDED_TEXT, ReplyText, edit_delay, failure_text, split_message
+from channels.toolkit.chat_calls import ChatCalls
+from channels.toolkit.format import format_parts
+from channels.toolkit.ratelimit import RateLimiter
+from channels.toolkit.renderer import ChatGone, FormattingRenderer, MessageGone, Throttled
+from channels.toolkit.typing import TypingLoop
 from core.bus.consumer import READ_BLOCK_MS
 from core.bus.outbound import read_events
 from core.errors import LeaseLostError
 from core.events import (
+    ChatAddress,
     RunCompleted,
     RunFailed,
     RunStarted,
@@ -45,8 +50,6 @@ from core.events import (
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class DeliveryMetrics(Protocol):
@@ -79,6 +82,9 @@ class DeliveryContext(Protocol):
     def render_timeout_s(self) -> float: ...
     @property
     def clock(self) -> Callable[[], float]: ...
+    @property
+    def limiter(self) -> RateLimiter | None: ...
+    async def address_of(self, session_key: str, event: RunStarted | None) -> ChatAddress: ...
 
 
 @dataclass(slots=True)
@@ -90,7 +96,11 @@ class _RunView:
     reply: ReplyText = field(default_factory=ReplyText)
     shown: dict[int, str] = field(default_factory=dict)
     last_edit_at: float | None = None
+    not_before: float = 0.0
+    """A throttled streamed edit waits until then (the bucket's answer)."""
     dirty: bool = False
+    dropped: bool = False
+    """A permanent platform error: nothing more of this run is shown."""
 
 
 class SessionRenderer:
@@ -100,13 +110,22 @@ class SessionRenderer:
         self._d = deliverer
         self._lease = lease
         self._renderer = deliverer.renderer
-        self._address = chat_address(lease.session_key, deliverer.channel)
+        self._address = ChatAddress(channel=deliverer.channel, chat_id=lease.session_key)
+        self._calls = self._chat_calls(self._address)
+        self._typing: TypingLoop | None = None
         self._view: _RunView | None = None
         self.applied = 0
         """Events rendered so far: none means what lies after the cursor is unreadable."""
 
     async def drain(self, after: str) -> bool:
         """Render until nothing is in progress. False: gave up on a silent run."""
+        self._set_address(await self._d.address_of(self._lease.session_key, None))
+        try:
+            return await self._drain(after)
+        finally:
+            await self._stop_typing()
+
+    async def _drain(self, after: str) -> bool:
         clock, idle_s = self._d.clock, self._d.idle_timeout_s
         idle_until = clock() + idle_s
         while not self._lease.lost.is_set():
@@ -138,8 +157,18 @@ class SessionRenderer:
                 return False
         raise self._lease.lost_error("render")
 
+    def _set_address(self, address: ChatAddress) -> None:
+        self._address = address
+        self._calls = self._chat_calls(address)
+
+    def _chat_calls(self, address: ChatAddress) -> ChatCalls:
+        timeout_s = self._d.render_timeout_s
+        return ChatCalls(self._renderer, address, self._d.limiter, timeout_s=timeout_s)
+
     def _flush_delay(self, view: _RunView) -> float:
-        return edit_delay(self._d.clock(), view.last_edit_at, self._renderer.edit_interval_s)
+        now = self._d.clock()
+        throttle = edit_delay(now, view.last_edit_at, self._renderer.edit_interval_s)
+        return max(throttle, view.not_before - now)
 
     async def _view_for(self, run_id: str) -> _RunView:
         if self._view is None or self._view.run_id != run_id:
@@ -150,7 +179,9 @@ class SessionRenderer:
         view = await self._view_for(event.run_id)
         if isinstance(event, RunStarted):
             view.reply.reset()  # a re-run replaces the partial reply
-            await self._typing()
+            if event.address is not None:
+                self._set_address(await self._d.address_of(self._lease.session_key, event))
+            self._start_typing()
         elif isinstance(event, TextDelta):
             view.reply.add_delta(event.delta)
             view.dirty = True
@@ -158,7 +189,7 @@ class SessionRenderer:
             view.reply.complete_segment(event.content)
             view.dirty = True
         elif isinstance(event, ToolStarted):
-            await self._typing()
+            self._start_typing()
         elif isinstance(event, RunCompleted):
             await self._show(view, view.reply.text() or event.content, final=True)
             await self._finish(entry_id)
@@ -167,6 +198,7 @@ class SessionRenderer:
             await self._finish(entry_id)
 
     async def _finish(self, entry_id: str) -> None:
+        await self._stop_typing()
         await self._lease.advance(entry_id)
         self._view = None
         if self._d.metrics is not None:
@@ -175,6 +207,9 @@ class SessionRenderer:
     async def _flush_streaming(self, view: _RunView) -> None:
         try:
             await self._show(view, view.reply.text(), final=False)
+        except Throttled as exc:
+            # Deltas keep arriving meanwhile; the deferred edit shows all of them.
+            view.not_before = self._d.clock() + exc.seconds
         except LeaseLostError:
             raise
         except Exception:
@@ -182,58 +217,71 @@ class SessionRenderer:
             log.warning("preview of run %s failed", view.run_id, exc_info=True)
             view.last_edit_at = self._d.clock()
 
+    def _parts(self, text: str) -> list[tuple[str, str]]:
+        """``(body, markdown)`` of each part: the body formatted for the platform."""
+        limit = self._renderer.max_message_chars
+        if isinstance(self._renderer, FormattingRenderer):
+            return format_parts(text, limit, self._renderer.format)
+        return [(part, part) for part in split_message(text, limit)]
+
     async def _show(self, view: _RunView, text: str, *, final: bool) -> None:
-        parts = split_message(text, self._renderer.max_message_chars) if text.strip() else []
-        chat = self._address.chat_id
-        for part, body in enumerate(parts):
-            if view.shown.get(part) == body:
-                continue
-            self._lease.check()
-            message_id = view.message_ids.get(part)
-            if message_id is None:
-                view.message_ids[part] = await self._send_recorded(view.run_id, part, body)
-            else:
-                await self._platform(self._renderer.edit(chat, message_id, body))
-            view.shown[part] = body
-        if final:
-            for part in sorted(set(view.message_ids) - set(range(len(parts)))):
-                if view.shown.get(part) != SUPERSEDED_TEXT:
-                    superseded = self._renderer.edit(chat, view.message_ids[part], SUPERSEDED_TEXT)
-                    await self._platform(superseded)
-                    view.shown[part] = SUPERSEDED_TEXT
+        if view.dropped:
+            return
+        parts = self._parts(text) if text.strip() else []
+        try:
+            for part, (body, source) in enumerate(parts):
+                if view.shown.get(part) == body:
+                    continue
+                self._lease.check()
+                await self._show_part(view, part, body, source, final=final)
+                view.shown[part] = body
+            if final:
+                await self._supersede(view, keep=len(parts))
+        except ChatGone as exc:
+            log.warning("dropping reply %s to %s: %s (permanent)", view.run_id, self._address, exc)
+            view.dropped = True
+            await self._stop_typing()
         view.last_edit_at = self._d.clock()
         view.dirty = False
 
-    async def _send_recorded(self, run_id: str, part: int, body: str) -> str:
-        """Send one part and record it; a cancel (shutdown) waits for the record first."""
-        sending = asyncio.ensure_future(self._send_then_record(run_id, part, body))
-        try:
-            return await asyncio.shield(sending)
-        except asyncio.CancelledError:
-            # Leaving now could post this part twice: the replay would not know of it.
-            await sending
-            raise
+    async def _show_part(
+        self, view: _RunView, part: int, body: str, source: str, *, final: bool
+    ) -> None:
+        message_id = view.message_ids.get(part)
+        if message_id is not None:
+            try:
+                await self._calls.edit(message_id, body, source, final=final)
+                return
+            except MessageGone:
+                log.info("message %s of run %s is gone; posting it again", message_id, view.run_id)
 
-    async def _send_then_record(self, run_id: str, part: int, body: str) -> str:
-        address = self._address
-        sent = self._renderer.send(address.chat_id, body, thread_id=address.thread_id)
-        message_id = await self._platform(sent)
-        # Recorded before anything else: a replay must edit this, not send it again.
-        await self._lease.record_part(run_id, part, message_id)
-        return message_id
+        async def record(message_id: str) -> None:
+            # Recorded before anything else: a replay must edit this, not send it again.
+            await self._lease.record_part(view.run_id, part, message_id)
 
-    async def _typing(self) -> None:
+        view.message_ids[part] = await self._calls.send(body, source, record, final=final)
+
+    async def _supersede(self, view: _RunView, *, keep: int) -> None:
+        for part in sorted(set(view.message_ids) - set(range(keep))):
+            if view.shown.get(part) != SUPERSEDED_TEXT:
+                message_id = view.message_ids[part]
+                with contextlib.suppress(MessageGone):  # deleted already: nothing to mark
+                    await self._calls.edit(message_id, SUPERSEDED_TEXT, SUPERSEDED_TEXT, final=True)
+                view.shown[part] = SUPERSEDED_TEXT
+
+    def _start_typing(self) -> None:
         if not self._d.can_type:
             return
-        try:
+        if self._typing is None:
             indicator = cast(TypingIndicator, self._renderer)
-            await self._platform(
-                indicator.typing(self._address.chat_id, thread_id=self._address.thread_id)
+            address = self._address
+            timeout_s = self._d.render_timeout_s
+            self._typing = TypingLoop(
+                indicator, address.chat_id, address.thread_id, timeout_s=timeout_s
             )
-        except Exception:
-            log.warning("typing indicator failed for %s", self._address, exc_info=True)
+        self._typing.start()
 
-    async def _platform(self, call: Awaitable[T]) -> T:
-        """One platform call, bounded by ``render_timeout_s`` (``TimeoutError`` past it)."""
-        async with asyncio.timeout(self._d.render_timeout_s):
-            return await call
+    async def _stop_typing(self) -> None:
+        if self._typing is not None:
+            await self._typing.stop()
+            self._typing = None

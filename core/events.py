@@ -8,7 +8,7 @@ union; ``parse_event`` turns bus JSON back into the right class.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -84,12 +84,38 @@ class _Event(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class ChatAddress(BaseModel):
+    """Where a session's replies go on its channel (set by the worker from the inbound
+    message, so deliverers never parse it out of a session key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    chat_id: str
+    thread_id: str | None = None
+
+    @classmethod
+    def of(cls, message: Addressed) -> ChatAddress:
+        """The address of an inbound message (anything with its three fields)."""
+        return cls(channel=message.channel, chat_id=message.chat_id, thread_id=message.thread_id)
+
+
+class Addressed(Protocol):
+    @property
+    def channel(self) -> str: ...
+    @property
+    def chat_id(self) -> str: ...
+    @property
+    def thread_id(self) -> str | None: ...
+
+
 class RunStarted(_Event):
     type: Literal["run.started"] = "run.started"
     session_key: str = ""
     model: str = ""
     message_ids: list[str] = Field(default_factory=list)
     """Bus mode: the inbound entry ids the run starts with (more may be steered in)."""
+    address: ChatAddress | None = None
 
 
 class TextDelta(_Event):
@@ -198,6 +224,16 @@ class RunEmitter:
     def __call__(self, cls: Callable[..., StreamEvent], **fields: Any) -> StreamEvent:
         self.seq += 1
         return cls(run_id=self.run_id, seq=self.seq, iteration=self.iteration, **fields)
+
+
+def addressed(events: list[StreamEvent], address: ChatAddress) -> list[StreamEvent]:
+    """``events`` with ``address`` set on each ``run.started`` that has none."""
+    return [
+        e.model_copy(update={"address": address})
+        if isinstance(e, RunStarted) and e.address is None
+        else e
+        for e in events
+    ]
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> StreamEvent:

@@ -37,7 +37,15 @@ from core.bus.attempts import dead_letter, record_attempt
 from core.bus.control import wait_for_stop
 from core.bus.session_writer import DeliverySignal, SessionWriter
 from core.errors import LeaseLostError
-from core.events import RunFailed, RunResult, RunStarted, StreamEvent, is_terminal
+from core.events import (
+    ChatAddress,
+    RunFailed,
+    RunResult,
+    RunStarted,
+    StreamEvent,
+    addressed,
+    is_terminal,
+)
 from core.logcontext import log_context
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
@@ -147,6 +155,7 @@ class TurnRunner:
         self._lost = lost
         self._key = lease.session_key
         self._channel = plan.batch[0][1].channel
+        self._address = ChatAddress.of(plan.batch[0][1])
         cfg = deps.settings.worker
         coalescer = DeltaCoalescer(window_s=cfg.coalesce_ms / 1000, max_chars=cfg.coalesce_chars)
         self._outbox = CoalescingOutbox(coalescer)
@@ -282,7 +291,8 @@ class TurnRunner:
         """The event naming the inbound ids it answers (run.started: the batch so far)."""
         if isinstance(event, RunStarted):
             ids = [entry_id for entry_id, _ in self._plan.batch]
-            return event.model_copy(update={"message_ids": ids})
+            address = event.address or self._address
+            return event.model_copy(update={"message_ids": ids, "address": address})
         if is_terminal(event):
             ids = [entry_id for entry_id, _ in self._covered()]
             return event.model_copy(update={"message_ids": ids})
@@ -301,7 +311,7 @@ class TurnRunner:
 
     async def _publish(self, events: list[StreamEvent]) -> None:
         await self._lease.publish(
-            events,
+            addressed(events, self._address),
             maxlen=self._deps.settings.worker.stream_maxlen,
             signal=self._signal_for(events),
         )
@@ -353,6 +363,7 @@ class TurnRunner:
             cause=cause,
             message_ids=[entry_id for entry_id, _ in entries],
         )
+        events = addressed(events, self._address)
         log.error(
             "dead-lettering %d message(s) of %s after %d attempts: %s",
             len(entries),

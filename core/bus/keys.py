@@ -199,3 +199,18 @@ def connection_lease_name(channel: str, token_digest: str) -> str:
 def handled_event(channel: str, platform_event_id: str) -> str:
     """SET NX EX marker: a command or pairing request the channel already answered."""
     return f"{PREFIX}:handled:{channel}:{platform_event_id}"
+
+
+# -- channel deliverers (channels.toolkit) ------------------------------------------
+
+
+def channel_rate(channel: str, scope: str) -> str:
+    """Token bucket (hash ``tokens``, ``at``, ``paused``) of a channel's bot (``scope``
+    ``bot``) or of one chat (``chat:<id>``). One ``{channel}`` hash tag: the bot's and a
+    chat's bucket are taken together by one script."""
+    return f"{PREFIX}:rl:{{{channel}}}:{scope}"
+
+
+def chat_address(session_key: str) -> str:
+    """JSON chat address of the session's last ``run.started`` that carried one."""
+    return f"{PREFIX}:daddr:{{{_tag(session_key)}}}"

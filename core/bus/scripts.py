@@ -320,3 +320,61 @@ if redis.call('HGET', KEYS[3], sender) == ARGV[1] then redis.call('HDEL', KEYS[3
 return payload
 """,
 )
+
+
+# -- channel toolkit: shared rate limits (channels.toolkit.ratelimit) ------------------
+
+RATE_LIMIT: Final = LuaScript(
+    """
+-- Shared token buckets of a channel's deliverers (channels.toolkit.ratelimit).
+-- KEYS: bucket...
+-- ARGV 'take', then capacity and refill per ms for each key
+--   -> 0 when one token was taken from every bucket, else ms until all could give one
+--      (nothing is taken then: all or none)
+-- ARGV 'pause', ms: no bucket gives a token for ms (a platform's 429 retry-after) -> 0
+-- The server's clock, so every replica meters one bucket the same way.
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+if ARGV[1] == 'pause' then
+  local till = now + tonumber(ARGV[2])
+  for i = 1, #KEYS do
+    local paused = tonumber(redis.call('HGET', KEYS[i], 'paused')) or 0
+    if paused < till then
+      redis.call('HSET', KEYS[i], 'paused', till)
+    end
+    if redis.call('PTTL', KEYS[i]) < till - now + 1000 then
+      redis.call('PEXPIRE', KEYS[i], till - now + 1000)
+    end
+  end
+  return 0
+end
+local wait, tokens = 0, {}
+for i = 1, #KEYS do
+  local capacity, rate = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local state = redis.call('HMGET', KEYS[i], 'tokens', 'at', 'paused')
+  local have, at = tonumber(state[1]) or capacity, tonumber(state[2]) or now
+  have = math.min(capacity, have + math.max(0, now - at) * rate)
+  tokens[i] = have
+  local paused = tonumber(state[3]) or 0
+  if paused > now then
+    wait = math.max(wait, paused - now)
+  end
+  if have < 1 then
+    wait = math.max(wait, math.ceil((1 - have) / rate))
+  end
+end
+for i = 1, #KEYS do
+  local capacity, rate = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local have = tokens[i]
+  if wait == 0 then
+    have = have - 1
+  end
+  redis.call('HSET', KEYS[i], 'tokens', tostring(have), 'at', now)
+  local ttl = math.ceil(capacity / rate) + 1000
+  if redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return wait
+""",
+)

@@ -20,6 +20,7 @@ from openai.types.chat import (
 )
 from pydantic import SecretStr
 
+from core.attachments import with_attachments
 from core.errors import PermanentProviderError, ProviderError, RetryableProviderError
 from core.messages import Message, new_id
 from core.providers.base import (
@@ -46,9 +47,12 @@ _NO_KEY = "none"
 
 
 def sanitize_messages(messages: Iterable[Message]) -> list[Message]:
-    """Strip non-API keys; entries that are already clean are passed through uncopied."""
+    """Strip non-API keys (attachments first become content: images as image parts);
+    entries that are already clean are passed through uncopied."""
     return [
-        m if m.keys() <= _API_KEYS else {k: v for k, v in m.items() if k in _API_KEYS}
+        m
+        if m.keys() <= _API_KEYS
+        else {k: v for k, v in with_attachments(m).items() if k in _API_KEYS}
         for m in messages
     ]
 

@@ -102,7 +102,8 @@ async def test_request_carries_only_api_keys_and_set_options(
     plain, tuned = fake_model.requests
     assert plain["messages"] == [
         {"role": "system", "content": "sys"},
-        {"role": "user", "content": "hi"},
+        # Attachments are not dropped: a file is named in the text (core.attachments).
+        {"role": "user", "content": [{"type": "text", "text": "hi\n[attached file 'x': x]"}]},
         {"role": "assistant", "content": "yo"},
         {"role": "user", "content": "again"},
     ]
