@@ -234,12 +234,13 @@ class GatewayApp:
         redis, cfg = self.redis, self.settings.worker
 
         async def publish(msg: InboundMessage) -> Published:
-            published = await publish_inbound(
-                redis, msg, partitions=cfg.ready_partitions, maxlen=cfg.stream_maxlen
+            return await publish_inbound(
+                redis,
+                msg,
+                partitions=cfg.ready_partitions,
+                maxlen=cfg.stream_maxlen,
+                accepted=self.metrics.messages_in,
             )
-            if not published.duplicate:
-                self.metrics.messages_in.labels(channel=msg.channel).inc()
-            return published
 
         return ChannelContext(
             name=name,

@@ -130,11 +130,10 @@ class MessageIngress:
                 maxlen=self._config.stream_maxlen,
                 dedupe_ttl_s=IDEMPOTENCY_TTL_S,
                 idempotency_key=idempotency_key,
+                accepted=self._metrics.messages_in if self._metrics is not None else None,
             )
         except PayloadError as exc:
             raise ApiError(413, "payload_too_large", str(exc)) from exc
-        if not published.duplicate and self._metrics is not None:
-            self._metrics.messages_in.labels(channel=msg.channel).inc()
         return accepted_body(published)
 
     def _validate(self, data: object) -> PostMessage:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from core.bus import keys
@@ -56,9 +57,25 @@ async def publish_inbound(
     maxlen: int,
     dedupe_ttl_s: int = 86_400,
     idempotency_key: str | None = None,
+    accepted: Counter | None = None,
 ) -> Published:
     """Append ``msg`` to its chat's stream and signal the workers, unless it was seen
-    before: under ``idempotency_key`` when given, else under its platform event id."""
+    before: under ``idempotency_key`` when given, else under its platform event id.
+    ``accepted`` (the ``messages_in`` metric) counts a message that was not a repeat."""
+    published = await _publish(redis, msg, partitions, maxlen, dedupe_ttl_s, idempotency_key)
+    if accepted is not None and not published.duplicate:
+        accepted.labels(channel=msg.channel).inc()
+    return published
+
+
+async def _publish(
+    redis: Redis,
+    msg: InboundMessage,
+    partitions: int,
+    maxlen: int,
+    dedupe_ttl_s: int,
+    idempotency_key: str | None,
+) -> Published:
     s = msg.session_key
     script_keys = [keys.inbound(s), keys.ready(keys.partition(s, partitions)), keys.outbound(s)]
     args: list[ScriptArg] = [encode(msg), maxlen, s, msg.channel, msg.id]

@@ -74,12 +74,13 @@ class ApiContext:
 
     async def publish(self, msg: InboundMessage) -> RunRef:
         worker = self.settings.worker
-        ref = await start_run(
-            self.redis, msg, partitions=worker.ready_partitions, maxlen=worker.stream_maxlen
+        return await start_run(
+            self.redis,
+            msg,
+            partitions=worker.ready_partitions,
+            maxlen=worker.stream_maxlen,
+            accepted=self.metrics.messages_in if self.metrics is not None else None,
         )
-        if self.metrics is not None:
-            self.metrics.messages_in.labels(channel=msg.channel).inc()
-        return ref
 
     def spawn(self, work: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
         """Run ``work`` past the request; logged if it fails, cancelled at shutdown."""

@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from channels.http.sse import answers
@@ -49,10 +50,19 @@ class RunRef:
     """Outbound stream id read from: everything after it may belong to the run."""
 
 
-async def start_run(redis: Redis, msg: InboundMessage, *, partitions: int, maxlen: int) -> RunRef:
+async def start_run(
+    redis: Redis,
+    msg: InboundMessage,
+    *,
+    partitions: int,
+    maxlen: int,
+    accepted: Counter | None = None,
+) -> RunRef:
     """Publish ``msg`` and name the run that will answer it (the outbound position is
     read by the publish script, so no event of that run can precede it)."""
-    published = await publish_inbound(redis, msg, partitions=partitions, maxlen=maxlen)
+    published = await publish_inbound(
+        redis, msg, partitions=partitions, maxlen=maxlen, accepted=accepted
+    )
     if published.entry_id is None:  # only messages with a platform_event_id are deduplicated
         raise RuntimeError(f"message {msg.id} was taken for a duplicate")
     return RunRef(
