@@ -50,3 +50,11 @@ def median_of(figures: Sequence[Figure]) -> Figure:
 
 def p50(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100); 0.0 for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
