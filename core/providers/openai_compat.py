@@ -7,7 +7,7 @@ they arrive, then the assembled tool calls, then usage, then the finish reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from pydantic_core import PydanticSerializationError, to_json
 
 from core.errors import ProviderError, RetryableProviderError
-from core.messages import Message, new_id
+from core.messages import new_id
 from core.providers.base import (
     FinishChunk,
     ModelRequest,
@@ -33,6 +33,13 @@ from core.settings import ProviderSettings
 _API_KEYS = frozenset({"role", "content", "name", "tool_call_id", "tool_calls"})
 """The message keys the API accepts; history entries also carry timestamp, metadata…"""
 
+_BODY_KEYS = ("model", "stream", "max_tokens", "stream_options", "temperature", "tools")
+_INCLUDE: dict[str, Any] = {
+    "messages": {"__all__": set(_API_KEYS)},
+    **dict.fromkeys(_BODY_KEYS, True),
+}
+"""Serialise only the API keys of each message: the encoder filters, no per-message copy."""
+
 _REASONING_KEYS = ("reasoning_content", "reasoning")
 """Where servers put thinking text (DeepSeek/vLLM, OpenRouter/Ollama)."""
 
@@ -41,14 +48,6 @@ _NO_KEY = "none"
 
 _OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
 """What ``chat.completions.create`` passes: bearer auth; the client's timeout and retries."""
-
-
-def sanitize_messages(messages: Iterable[Message]) -> list[Message]:
-    """Strip non-API keys; entries that are already clean are passed through uncopied."""
-    return [
-        m if m.keys() <= _API_KEYS else {k: v for k, v in m.items() if k in _API_KEYS}
-        for m in messages
-    ]
 
 
 @dataclass
@@ -110,7 +109,7 @@ class OpenAICompatProvider:
         params: dict[str, Any] = {
             "model": spec.model,
             "stream": True,
-            "messages": sanitize_messages(request.messages),
+            "messages": request.messages,
         }
         if spec.max_tokens is not None:
             params["max_tokens"] = spec.max_tokens
@@ -120,7 +119,7 @@ class OpenAICompatProvider:
         if request.tools:
             params["tools"] = request.tools
         try:
-            return to_json(params)
+            return to_json(params, include=_INCLUDE)
         except PydanticSerializationError as exc:
             raise ProviderError(
                 f"model provider {self.name}: the request is not JSON-serialisable: {exc}"

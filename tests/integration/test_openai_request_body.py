@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolUnio
 from core.errors import ProviderError, RetryableProviderError
 from core.messages import Message
 from core.providers.base import ModelRequest, ModelSpec, ProviderChunk, TextChunk
-from core.providers.openai_compat import OpenAICompatProvider, sanitize_messages
+from core.providers.openai_compat import OpenAICompatProvider
 from core.settings import ProviderSettings
 from tests.fakes.openai_server import FakeModelServer, Reply, fake_model  # noqa: F401
 
@@ -67,6 +67,12 @@ HISTORY: list[Message] = [
 ]
 
 
+def api_messages(messages: list[Message]) -> list[Message]:
+    """The history as the API takes it: the extra keys (timestamp, metadata) dropped."""
+    keys = {"role", "content", "name", "tool_call_id", "tool_calls"}
+    return [{k: v for k, v in m.items() if k in keys} for m in messages]
+
+
 def settings(server: FakeModelServer, retries: int = 0) -> ProviderSettings:
     return ProviderSettings(base_url=server.base_url, api_key=KEY, max_retries=retries)
 
@@ -89,7 +95,7 @@ async def sent_by_create(server: FakeModelServer, spec: ModelSpec) -> None:
     try:
         stream = await client.chat.completions.create(
             model=spec.model,
-            messages=cast(list[ChatCompletionMessageParam], sanitize_messages(HISTORY)),
+            messages=cast(list[ChatCompletionMessageParam], api_messages(HISTORY)),
             stream=True,
             stream_options={"include_usage": True},
             tools=cast(list[ChatCompletionToolUnionParam], TOOLS),
