@@ -21,6 +21,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +80,22 @@ async def _bare_request(http: aiohttp.ClientSession, url: str, body: dict[str, A
     return "".join(text)
 
 
-async def _overhead_at(base_url: str, history_turns: int) -> tuple[list[float], list[float]]:
-    """(bot ms, reference ms) per measured turn, paired."""
+@dataclass
+class Samples:
+    """Per measured turn, paired: wall and CPU (this process) ms of bot.run and the reference."""
+
+    bot_ms: list[float] = field(default_factory=list)
+    ref_ms: list[float] = field(default_factory=list)
+    bot_cpu_ms: list[float] = field(default_factory=list)
+    ref_cpu_ms: list[float] = field(default_factory=list)
+
+
+async def _overhead_at(base_url: str, history_turns: int) -> Samples:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         mirror = _history(history_turns)
         FileSessionStore(root / "sessions").save_sync(Session(key=SESSION, messages=list(mirror)))
-        bot_ms: list[float] = []
-        ref_ms: list[float] = []
+        samples = Samples()
         settings = _settings(root, base_url)
         async with Bot(settings) as bot, aiohttp.ClientSession() as http:
             agent = settings.agent()
@@ -101,41 +110,49 @@ async def _overhead_at(base_url: str, history_turns: int) -> tuple[list[float], 
                     "stream_options": {"include_usage": True},
                     "tools": schemas,
                 }
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 expected = await _bare_request(http, base_url, body)
-                t1 = time.perf_counter()
+                c1, t1 = time.process_time(), time.perf_counter()
                 result = await bot.run(str(user["content"]), session_key=SESSION)
-                t2 = time.perf_counter()
+                c2, t2 = time.process_time(), time.perf_counter()
                 if result.error or result.content != expected:
                     raise RuntimeError(f"bot and reference disagree: {result.content!r}")
                 mirror += [user, {"role": "assistant", "content": result.content}]
                 if turn >= WARM_TURNS:
-                    ref_ms.append((t1 - t0) * 1000)
-                    bot_ms.append((t2 - t1) * 1000)
-    return bot_ms, ref_ms
+                    samples.ref_ms.append((t1 - t0) * 1000)
+                    samples.bot_ms.append((t2 - t1) * 1000)
+                    samples.ref_cpu_ms.append((c1 - c0) * 1000)
+                    samples.bot_cpu_ms.append((c2 - c1) * 1000)
+    return samples
 
 
-def _overhead_line(history_turns: int, runs: list[tuple[list[float], list[float]]]) -> str:
-    """Median over runs of: p50/p99 of bot, of the reference, and of the paired difference."""
+def _med(values: list[float]) -> float:
+    return statistics.median(values)
 
-    def med(values: list[float]) -> float:
-        return statistics.median(values)
 
-    bot50 = med([percentile(b, 50) for b, _ in runs])
-    bot99 = med([percentile(b, 99) for b, _ in runs])
-    ref50 = med([percentile(r, 50) for _, r in runs])
-    ref99 = med([percentile(r, 99) for _, r in runs])
-    diffs = [[b - r for b, r in zip(bs, rs, strict=True)] for bs, rs in runs]
-    over50s = [percentile(d, 50) for d in diffs]
-    over50 = med(over50s)
-    over99 = med([percentile(d, 99) for d in diffs])
+def _paired(bot: list[float], ref: list[float], q: float) -> float:
+    return percentile([b - r for b, r in zip(bot, ref, strict=True)], q)
+
+
+def _overhead_line(history_turns: int, runs: list[Samples]) -> str:
+    """Medians over runs of: the paired per-turn difference (wall and CPU), bot and reference."""
+    over50s = [_paired(r.bot_ms, r.ref_ms, 50) for r in runs]
+    over50 = _med(over50s)
+    over99 = _med([_paired(r.bot_ms, r.ref_ms, 99) for r in runs])
+    cpu50 = _med([_paired(r.bot_cpu_ms, r.ref_cpu_ms, 50) for r in runs])
+    cpu99 = _med([_paired(r.bot_cpu_ms, r.ref_cpu_ms, 99) for r in runs])
+    bot = f"{_med([percentile(r.bot_ms, 50) for r in runs]):.2f}"
+    ref = f"{_med([percentile(r.ref_ms, 50) for r in runs]):.2f}"
+    bot_cpu = f"{_med([percentile(r.bot_cpu_ms, 50) for r in runs]):.2f}"
+    ref_cpu = f"{_med([percentile(r.ref_cpu_ms, 50) for r in runs]):.2f}"
     verdict = "met" if over50 <= TARGET_MS else "MISSED"
     spread = ", ".join(f"{v:.2f}" for v in over50s)
     return (
         f"{'sdk: per-turn overhead, ' + str(history_turns) + ' turns of history':<46}"
-        f" p50 {over50:8.3f} ms  p99 {over99:8.3f} ms  [target p50 <= {TARGET_MS:g} ms: {verdict}]"
-        f"\n{'':<46} bot.run p50/p99 {bot50:.2f}/{bot99:.2f} ms;"
-        f" bare aiohttp p50/p99 {ref50:.2f}/{ref99:.2f} ms; overhead p50 per run [{spread}]"
+        f" p50 {over50:7.3f} ms  p99 {over99:7.3f} ms  [target p50 <= {TARGET_MS:g} ms: {verdict}]"
+        f"\n{'':<46} CPU of this process: p50 {cpu50:.3f} ms  p99 {cpu99:.3f} ms"
+        f"\n{'':<46} p50 wall/CPU: bot.run {bot}/{bot_cpu} ms, bare aiohttp {ref}/{ref_cpu} ms;"
+        f" wall overhead p50 per run [{spread}]"
     )
 
 
