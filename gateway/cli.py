@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from core import process
 from core.errors import GatewayError
 from core.settings import Settings, default_config_path, load_settings
 
@@ -35,11 +36,17 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False)],
-    )
+    # Rich formatting cost 36% of the gateway's CPU under load (663 µs a record, 16 µs
+    # plain): Rich only on a terminal, and aiohttp's access records only with -v.
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _model_note(settings: Settings) -> str:
@@ -88,10 +95,12 @@ def start(
         async with GatewayApp(settings, with_worker=not no_worker) as gw:
             for line in gw.banner():
                 console.print(line, highlight=False)
+            warm = process.freeze_after_start()
             await _until_signalled(asyncio.Event())
+            warm.cancel()
 
     try:
-        asyncio.run(main())
+        process.run(main())
     except GatewayError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
@@ -113,7 +122,7 @@ def worker(
             update={"redis": settings.redis.model_copy(update={"url": redis_url})}
         )
     try:
-        asyncio.run(run_worker(settings))
+        process.run(run_worker(settings))
     except GatewayError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc

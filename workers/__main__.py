@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from core import process
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
 from workers.assemble import assemble_worker
@@ -86,7 +87,9 @@ async def run_worker(
     try:
         async with assembled as assembly, assembly.running() as worker:
             print(f"worker {worker.worker_id} ready", flush=True)
+            warm = process.freeze_after_start()
             await stop.wait()
+            warm.cancel()
             log.info("worker %s stopping", worker.worker_id)
     finally:
         await redis.aclose()
@@ -103,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis = settings.redis.model_copy(update={"url": args.redis_url})
             settings = settings.model_copy(update={"redis": redis})
         deliver = frozenset(args.deliver_channel) if args.deliver_channel else None
-        asyncio.run(
+        process.run(
             run_worker(
                 settings,
                 worker_id=args.worker_id,
