@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from bench._procs import model_server
-from bench._stats import Figure, median_of, percentile
+from bench._stats import Figure, Target, median_of, percentile
 from core.messages import Message
 from core.sessions.base import Session
 from core.sessions.file import FileSessionStore
@@ -188,14 +188,25 @@ async def concurrent(n: int, sessions: int) -> Figure:
     )
 
 
-async def main() -> list[str]:
+async def main() -> tuple[list[str], list[Target]]:
     lines = []
+    targets = []
     async with model_server() as (base_url, _pid):
         for history in HISTORIES:
             runs = [await _overhead_at(base_url, history) for _ in range(REPEATS)]
             lines.append(_overhead_line(history, runs))
+            wall = _med([_paired(r.bot_ms, r.ref_ms, 50) for r in runs])
+            cpu = _med([_paired(r.bot_cpu_ms, r.ref_cpu_ms, 50) for r in runs])
+            targets.append(
+                Target(
+                    f"SDK per-turn overhead p50, {history} turns (wall / CPU)",
+                    f"{wall:.2f} / {cpu:.2f} ms",
+                    f"<= {TARGET_MS:g} ms",
+                    wall <= TARGET_MS,
+                )
+            )
     if ECHO_RUNS:
         seq = median_of([await sequential(ECHO_RUNS) for _ in range(REPEATS)])
         conc = median_of([await concurrent(ECHO_RUNS * 2, 50) for _ in range(REPEATS)])
         lines += [seq.line(), conc.line()]
-    return lines
+    return lines, targets
