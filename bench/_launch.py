@@ -4,8 +4,8 @@
 a hidden package fails to import, as where it is not installed, so redis-py falls back
 to its Python reply parser and ``core.process.run`` to asyncio's loop; ``--no-gc-freeze``
 skips ``core.process.freeze_after_start``. With ``BENCH_GC_LOG``
-set, the gen-2 collections are appended to that file at exit (one line per process:
-module, count, longest pause in wall ms and in CPU ms).
+set, every gen-2 collection is appended to that file at exit (one line each: module,
+start time (epoch s), pause in wall ms and in CPU ms).
 """
 
 from __future__ import annotations
@@ -20,23 +20,21 @@ from typing import Any
 
 
 def _record_gen2(path: str, module: str) -> None:
-    pauses: list[tuple[float, float]] = []
-    started = [0.0, 0.0]
+    pauses: list[tuple[float, float, float]] = []
+    started = [0.0, 0.0, 0.0]
 
     def callback(phase: str, info: dict[str, Any]) -> None:
         if info.get("generation") != 2:
             return
         if phase == "start":
-            started[:] = time.perf_counter(), time.thread_time()
+            started[:] = time.time(), time.perf_counter(), time.thread_time()
         else:
-            wall = (time.perf_counter() - started[0]) * 1000
-            pauses.append((wall, (time.thread_time() - started[1]) * 1000))
+            wall = (time.perf_counter() - started[1]) * 1000
+            pauses.append((started[0], wall, (time.thread_time() - started[2]) * 1000))
 
     def report() -> None:
-        worst = max((wall for wall, _ in pauses), default=0.0)
-        worst_cpu = max((cpu for _, cpu in pauses), default=0.0)
         with open(path, "a") as out:
-            out.write(f"{module} {len(pauses)} {worst:.1f} {worst_cpu:.1f}\n")
+            out.writelines(f"{module} {at:.3f} {wall:.1f} {cpu:.1f}\n" for at, wall, cpu in pauses)
 
     gc.callbacks.append(callback)
     atexit.register(report)

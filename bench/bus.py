@@ -6,9 +6,9 @@ an OpenAI-compatible server in its own process reached over HTTP by the worker's
 ``openai`` client. What is measured: HTTP -> Redis -> worker -> model -> Redis -> SSE.
 
 Per variant (``BENCH_BUS_VARIANTS``, default ``default,no-hiredis,no-uvloop,neither,
-no-gc-freeze``; ``default`` uses hiredis and uvloop when installed, the others hide them,
-or skip the GC freeze, through ``bench._launch``): the sustained rate and the CPU time per message of every process
-over that phase (utime+stime from /proc). The ``default`` variant also runs the
+no-gc-freeze``; ``default`` uses hiredis and uvloop when installed, the others hide
+them, or skip the GC freeze, through ``bench._launch``): the sustained rate and the CPU
+time per message of every process over that phase (utime+stime from /proc). The ``default`` variant also runs the
 first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
 ``BENCH_LATENCY_SECONDS`` s; ``BENCH_VARIANT_LATENCY=1`` for every variant) and the
 memory soak (``BENCH_MEMORY_MESSAGES``, 0 skips it). Gen-2 GC pauses of the gateway and
@@ -296,14 +296,21 @@ async def _throughput(stack: Stack, phase: str) -> tuple[Figure, dict[str, float
     return Figure(name, THROUGHPUT_MESSAGES, elapsed, []), per_message
 
 
-def _gc_lines(log: Path) -> list[str]:
-    if not log.exists():
-        return []
+def _gc_lines(log: Path, since: float) -> list[str]:
+    """Gen-2 collections of each process during the measured phases (after ``since``)."""
+    pauses: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    if log.exists():
+        for row in log.read_text().splitlines():
+            module, at, wall, cpu = row.split()
+            if float(at) >= since:
+                pauses[module].append((float(wall), float(cpu)))
     lines = []
-    for row in log.read_text().splitlines():
-        module, count, worst, worst_cpu = row.split()
+    for module in ("gateway", "workers"):
+        found = pauses.get(module, [])
+        worst = max(found, default=(0.0, 0.0))
         lines.append(
-            f"gen-2 GC in {module}: {count} collections, longest {worst} ms ({worst_cpu} ms CPU)"
+            f"gen-2 GC in {module} while measured: {len(found)} collections,"
+            f" longest {worst[0]:.1f} ms wall ({worst[1]:.1f} ms CPU)"
         )
     return lines
 
@@ -321,10 +328,11 @@ async def _variant(variant: str, with_latency: bool, with_memory: bool) -> Varia
     with tempfile.TemporaryDirectory() as tmp:
         async with _stack(Path(tmp), variant) as stack:
             await _through_http(stack.url, 400, None, "warm")
+            measured_from = time.time()
             latency = await _latency_runs(stack) if with_latency else []
             rate, cpu = await _throughput(stack, "rate")
             memory = [await _memory(stack.redis_url, stack.pids["worker"])] if with_memory else []
-        gc_lines = _gc_lines(stack.gc_log)
+        gc_lines = _gc_lines(stack.gc_log, measured_from)
     cpu_text = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
     lines = [
         f"[{variant}] " + rate.line().split("  p50")[0] + "  (sustained)",
