@@ -24,6 +24,7 @@ def _hiredis() -> str:
         return "no"
     return "yes"
 
+
 Suite = Callable[[], Awaitable[tuple[list[str], list[Target]]]]
 
 

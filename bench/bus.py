@@ -8,8 +8,8 @@ an OpenAI-compatible server in its own process reached over HTTP by the worker's
 Per variant (``BENCH_BUS_VARIANTS``, default ``default,no-hiredis,no-uvloop,neither,
 no-gc-freeze``; ``default`` uses hiredis and uvloop when installed, the others hide
 them, or skip the GC freeze, through ``bench._launch``): the sustained rate and the CPU
-time per message of every process over that phase (utime+stime from /proc). The ``default`` variant also runs the
-first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
+time per message of every process over that phase (utime+stime from /proc). The
+``default`` variant also runs the first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
 ``BENCH_LATENCY_SECONDS`` s; ``BENCH_VARIANT_LATENCY=1`` for every variant) and the
 memory soak (``BENCH_MEMORY_MESSAGES``, 0 skips it). Gen-2 GC pauses of the gateway and
 the worker are reported from the processes themselves.
