@@ -132,9 +132,8 @@ class OpenAICompatProvider:
         calls: dict[int, _PartialToolCall] = {}
         usage: UsageChunk | None = None
         finish_reason: str | None = None
-        async for chunk in response:
-            if not isinstance(chunk, dict):
-                raise ProviderError(f"model provider {self.name}: a stream chunk is not an object")
+        async for raw in response:
+            chunk = self._object(raw, "chunk")
             u = chunk.get("usage")
             if isinstance(u, dict):
                 usage = UsageChunk(
@@ -142,8 +141,9 @@ class OpenAICompatProvider:
                     completion_tokens=u.get("completion_tokens") or 0,
                     total_tokens=u.get("total_tokens") or 0,
                 )
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
+            for raw_choice in chunk.get("choices") or ():
+                choice = self._object(raw_choice, "choice")
+                delta = self._object(choice.get("delta") or {}, "delta")
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
                 reasoning = _reasoning_delta(delta)
@@ -153,7 +153,7 @@ class OpenAICompatProvider:
                 if content and isinstance(content, str):
                     yield TextChunk(delta=content)
                 for tool_delta in delta.get("tool_calls") or ():
-                    _add_tool_delta(calls, tool_delta)
+                    _add_tool_delta(calls, self._object(tool_delta, "tool call delta"))
         for _, call in sorted(calls.items()):
             yield ToolCallChunk(
                 id=call.id or f"call_{new_id()}", name=call.name, arguments=call.arguments or "{}"
@@ -161,6 +161,14 @@ class OpenAICompatProvider:
         if usage is not None:
             yield usage
         yield FinishChunk(reason=finish_reason or ("tool_calls" if calls else "stop"))
+
+    def _object(self, value: object, what: str) -> dict[str, Any]:
+        """``value`` if it is a JSON object; a one-line ``ProviderError`` otherwise."""
+        if not isinstance(value, dict):
+            raise ProviderError(
+                f"model provider {self.name}: malformed stream: {what} is not an object"
+            )
+        return value
 
     def _provider_error(self, exc: openai.APIError) -> ProviderError:
         """One line: provider, status, the server's message; transient failures are retryable."""

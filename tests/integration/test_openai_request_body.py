@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import openai
 import pytest
+from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolUnionParam
 
 from core.errors import ProviderError, RetryableProviderError
@@ -160,3 +161,33 @@ async def test_an_unserialisable_message_is_a_provider_error(
     with pytest.raises(ProviderError, match="not JSON-serialisable"):
         async for _chunk in provider.stream(request):
             pass
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"[1, 2]", b'{"choices": [1]}', b'{"choices": [{"delta": {"tool_calls": ["x"]}}]}'],
+    ids=["chunk", "choice", "tool-call-delta"],
+)
+async def test_a_malformed_stream_chunk_is_one_clear_error(frame: bytes) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: " + frame + b"\n\ndata: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    odd = OpenAICompatProvider(
+        "odd", ProviderSettings(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+    )
+    try:
+        with pytest.raises(ProviderError, match=r"odd: malformed stream: .* is not an object"):
+            await collect(odd, ModelSpec(provider="odd", model="m"))
+    finally:
+        await odd.aclose()
+        await runner.cleanup()
