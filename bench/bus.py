@@ -61,6 +61,7 @@ _HIDDEN = {
     "no-gc-freeze": ["--no-gc-freeze"],
 }
 TARGET_CPU_MS, TARGET_P99_MS, TARGET_RATE = 1.0, 15.0, 1000.0
+DRAIN_TIMEOUT_S = 600
 
 
 def _free_port() -> int:
@@ -149,6 +150,7 @@ class _Watcher:
         self.posted: dict[str, deque[float]] = defaultdict(deque)
         self.first_delta_ms: list[float] = []
         self.completed = 0
+        self.failed: list[str] = []
         self.done = asyncio.Event()
         self.expected = 0
 
@@ -164,8 +166,10 @@ class _Watcher:
                     seen.add(event["run_id"])
                     sent = self.posted[chat].popleft()
                     self.first_delta_ms.append((time.perf_counter() - sent) * 1000)
-                elif event["type"] == "run.completed":
+                elif event["type"] in ("run.completed", "run.failed"):
                     self.completed += 1
+                    if event["type"] == "run.failed":
+                        self.failed.append(str(event.get("error")))
                     if self.completed >= self.expected:
                         self.done.set()
 
@@ -208,7 +212,15 @@ async def _through_http(
             for i in range(total):
                 asyncio.get_running_loop().create_task(_post(http, url, watcher, i, phase))
                 await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
-        await asyncio.wait_for(watcher.done.wait(), timeout=300)
+        try:
+            await asyncio.wait_for(watcher.done.wait(), timeout=DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError(
+                f"{phase}: {watcher.completed} of {total} runs ended within"
+                f" {DRAIN_TIMEOUT_S} s of the last POST ({len(watcher.failed)} failed)"
+            ) from None
+        if watcher.failed:
+            raise RuntimeError(f"{phase}: {len(watcher.failed)} runs failed: {watcher.failed[0]}")
         elapsed = time.perf_counter() - start
         for task in followers:
             task.cancel()
@@ -391,9 +403,9 @@ def _ratios(results: list[VariantResult]) -> list[str]:
     return lines
 
 
-async def main() -> tuple[list[str], list[Target]]:
-    """Per variant: warm-up, the latency runs, the sustained rate, the memory soak."""
-    lines: list[str] = []
+async def main() -> list[Target]:
+    """Per variant: warm-up, the latency runs, the sustained rate, the memory soak.
+    Prints each variant's lines as it ends; returns the targets."""
     results = []
     for index, variant in enumerate(VARIANTS):
         result = await _variant(
@@ -402,5 +414,8 @@ async def main() -> tuple[list[str], list[Target]]:
             with_memory=index == 0 and MEMORY_MESSAGES > 0,
         )
         results.append(result)
-        lines += result.lines
-    return lines + _ratios(results), _targets(results)
+        for line in result.lines:
+            print(line, flush=True)
+    for line in _ratios(results):
+        print(line, flush=True)
+    return _targets(results)

@@ -188,13 +188,13 @@ async def concurrent(n: int, sessions: int) -> Figure:
     )
 
 
-async def main() -> tuple[list[str], list[Target]]:
-    lines = []
+async def main() -> list[Target]:
+    """Prints each figure as it is measured; returns the targets."""
     targets = []
     async with model_server() as (base_url, _pid):
         for history in HISTORIES:
             runs = [await _overhead_at(base_url, history) for _ in range(REPEATS)]
-            lines.append(_overhead_line(history, runs))
+            print(_overhead_line(history, runs), flush=True)
             wall = _med([_paired(r.bot_ms, r.ref_ms, 50) for r in runs])
             cpu = _med([_paired(r.bot_cpu_ms, r.ref_cpu_ms, 50) for r in runs])
             targets.append(
@@ -208,5 +208,5 @@ async def main() -> tuple[list[str], list[Target]]:
     if ECHO_RUNS:
         seq = median_of([await sequential(ECHO_RUNS) for _ in range(REPEATS)])
         conc = median_of([await concurrent(ECHO_RUNS * 2, 50) for _ in range(REPEATS)])
-        lines += [seq.line(), conc.line()]
-    return lines, targets
+        print(seq.line(), conc.line(), sep="\n", flush=True)
+    return targets
