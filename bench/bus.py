@@ -62,6 +62,9 @@ _HIDDEN = {
 }
 TARGET_CPU_MS, TARGET_P99_MS, TARGET_RATE = 1.0, 15.0, 1000.0
 DRAIN_TIMEOUT_S = 600
+WINDOW = int(os.environ.get("BENCH_BUS_WINDOW", "256"))
+"""Sustained phase: messages in flight (posted, not answered); a closed loop, so the
+offered load follows the machine and no chat passes the busy policy's backlog cap."""
 
 
 def _free_port() -> int:
@@ -146,7 +149,9 @@ async def _stack(tmp: Path, variant: str) -> AsyncIterator[Stack]:
 class _Watcher:
     """One SSE stream per chat (``follow=1``): first-delta and completion times per run."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: int) -> None:
+        self.window = asyncio.Semaphore(window)
+        """Messages posted and not answered yet: the sustained phase keeps this many in flight."""
         self.posted: dict[str, deque[float]] = defaultdict(deque)
         self.first_delta_ms: list[float] = []
         self.completed = 0
@@ -166,12 +171,22 @@ class _Watcher:
                     seen.add(event["run_id"])
                     sent = self.posted[chat].popleft()
                     self.first_delta_ms.append((time.perf_counter() - sent) * 1000)
+                elif event["type"] == "run.started" and event["metadata"].get("dropped_ids"):
+                    # A backlog-cap notice answers several messages at once: all are done.
+                    dropped = len(event["metadata"]["dropped_ids"])
+                    self.failed.append(f"backlog cap dropped {dropped} messages")
+                    self._ended(dropped - 1)
                 elif event["type"] in ("run.completed", "run.failed"):
-                    self.completed += 1
                     if event["type"] == "run.failed":
                         self.failed.append(str(event.get("error")))
-                    if self.completed >= self.expected:
-                        self.done.set()
+                    self._ended(1)
+
+    def _ended(self, runs: int) -> None:
+        self.completed += runs
+        for _ in range(runs):
+            self.window.release()
+        if self.completed >= self.expected:
+            self.done.set()
 
 
 async def _post(
@@ -189,7 +204,7 @@ async def _through_http(
     url: str, total: int, rate: float | None, phase: str
 ) -> tuple[float, _Watcher]:
     """Each phase uses its own chats, so SSE replays of earlier phases do not mix in."""
-    watcher = _Watcher()
+    watcher = _Watcher(WINDOW)
     watcher.expected = total
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout()) as http:
@@ -201,13 +216,11 @@ async def _through_http(
         gc.freeze()
         start = time.perf_counter()
         if rate is None:
-            gate = asyncio.Semaphore(64)
-
-            async def bounded(i: int) -> None:
-                async with gate:
-                    await _post(http, url, watcher, i, phase)
-
-            await asyncio.gather(*(bounded(i) for i in range(total)))
+            posts = []
+            for i in range(total):
+                await watcher.window.acquire()
+                posts.append(asyncio.create_task(_post(http, url, watcher, i, phase)))
+            await asyncio.gather(*posts)
         else:
             for i in range(total):
                 asyncio.get_running_loop().create_task(_post(http, url, watcher, i, phase))
