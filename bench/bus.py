@@ -47,7 +47,7 @@ THROUGHPUT_MESSAGES = int(os.environ.get("BENCH_BUS_MESSAGES", "6000"))
 LATENCY_RATE = 100
 LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
 LATENCY_RUNS = int(os.environ.get("BENCH_LATENCY_RUNS", "3"))
-MEMORY_MESSAGES = int(os.environ.get("BENCH_MEMORY_MESSAGES", "100000"))
+MEMORY_MESSAGES = int(os.environ.get("BENCH_MEMORY_MESSAGES", "20000"))
 MEMORY_SESSIONS = 10_000
 VARIANTS = os.environ.get(
     "BENCH_BUS_VARIANTS", "default,no-hiredis,no-uvloop,neither,no-gc-freeze"
