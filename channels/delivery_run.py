@@ -5,16 +5,18 @@ each run into platform messages: the first text is sent, later text edits it
 (throttled by the renderer's ``edit_interval_s``), and the final text is split at
 the platform limit (part 0 edited in place, further parts sent). Every message sent
 is recorded through the lease before anything else happens, so a replay of the run
-edits it instead of posting it again.
+edits it instead of posting it again. Every platform call is bounded by the
+deliverer's ``render_timeout_s``: a hung call fails the delivery (``TimeoutError``,
+retried later) instead of holding the lease, and a shutdown, forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -29,6 +31,7 @@ from channels.render import (
     failure_text,
     split_message,
 )
+from core.bus.consumer import READ_BLOCK_MS
 from core.bus.outbound import read_events
 from core.errors import LeaseLostError
 from core.events import (
@@ -42,6 +45,8 @@ from core.events import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DeliveryMetrics(Protocol):
@@ -70,6 +75,8 @@ class DeliveryContext(Protocol):
     def metrics(self) -> DeliveryMetrics | None: ...
     @property
     def idle_timeout_s(self) -> float: ...
+    @property
+    def render_timeout_s(self) -> float: ...
     @property
     def clock(self) -> Callable[[], float]: ...
 
@@ -110,7 +117,8 @@ class SessionRenderer:
                 wait_s = idle_until - clock()
                 if view.dirty:
                     wait_s = min(wait_s, self._flush_delay(view))
-                block_ms = max(1, int(wait_s * 1000))
+                # Capped: one read never outlasts the client's socket timeout.
+                block_ms = min(READ_BLOCK_MS, max(1, int(wait_s * 1000)))
             batch = await read_events(
                 self._d.redis, self._lease.session_key, after=after, block_ms=block_ms
             )
@@ -185,12 +193,13 @@ class SessionRenderer:
             if message_id is None:
                 view.message_ids[part] = await self._send_recorded(view.run_id, part, body)
             else:
-                await self._renderer.edit(chat, message_id, body)
+                await self._platform(self._renderer.edit(chat, message_id, body))
             view.shown[part] = body
         if final:
             for part in sorted(set(view.message_ids) - set(range(len(parts)))):
                 if view.shown.get(part) != SUPERSEDED_TEXT:
-                    await self._renderer.edit(chat, view.message_ids[part], SUPERSEDED_TEXT)
+                    superseded = self._renderer.edit(chat, view.message_ids[part], SUPERSEDED_TEXT)
+                    await self._platform(superseded)
                     view.shown[part] = SUPERSEDED_TEXT
         view.last_edit_at = self._d.clock()
         view.dirty = False
@@ -207,7 +216,8 @@ class SessionRenderer:
 
     async def _send_then_record(self, run_id: str, part: int, body: str) -> str:
         address = self._address
-        message_id = await self._renderer.send(address.chat_id, body, thread_id=address.thread_id)
+        sent = self._renderer.send(address.chat_id, body, thread_id=address.thread_id)
+        message_id = await self._platform(sent)
         # Recorded before anything else: a replay must edit this, not send it again.
         await self._lease.record_part(run_id, part, message_id)
         return message_id
@@ -217,6 +227,13 @@ class SessionRenderer:
             return
         try:
             indicator = cast(TypingIndicator, self._renderer)
-            await indicator.typing(self._address.chat_id, thread_id=self._address.thread_id)
+            await self._platform(
+                indicator.typing(self._address.chat_id, thread_id=self._address.thread_id)
+            )
         except Exception:
             log.warning("typing indicator failed for %s", self._address, exc_info=True)
+
+    async def _platform(self, call: Awaitable[T]) -> T:
+        """One platform call, bounded by ``render_timeout_s`` (``TimeoutError`` past it)."""
+        async with asyncio.timeout(self._d.render_timeout_s):
+            return await call

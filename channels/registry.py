@@ -62,23 +62,27 @@ class ChannelRegistry:
                 f"channels.{name}: unknown channel (known: {sorted(self._specs)})"
             ) from None
 
-    def delivered(self) -> frozenset[str]:
-        """Channels whose replies a ``Deliverer`` posts (workers signal these)."""
-        return frozenset(name for name, spec in self._specs.items() if spec.delivers)
-
     def enabled_platforms(self, configured: Mapping[str, ChannelSettings]) -> list[ChannelSpec]:
         """Specs of the enabled configured channels that have a platform adapter.
 
-        An unknown configured name is a ConfigError, enabled or not.
+        The one decision of which channels a ``Deliverer`` serves: ``gateway start``
+        runs a deliverer for each, and every worker signals exactly these (``delivered``),
+        so no signal is written that nothing reads. An unknown configured name is a
+        ConfigError, enabled or not.
         """
         specs = [(self.get(name), config) for name, config in configured.items()]
         return [spec for spec, config in specs if spec.delivers and config.enabled]
+
+    def delivered(self, configured: Mapping[str, ChannelSettings]) -> frozenset[str]:
+        """Names of ``enabled_platforms``: the channels workers send delivery signals to."""
+        return frozenset(spec.name for spec in self.enabled_platforms(configured))
 
 
 BUILTIN_CHANNELS: tuple[ChannelSpec, ...] = (
     ChannelSpec("http"),
     ChannelSpec("sdk"),
     ChannelSpec("cli"),
+    ChannelSpec("web"),
 )
 
 REGISTRY = ChannelRegistry(BUILTIN_CHANNELS)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.messages import parse_session_key
+
 FENCE = "```"
 _CLOSE = "\n" + FENCE
 SEGMENT_SEPARATOR = "\n\n"
@@ -119,13 +121,11 @@ class ChatAddress:
 
 
 def chat_address(session_key: str, channel: str) -> ChatAddress:
-    """Parse a default session key, ``channel:chat_id`` or ``channel:chat_id:thread``.
-
-    Chat ids are taken to hold no ``:`` (true of Telegram, Slack and Discord ids);
-    a thread id may. A key of another shape is used whole as the chat id.
+    """Parse a default session key, ``channel:chat_id`` or ``channel:chat_id:thread``
+    (``core.messages.default_session_key``). A key of another shape, or of another
+    channel, is used whole as the chat id.
     """
-    prefix = channel + ":"
-    if not session_key.startswith(prefix):
+    parsed = parse_session_key(session_key)
+    if parsed is None or parsed[0] != channel:
         return ChatAddress(chat_id=session_key)
-    chat_id, _, thread_id = session_key[len(prefix) :].partition(":")
-    return ChatAddress(chat_id=chat_id, thread_id=thread_id or None)
+    return ChatAddress(chat_id=parsed[1], thread_id=parsed[2])

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from core.memory import MemoryStore
-from core.messages import Message
+from core.messages import Message, content_text
 from core.sessions.base import Session
 from core.tokens import HISTORY_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
@@ -117,7 +117,7 @@ async def compact(
 
 def _render(message: Message) -> str:
     role = str(message.get("role", "?"))
-    text = _text_of(message.get("content"))
+    text = content_text(message.get("content"), placeholders=True)
     if role == "tool":
         name = message.get("name") or message.get("tool_call_id") or "tool"
         if len(text) > TOOL_RESULT_PREVIEW_CHARS:
@@ -136,19 +136,3 @@ def _render_call(call: object) -> str:
     if isinstance(function, dict):
         return f"{function.get('name', '?')}({function.get('arguments', '')})"
     return json.dumps(call, ensure_ascii=False, default=str)
-
-
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    pieces = []
-    for part in content:
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text":
-            pieces.append(str(part.get("text", "")))
-        else:
-            pieces.append(f"[{part.get('type', 'attachment')}]")
-    return " ".join(pieces)

@@ -6,11 +6,13 @@
      ├── ConfigError                 bad config file or value (key, value, expectation)
      ├── ProviderError               the model provider failed
      │    ├── RetryableProviderError   rate limit, 5xx, connection: failover may try the next model
-     │    └── UnknownModelError        a model string or preset that resolves to nothing
+     │    └── PermanentProviderError   fails the same way every time: credentials, model, request
+     │         └── UnknownModelError     a model string or preset that resolves to nothing
      ├── ToolError                   a tool refused or failed (the model reads it as a result)
      │    └── WorkspaceEscapeError     a path that leaves the workspace (by .. or a symlink)
      ├── SessionError                session storage failed
-     │    └── CorruptSessionError      a session file or record that cannot be parsed
+     │    ├── CorruptSessionError      a session file or record that cannot be parsed
+     │    └── SessionLockReentryError  code running inside a turn took its own session's lock
      └── BusError                    the Redis bus refused an operation
           ├── LeaseLostError           this holder's lease expired or was taken (fencing)
           └── PayloadError             a malformed or oversize bus payload
@@ -35,7 +37,12 @@ class RetryableProviderError(ProviderError):
     """A transient provider failure (429, 5xx, connection): the next failover model may run."""
 
 
-class UnknownModelError(ProviderError):
+class PermanentProviderError(ProviderError):
+    """A provider failure that a retry would repeat (missing or refused credentials, an
+    unknown model, a refused request: 400/401/403/404/422): never retried."""
+
+
+class UnknownModelError(PermanentProviderError):
     """A model string or preset that resolves to no configured provider."""
 
 
@@ -53,6 +60,13 @@ class SessionError(GatewayError):
 
 class CorruptSessionError(SessionError):
     """A stored session cannot be parsed."""
+
+
+class SessionLockReentryError(SessionError):
+    """Code running under a session's lock (a hook, a tool) asked for the same lock.
+
+    Raised instead of waiting, which would never end.
+    """
 
 
 class BusError(GatewayError):

@@ -7,6 +7,7 @@ union; ``parse_event`` turns bus JSON back into the right class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -87,6 +88,8 @@ class RunStarted(_Event):
     type: Literal["run.started"] = "run.started"
     session_key: str = ""
     model: str = ""
+    message_ids: list[str] = Field(default_factory=list)
+    """Bus mode: the inbound entry ids the run starts with (more may be steered in)."""
 
 
 class TextDelta(_Event):
@@ -138,12 +141,20 @@ class RunCompleted(_Event):
     result: RunResult
     content: str = ""
     usage: Usage = Field(default_factory=dict)
+    message_ids: list[str] = Field(default_factory=list)
+    """Bus mode: every inbound entry id this run answers (``POST /v1/messages``'s
+    ``message_id``); empty outside the bus."""
 
 
 class RunFailed(_Event):
     type: Literal["run.failed"] = "run.failed"
     error: str
     result: RunResult | None = None
+    permanent: bool = False
+    """The same request would fail the same way (bad key, unknown model): not retried."""
+    message_ids: list[str] = Field(default_factory=list)
+    """Bus mode: every inbound entry id this run answers; empty when it answers none
+    (an interrupted run: its messages are answered by the next one)."""
 
 
 StreamEvent: TypeAlias = Annotated[
@@ -166,6 +177,27 @@ TERMINAL_EVENT_TYPES: Final[frozenset[str]] = frozenset(
 )
 
 _EVENT_ADAPTER: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+
+class RunEmitter:
+    """Numbers the events of one run: stamps ``run_id``, the next ``seq`` and the current
+    ``iteration`` on each. The loop emits through one, and so does every run built by
+    hand (a backlog notice, a dead letter), so no ``seq`` is counted by hand.
+
+    ``emit = RunEmitter(run_id); emit(RunStarted, session_key=key)`` is event ``seq`` 1;
+    ``after_seq`` continues a run whose events up to that ``seq`` are already out.
+    """
+
+    __slots__ = ("iteration", "run_id", "seq")
+
+    def __init__(self, run_id: str, *, after_seq: int = 0) -> None:
+        self.run_id = run_id
+        self.seq = after_seq
+        self.iteration: int | None = None
+
+    def __call__(self, cls: Callable[..., StreamEvent], **fields: Any) -> StreamEvent:
+        self.seq += 1
+        return cls(run_id=self.run_id, seq=self.seq, iteration=self.iteration, **fields)
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> StreamEvent:

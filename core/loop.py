@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import ProviderError, ToolError
+from core.errors import PermanentProviderError, ProviderError, ToolError
 from core.events import (
     ReasoningCompleted,
     ReasoningDelta,
     RunCompleted,
+    RunEmitter,
     RunFailed,
     RunResult,
     RunStarted,
@@ -73,21 +74,6 @@ class LoopSpec:
     steering: SteeringInbox | None = None
 
 
-class _Emitter:
-    """Stamps run_id, seq and iteration on each event."""
-
-    __slots__ = ("iteration", "run_id", "seq")
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.seq = 0
-        self.iteration: int | None = None
-
-    def __call__(self, cls: Callable[..., StreamEvent], **fields: Any) -> StreamEvent:
-        self.seq += 1
-        return cls(run_id=self.run_id, seq=self.seq, iteration=self.iteration, **fields)
-
-
 @dataclass(slots=True)
 class _Turn:
     """Mutable state of one run."""
@@ -112,13 +98,14 @@ async def run_loop(
 ) -> AsyncGenerator[StreamEvent, None]:
     """Run one turn. ``prompt`` is the full model input (system, history, then
     ``new_messages``); it is extended in place as the run goes on."""
-    emit = _Emitter(spec.run_id)
+    emit = RunEmitter(spec.run_id)
     turn = _Turn(new_messages=list(new_messages))
     ctx = AgentHookContext(session_key=spec.session_key, run_id=spec.run_id, messages=prompt)
     started = time.monotonic()
     deadline = started + spec.timeout_s
     stop: StopReason = "max_iterations"
     error: str | None = None
+    permanent = False
     yield emit(RunStarted, session_key=spec.session_key, model=spec.models[0].name)
     try:
         for iteration in range(1, spec.max_iterations + 1):
@@ -139,6 +126,7 @@ async def run_loop(
         stop, error = "timeout", f"run timed out after {spec.timeout_s:g}s"
     except ProviderError as exc:
         stop, error = "error", str(exc)
+        permanent = isinstance(exc, PermanentProviderError)
     ctx.stop_reason, ctx.error = stop, error
     content = spec.hooks.finalize_content(ctx, turn.content) or ""
     ctx.final_content = content
@@ -160,7 +148,7 @@ async def run_loop(
     if error is None:
         yield emit(RunCompleted, result=result, content=content, usage=turn.usage)
     else:
-        yield emit(RunFailed, error=error, result=result)
+        yield emit(RunFailed, error=error, result=result, permanent=permanent)
 
 
 def _take_steering(spec: LoopSpec, prompt: list[Message], turn: _Turn) -> None:
@@ -179,7 +167,7 @@ async def _model_step(
     turn: _Turn,
     calls: list[ToolCallChunk],
     deadline: float,
-    emit: _Emitter,
+    emit: RunEmitter,
 ) -> AsyncIterator[StreamEvent]:
     """One model call: stream text and reasoning out, collect tool calls into ``calls``."""
     text: list[str] = []
@@ -233,7 +221,7 @@ async def _tool_step(
     ctx: AgentHookContext,
     turn: _Turn,
     deadline: float,
-    emit: _Emitter,
+    emit: RunEmitter,
 ) -> AsyncIterator[StreamEvent]:
     """Run one response's tool calls concurrently; errors become error results."""
     await spec.hooks.before_execute_tools(ctx)

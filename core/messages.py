@@ -43,6 +43,31 @@ class ChatMessage(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+OPENAI_MESSAGE_KEYS: frozenset[str] = frozenset(ChatMessage.model_fields)
+"""The keys of a history entry the chat API accepts; entries may carry more (timestamp,
+metadata, attachments…), which are stripped before a request and kept in the session."""
+
+
+def content_text(content: object, *, placeholders: bool = False) -> str:
+    """The text of a message's ``content``: a string as it is; of a list of parts, the
+    text parts joined by spaces (with ``placeholders``, the others as ``[image]`` and the
+    like, where a reader should know something was there); '' for anything else."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    pieces: list[str] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        text = part.get("text")
+        if isinstance(text, str) and text:
+            pieces.append(text)
+        elif placeholders and part.get("type") != "text":
+            pieces.append(f"[{part.get('type', 'attachment')}]")
+    return " ".join(pieces)
+
+
 class Attachment(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -59,10 +84,51 @@ class Attachment(BaseModel):
         return self
 
 
+def _escape_part(part: str) -> str:
+    """``%`` and ``:`` percent-encoded, so ``:`` only ever separates parts."""
+    if "%" not in part and ":" not in part:
+        return part
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def _unescape_part(part: str) -> str:
+    return part.replace("%3A", ":").replace("%25", "%") if "%" in part else part
+
+
 def default_session_key(channel: str, chat_id: str, thread_id: str | None = None) -> str:
-    """``channel:chat_id``, or ``channel:chat_id:thread`` for threads."""
-    base = f"{channel}:{chat_id}"
-    return f"{base}:{thread_id}" if thread_id else base
+    """``channel:chat_id``, or ``channel:chat_id:thread`` for threads.
+
+    A ``:`` or ``%`` inside a part is percent-encoded (``%3A``, ``%25``), so every key
+    names one chat: chat ``x:t`` is ``http:x%3At``, chat ``x`` in thread ``t`` is
+    ``http:x:t``. Plain ids read as they are.
+    """
+    base = f"{_escape_part(channel)}:{_escape_part(chat_id)}"
+    return f"{base}:{_escape_part(thread_id)}" if thread_id else base
+
+
+def parse_session_key(session_key: str) -> tuple[str, str, str | None] | None:
+    """``(channel, chat_id, thread_id)`` of a default session key; None for another shape."""
+    parts = session_key.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        return None
+    thread = _unescape_part(parts[2]) if len(parts) == 3 else None
+    return _unescape_part(parts[0]), _unescape_part(parts[1]), thread
+
+
+class RunOptions(BaseModel):
+    """Per-run settings a request carries onto the bus with its message (HTTP API).
+
+    ``history`` replaces the stored history for this turn (the OpenAI-compatible
+    endpoint sends the whole conversation); the turn's result is saved after it as
+    usual. ``system`` is appended to the agent's system prompt.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    system: str | None = None
+    history: list[Message] | None = None
 
 
 class InboundMessage(BaseModel):
@@ -83,6 +149,7 @@ class InboundMessage(BaseModel):
     received_at: float = Field(default_factory=time.time)
     session_key: str = ""
     agent: str | None = None
+    options: RunOptions | None = None
 
     @model_validator(mode="after")
     def _fill_session_key(self) -> InboundMessage:

@@ -12,8 +12,18 @@ It lives in ``core`` so that both sides can take it: ``gateway`` serves it on
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+NAMESPACE = "gateway"
+"""Every metric is named ``gateway_…``; process metrics are ``process_…``."""
 
 TURN_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -33,32 +43,47 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        if registry is None:  # CPU, memory, open fds of this process; the Python version
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
         self.messages_in = Counter(
             "messages_in",
             "Inbound messages accepted onto the bus.",
             ["channel"],
             registry=self.registry,
+            namespace=NAMESPACE,
         )
         self.messages_out = Counter(
             "messages_out",
             "Replies delivered to a channel.",
             ["channel"],
             registry=self.registry,
+            namespace=NAMESPACE,
         )
         self.turn_latency = Histogram(
             "turn_latency_seconds",
             "Seconds from the start of an agent turn to its final event.",
             buckets=TURN_LATENCY_BUCKETS,
             registry=self.registry,
+            namespace=NAMESPACE,
         )
         self.lease_waits = Counter(
-            "lease_waits", "Signals that found the session lease held.", registry=self.registry
+            "lease_waits",
+            "Signals that found the session lease held.",
+            registry=self.registry,
+            namespace=NAMESPACE,
         )
         self.redeliveries = Counter(
-            "redeliveries", "Signals processed more than once.", registry=self.registry
+            "redeliveries",
+            "Signals processed more than once.",
+            registry=self.registry,
+            namespace=NAMESPACE,
         )
         self.dead_letters = Counter(
-            "dead_letters", "Messages moved to the dead-letter stream.", registry=self.registry
+            "dead_letters",
+            "Messages moved to the dead-letter stream.",
+            registry=self.registry,
+            namespace=NAMESPACE,
         )
 
     def exposition(self) -> tuple[bytes, str]:

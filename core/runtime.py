@@ -3,15 +3,21 @@
 The SDK (``gateway.Bot``) and the bus worker both drive ``AgentRuntime.stream``;
 only the ``SessionStore`` they pass differs (files for the SDK, a fenced Redis store
 per turn for the worker).
+
+A turn runs in its own task (``start`` returns its ``RunStream``), which holds the
+session's lock and feeds an unbounded buffer that the caller reads. So no lock is held
+while the caller's code runs between two events: a consumer may await another
+operation on the same session inside its loop (it waits for the turn to end, and the
+turn no longer waits for the consumer). Code that runs *inside* the turn (hooks, tools)
+and asks for its own session's lock gets ``SessionLockReentryError``, never a hang.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +27,12 @@ from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
 from core.hooks import AgentHook, CompositeHook
 from core.loop import LoopSpec, SteeringInbox, run_loop
 from core.memory import MemoryStore
-from core.messages import Message, new_id
+from core.messages import Message, RunOptions, new_id
 from core.providers.base import ModelSpec
 from core.providers.router import ModelRouter
+from core.runs import RunStream
 from core.sessions.base import Session, SessionStore
+from core.sessions.locks import Hold, SessionLocks
 from core.settings import AgentSettings, Settings
 from core.tools.base import ToolContext, ToolRegistry
 from core.tools.builtin import builtin_tools
@@ -50,32 +58,8 @@ class TurnRequest:
     ephemeral: bool = False
     hooks: Sequence[AgentHook] = ()
     steering: SteeringInbox | None = None
-
-
-class SessionLocks:
-    """One FIFO lock per session key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
+    options: RunOptions | None = None
+    """Sampling overrides, an explicit history and extra system text (HTTP API)."""
 
 
 class AgentRuntime:
@@ -103,7 +87,9 @@ class AgentRuntime:
             name: self.tools.select(agent.tools) for name, agent in settings.agents.items()
         }
         self.locks = SessionLocks()
-        """Per-session FIFO locks: turns and session edits on one key run one at a time."""
+        """Per-session FIFO locks: turns and session edits on one key run one at a time.
+
+        A sync edit that cannot wait (``bot.sessions.clear``) invalidates the key instead."""
 
     @property
     def model(self) -> str:
@@ -113,10 +99,12 @@ class AgentRuntime:
     def resolve_model(self, turn: TurnRequest, agent: AgentSettings) -> ModelSpec:
         """Per-run override, else the agent's model, else the instance default."""
         if turn.model or turn.model_preset:
-            return self.router.resolve(turn.model, turn.model_preset)
-        if agent.model or agent.model_preset:
-            return self.router.resolve(agent.model, agent.model_preset)
-        return self._default_spec
+            spec = self.router.resolve(turn.model, turn.model_preset)
+        elif agent.model or agent.model_preset:
+            spec = self.router.resolve(agent.model, agent.model_preset)
+        else:
+            spec = self._default_spec
+        return _with_sampling(spec, turn.options)
 
     def _tools_for(self, agent_name: str | None, agent: AgentSettings) -> ToolRegistry:
         name = agent_name or self.settings.default_agent
@@ -124,8 +112,12 @@ class AgentRuntime:
             self._agent_tools[name] = self.tools.select(agent.tools)
         return self._agent_tools[name]
 
-    def _prompt(self, agent: AgentSettings, session: Session) -> list[Message]:
+    def _prompt(
+        self, agent: AgentSettings, session: Session, options: RunOptions | None = None
+    ) -> list[Message]:
         system = agent.system_prompt
+        if options is not None and options.system:
+            system += f"\n\n{options.system}"
         memory = self.memory.read()
         if memory.strip():
             system += f"\n\n# Long-term memory\n{memory.strip()}"
@@ -133,14 +125,9 @@ class AgentRuntime:
             system += f"\n\n# Summary of the earlier conversation\n{session.summary}"
         return [{"role": "system", "content": system}, *session.messages]
 
-    async def stream(
-        self, turn: TurnRequest, *, store: SessionStore | None = None
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Run one turn under the session's lock; persist it before the final event."""
-        store = store or self.store
-        agent = self.settings.agent(turn.agent)
+    def _loop_spec(self, turn: TurnRequest, agent: AgentSettings) -> LoopSpec:
         run_id = turn.run_id or new_id()
-        spec = LoopSpec(
+        return LoopSpec(
             run_id=run_id,
             session_key=turn.session_key,
             models=self.router.failover_chain(self.resolve_model(turn, agent)),
@@ -160,21 +147,60 @@ class AgentRuntime:
             hooks=CompositeHook(turn.hooks),
             steering=turn.steering,
         )
-        async with self.locks.hold(turn.session_key):
-            session = await store.load(turn.session_key) or Session(key=turn.session_key)
-            prompt = self._prompt(agent, session)
+
+    def start(self, turn: TurnRequest, *, store: SessionStore | None = None) -> RunStream:
+        """Start one turn in its own task and return its handle.
+
+        Turns on one key run one at a time, in the order they were started. Closing or
+        cancelling the handle cancels the turn (the model stream and tools stop).
+        """
+        return RunStream(self._turn_events(turn, store or self.store))
+
+    async def stream(
+        self, turn: TurnRequest, *, store: SessionStore | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The events of one turn (``start`` then its events); the turn is persisted
+        before its final event. Closing the generator, or cancelling its consumer,
+        cancels the turn and waits until it has stopped."""
+        async with aclosing(self.start(turn, store=store).stream_events()) as events:
+            async for event in events:
+                yield event
+
+    async def _turn_events(
+        self, turn: TurnRequest, store: SessionStore
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The turn itself; only ``RunStream``'s task iterates it, so the lock it holds
+        is never held across a yield to anyone else's code."""
+        agent = self.settings.agent(turn.agent)
+        spec = self._loop_spec(turn, agent)
+        async with self.locks.hold(turn.session_key) as hold:
+            session = await self._session(turn, store)
+            prompt = self._prompt(agent, session, turn.options)
             prompt.extend(turn.messages)
-            events = run_loop(self.router, prompt, turn.messages, spec)
-            try:
+            async with aclosing(run_loop(self.router, prompt, turn.messages, spec)) as events:
                 async for event in events:
                     if isinstance(event, RunCompleted) and not turn.ephemeral:
-                        await self._persist(store, session, event.result, agent)
+                        await self._persist(store, session, event.result, agent, hold)
                     yield event
-            finally:
-                await events.aclose()
+
+    async def _session(self, turn: TurnRequest, store: SessionStore) -> Session:
+        """The history the turn continues: the stored session, or a new one; or, when the
+        request carries the conversation (HTTP API), a copy of it with that history (a
+        copy: a store may hand out its cached session, which a failed run must not change).
+        """
+        session = await store.load(turn.session_key) or Session(key=turn.session_key)
+        if turn.options is not None and turn.options.history is not None:
+            history = list(turn.options.history)
+            session = session.model_copy(update={"messages": history, "summary": ""})
+        return session
 
     async def _persist(
-        self, store: SessionStore, session: Session, result: RunResult, agent: AgentSettings
+        self,
+        store: SessionStore,
+        session: Session,
+        result: RunResult,
+        agent: AgentSettings,
+        hold: Hold,
     ) -> None:
         session.messages.extend(result.messages)
         session.updated_at = time.time()
@@ -189,6 +215,14 @@ class AgentRuntime:
                 log.warning(
                     "compaction of session %r failed; saved it uncompacted: %s", session.key, exc
                 )
+        await self._save_unless_stale(store, session, hold)
+
+    async def _save_unless_stale(self, store: SessionStore, session: Session, hold: Hold) -> None:
+        if hold.stale:
+            # Cleared or deleted while this turn ran: the turn belongs to the history
+            # that was dropped, and saving it would bring that history back.
+            log.info("session %r was cleared during the turn; the turn is not saved", session.key)
+            return
         await store.save(session)
 
     def _summarizer(self) -> Callable[[list[Message]], Awaitable[str]]:
@@ -225,7 +259,7 @@ class AgentRuntime:
         """
         store = store or self.store
         budget = self.settings.agent(agent).history_token_budget
-        async with self.locks.hold(session_key):
+        async with self.locks.hold(session_key) as hold:
             session = await store.load(session_key)
             if session is None or (only_over_budget and not needs_compaction(session, budget)):
                 return ""
@@ -233,9 +267,18 @@ class AgentRuntime:
                 session, self._summarizer(), keep_last=keep_last, memory=self.memory
             )
             if summary:
-                await store.save(session)
+                await self._save_unless_stale(store, session, hold)
             return summary
 
     async def aclose(self) -> None:
         await self.router.aclose()
         await self.store.aclose()
+
+
+def _with_sampling(spec: ModelSpec, options: RunOptions | None) -> ModelSpec:
+    """``spec`` with the request's temperature / max_tokens, where given."""
+    if options is None:
+        return spec
+    update = {"temperature": options.temperature, "max_tokens": options.max_tokens}
+    changed = {name: value for name, value in update.items() if value is not None}
+    return spec.model_copy(update=changed) if changed else spec

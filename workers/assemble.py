@@ -14,6 +14,7 @@ two steps so that ``GatewayApp`` keeps its ``initialize()``/``start()`` split; t
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import arq
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from core.bus.client import RedisTarget
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime
 from core.sessions.redis import RedisSessionStore
@@ -30,13 +32,15 @@ from core.tools import builtin_tools
 from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
 from workers.worker import Worker
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerAssembly:
     """The parts ``assemble_worker`` built; ``pool`` is None when jobs are off."""
 
     settings: Settings
-    redis_url: str
+    target: RedisTarget
     runtime: AgentRuntime
     worker: Worker
     pool: ArqRedis | None
@@ -51,7 +55,7 @@ class WorkerAssembly:
         async with AsyncExitStack() as stack:
             if self.pool is not None:
                 options = arq_worker_settings(
-                    self.settings, redis_url=self.redis_url, runtime=self.runtime
+                    self.settings, target=self.target, runtime=self.runtime
                 )
                 await stack.enter_async_context(_side_jobs(arq.Worker(**options)))
             await self.worker.start()
@@ -64,7 +68,7 @@ async def assemble_worker(
     settings: Settings,
     redis: Redis,
     *,
-    redis_url: str,
+    target: RedisTarget,
     jobs: bool = True,
     worker_id: str | None = None,
     deliver_channels: frozenset[str] = frozenset(),
@@ -74,10 +78,10 @@ async def assemble_worker(
     """Build (and initialize, but not start) a worker with its runtime and arq pool.
 
     ``redis`` is the bus client (``decode_responses=True``), owned by the caller;
-    ``redis_url`` points at the same server, for arq's own connections.
+    ``target`` is where it connects, for arq's own connections.
     """
     async with AsyncExitStack() as stack:
-        pool = await create_job_pool(redis_url) if jobs else None
+        pool = await create_job_pool(target) if jobs else None
         tools = builtin_tools(settings.tools)
         if pool is not None:
             stack.push_async_callback(pool.aclose)
@@ -96,7 +100,7 @@ async def assemble_worker(
         )
         await worker.initialize()
         stack.push_async_callback(worker.shutdown)
-        yield WorkerAssembly(settings, redis_url, runtime, worker, pool)
+        yield WorkerAssembly(settings, target, runtime, worker, pool)
 
 
 @asynccontextmanager
@@ -105,6 +109,10 @@ async def _side_jobs(side_jobs: arq.Worker) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await side_jobs.close()
-        task.cancel()
-        await asyncio.wait([task])
+        try:
+            await side_jobs.close()  # raises when Redis is gone: still end the task below
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.warning("arq side jobs had stopped: %s", error)

@@ -35,8 +35,7 @@ from redis.exceptions import RedisError
 from core.bus import keys
 from core.bus.codec import decode_inbound
 from core.bus.inbound import pending_inbound
-from core.bus.lease import Lease
-from core.bus.outbound import signal_delivery
+from core.bus.session_writer import DeliverySignal, SessionWriter
 from core.bus.signals import signal_ready, stream_batches
 from core.errors import PayloadError
 from core.events import (
@@ -195,13 +194,20 @@ async def hand_off(redis: Redis, settings: Settings, session_key: str, channel: 
         log.warning("hand-off of %s failed (%s); claim_stale will recover it", session_key, exc)
 
 
-async def wait_for_newer(redis: Redis, session_key: str, after: str, *, block_ms: int) -> None:
-    """Return once the chat's inbound stream has an entry after ``after`` (interrupt)."""
+async def wait_for_newer(
+    redis: Redis, session_key: str, after: str, *, block_ms: int
+) -> InboundMessage | None:
+    """The first entry of the chat's inbound stream after ``after`` once there is one
+    (interrupt); None when it is malformed."""
     stream = keys.inbound(session_key)
     while True:
         reply = await redis.xread({stream: after}, count=1, block=block_ms)
-        if stream_batches(reply):
-            return
+        for _, raw in stream_batches(reply):
+            for _, fields in raw:
+                try:
+                    return decode_inbound(fields)
+                except PayloadError:
+                    return None
 
 
 class RedisSteeringInbox:
@@ -269,27 +275,38 @@ class RedisSteeringInbox:
 
 async def publish_backlog_notice(
     settings: Settings,
-    lease: Lease,
+    writer: SessionWriter,
     dropped: Sequence[Entry],
     max_backlog: int,
     *,
     deliver_channels: frozenset[str],
 ) -> None:
-    """Tell the chat which messages were dropped (a tiny run of its own), then commit past them."""
+    """Tell the chat which messages were dropped (a tiny run of its own) and commit past
+    them, in one fenced script: a crash cannot tell the chat twice."""
     run_id = dropped[-1][0]
     text = backlog_notice(dropped, max_backlog)
-    meta: dict[str, Any] = {"notice": "backlog_dropped", "dropped_ids": [i for i, _ in dropped]}
+    ids = [i for i, _ in dropped]
+    meta: dict[str, Any] = {"notice": "backlog_dropped", "dropped_ids": ids}
     result = RunResult(content=text, stop_reason="completed", metadata=meta)
     events: list[StreamEvent] = [
-        RunStarted(run_id=run_id, seq=1, session_key=lease.session_key, metadata=meta),
+        RunStarted(
+            run_id=run_id, seq=1, session_key=writer.session_key, metadata=meta, message_ids=ids
+        ),
         TextDelta(run_id=run_id, seq=2, delta=text),
         TextCompleted(run_id=run_id, seq=3, content=text),
-        RunCompleted(run_id=run_id, seq=4, result=result, content=text, metadata=meta),
+        RunCompleted(
+            run_id=run_id, seq=4, result=result, content=text, metadata=meta, message_ids=ids
+        ),
     ]
-    await lease.publish_events(events, maxlen=settings.worker.stream_maxlen)
     channel = dropped[-1][1].channel
+    signal = None
     if channel in deliver_channels:
-        partitions = settings.worker.ready_partitions
-        await signal_delivery(lease.redis, channel, lease.session_key, partitions=partitions)
-    log.warning("dropped %d backlog message(s) of %s", len(dropped), lease.session_key)
-    await lease.commit(session=None, cursor=run_id, entry_ids=[i for i, _ in dropped])
+        signal = DeliverySignal(channel, settings.worker.ready_partitions)
+    log.warning("dropping %d backlog message(s) of %s", len(dropped), writer.session_key)
+    await writer.commit(
+        cursor=run_id,
+        entry_ids=ids,
+        events=events,
+        maxlen=settings.worker.stream_maxlen,
+        signal=signal,
+    )

@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from arq import cron
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from redis.asyncio import Redis
 
 from core.bus import keys
+from core.bus.client import RedisTarget
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
 from core.bus.signals import signal_ready
 from core.errors import ToolError
@@ -73,14 +74,24 @@ def job_state(ctx: JobContext) -> JobState:
     return state
 
 
-async def create_job_pool(redis_url: str) -> ArqRedis:
-    """An arq pool that enqueues onto the gateway's queue with JSON job payloads."""
-    return await create_pool(
-        RedisSettings.from_dsn(redis_url),
-        job_serializer=_dumps,
-        job_deserializer=_loads,
-        default_queue_name=keys.SCHEDULE_QUEUE,
-    )
+def arq_pool(target: RedisTarget) -> ArqRedis:
+    """An arq pool on the gateway's queue with JSON job payloads (not connected yet)."""
+    pool = target.client_of(ArqRedis, decode_responses=False)
+    pool.job_serializer = _dumps
+    pool.job_deserializer = _loads
+    pool.default_queue_name = keys.SCHEDULE_QUEUE
+    return pool
+
+
+async def create_job_pool(target: RedisTarget) -> ArqRedis:
+    """``arq_pool``, checked with a PING (a wrong address fails here, not at first use)."""
+    pool = arq_pool(target)
+    try:
+        await pool.ping()
+    except BaseException:
+        await pool.aclose()
+        raise
+    return pool
 
 
 # -- jobs ----------------------------------------------------------------------------
@@ -260,7 +271,7 @@ class ArqWorkerSettings(TypedDict):
     functions: list[WorkerCoroutine]
     cron_jobs: list[CronJob]
     queue_name: str
-    redis_settings: RedisSettings
+    redis_pool: ArqRedis
     on_startup: StartupShutdown
     on_shutdown: StartupShutdown
     job_serializer: Any
@@ -271,7 +282,7 @@ class ArqWorkerSettings(TypedDict):
 def arq_worker_settings(
     settings: Settings,
     *,
-    redis_url: str,
+    target: RedisTarget,
     runtime: AgentRuntime | None = None,
     compact_every_minutes: int = 10,
 ) -> ArqWorkerSettings:
@@ -282,7 +293,7 @@ def arq_worker_settings(
     """
 
     async def on_startup(ctx: JobContext) -> None:
-        client = Redis.from_url(redis_url, decode_responses=True)
+        client = target.client()
         ctx[STATE_KEY] = JobState(settings=settings, redis=client, runtime=runtime)
 
     async def on_shutdown(ctx: JobContext) -> None:
@@ -295,7 +306,7 @@ def arq_worker_settings(
         functions=[deliver_scheduled_message, retry_turn],
         cron_jobs=[cron(compact_idle_sessions, minute=minutes, unique=True)],
         queue_name=keys.SCHEDULE_QUEUE,
-        redis_settings=RedisSettings.from_dsn(redis_url),
+        redis_pool=arq_pool(target),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         job_serializer=_dumps,

@@ -1,11 +1,17 @@
 """Running the turns of a leased session: stream the runtime onto the bus, then commit.
 
 Order of writes (all fenced by the lease): the turn's events are published (deltas
-coalesced) while the runtime streams; only when the last one is on the bus is the
-session committed together with the cursor (see ``workers.store``). A crash or a
-lost lease before the commit leaves the cursor where it was, so the turn re-runs
-with the same ``run_id`` (the last inbound id it covers) and the deliverer replaces
-the partial reply.
+coalesced) while the runtime streams, except its terminal event (``run.completed`` /
+``run.failed``), which is held back and written by the commit script together with
+the session and the cursor (``SessionWriter.commit``). A crash or a lost lease
+before the commit leaves the cursor where it was and no terminal event on the bus,
+so the turn re-runs with the same ``run_id`` (the last inbound id it covers), the
+deliverer replaces the partial reply, and the run ends exactly once.
+
+Which messages a run answers: ``run.started`` lists the inbound entry ids of its
+batch in ``message_ids``; the terminal event lists every id it answers (the batch
+plus messages steered in). ``POST /v1/messages`` answers a message's entry id, so a
+client finds its reply as the terminal event whose ``message_ids`` hold that id.
 
 Failures: a ``run.failed`` caused by the model provider (stop_reason ``error``) or an
 unexpected exception is a failed attempt. Its ``run.failed`` is not published while
@@ -28,10 +34,11 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from core.bus.attempts import dead_letter, record_attempt
-from core.bus.lease import Lease
-from core.bus.outbound import signal_delivery
+from core.bus.control import wait_for_stop
+from core.bus.session_writer import DeliverySignal, SessionWriter
 from core.errors import LeaseLostError
-from core.events import RunFailed, RunResult, RunStarted, StreamEvent
+from core.events import RunFailed, RunResult, RunStarted, StreamEvent, is_terminal
+from core.logcontext import log_context
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
@@ -47,6 +54,7 @@ from workers.busy import (
     wait_for_newer,
 )
 from workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
+from workers.stop import TurnStopped, commit_stopped, stopped_events
 from workers.store import TurnStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,7 @@ class TurnOutcome(enum.Enum):
     INTERRUPTED = "interrupted"  # cancelled by a newer message; nothing committed
     RETRY = "retry"  # a failed attempt with attempts left; nothing committed
     DEAD_LETTERED = "dead_lettered"  # failed max_deliveries times; chat told, cursor moved
+    STOPPED = "stopped"  # the chat asked to stop it; what it showed committed (workers.stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,7 @@ class TurnDeps:
 
 async def drain_turns(
     deps: TurnDeps,
-    lease: Lease,
+    lease: SessionWriter,
     lost: asyncio.Event,
     *,
     page: int,
@@ -107,7 +116,8 @@ async def drain_turns(
             )
         runner = TurnRunner(deps, lease, plan, lost, redelivery_counted=redelivery_counted)
         redelivery_counted = False
-        outcome, attempt = await runner.run()
+        with log_context(session_key=lease.session_key, run_id=plan.run_id):  # for log records
+            outcome, attempt = await runner.run()
         if outcome is TurnOutcome.RETRY:
             return attempt, plan.run_id
     return None
@@ -123,7 +133,7 @@ class TurnRunner:
     def __init__(
         self,
         deps: TurnDeps,
-        lease: Lease,
+        lease: SessionWriter,
         plan: TurnPlan,
         lost: asyncio.Event,
         *,
@@ -154,6 +164,8 @@ class TurnRunner:
             )
         self._failure: str | None = None
         self._signalled = False
+        self._final: list[StreamEvent] = []
+        """The terminal event (and anything after it): written by the commit."""
 
     async def run(self) -> tuple[TurnOutcome, int]:
         """Run the turn; returns the outcome and which attempt it was.
@@ -182,10 +194,28 @@ class TurnRunner:
         except _Interrupted:
             await self._publish([interrupted_event(self._plan.run_id, self._outbox.last_seq + 1)])
             return TurnOutcome.INTERRUPTED
+        except TurnStopped:
+            ending = stopped_events(self._plan.run_id, self._outbox.last_seq + 1, self._key)
+            ending = [self._stamped(event) for event in ending]
+            await commit_stopped(
+                self._lease,
+                self._deps.sessions,
+                self._covered(),
+                self._plan.run_id,
+                events=ending,
+                maxlen=self._deps.settings.worker.stream_maxlen,
+                signal=self._signal_for(ending),
+            )
+            return TurnOutcome.STOPPED
         if self._failure is None:
             covered = [entry_id for entry_id, _ in self._covered()]
             self._store.cursor = covered[-1]
-            await self._store.commit(entry_ids=covered)
+            await self._store.commit(
+                entry_ids=covered,
+                events=self._final,
+                maxlen=self._deps.settings.worker.stream_maxlen,
+                signal=self._signal_for(self._final),
+            )
             return TurnOutcome.COMMITTED
         max_deliveries = self._deps.settings.worker.max_deliveries
         if attempt >= max_deliveries:
@@ -212,13 +242,17 @@ class TurnRunner:
             chat_id=first.chat_id,
             sender_id=last.sender_id,
             steering=self._steering,
+            options=last.options,
         )
 
     async def _stream(self) -> None:
         """Produce and publish the run's events, with the watchers its policy needs."""
         producer = asyncio.create_task(self._produce(), name=f"turn {self._key}")
         publisher = asyncio.create_task(self._publish_batches(), name=f"publish {self._key}")
-        watchers = [asyncio.create_task(self._raise_when_lost())]
+        watchers = [
+            asyncio.create_task(self._raise_when_lost()),
+            asyncio.create_task(self._stop_on_request()),
+        ]
         if self._steering is not None:
             watchers.append(asyncio.create_task(self._steering.run()))
         if self._plan.policy == "interrupt":
@@ -234,7 +268,7 @@ class TurnRunner:
                     if isinstance(event, RunFailed) and _is_attempt_failure(event):
                         self._failure = event.error
                         continue
-                    self._outbox.put(event)
+                    self._outbox.put(self._stamped(event))
         except Exception as exc:  # a bug or a broken session: count it as a failed attempt
             log.exception("turn %s of %s raised", self._plan.run_id, self._key)
             self._failure = f"{type(exc).__name__}: {exc}"
@@ -244,19 +278,42 @@ class TurnRunner:
             # Keep what is already on the bus; the unsent tail would only be replaced.
             self._outbox.discard()
 
+    def _stamped(self, event: StreamEvent) -> StreamEvent:
+        """The event naming the inbound ids it answers (run.started: the batch so far)."""
+        if isinstance(event, RunStarted):
+            ids = [entry_id for entry_id, _ in self._plan.batch]
+            return event.model_copy(update={"message_ids": ids})
+        if is_terminal(event):
+            ids = [entry_id for entry_id, _ in self._covered()]
+            return event.model_copy(update={"message_ids": ids})
+        return event
+
     async def _publish_batches(self) -> None:
         async for batch in self._outbox.batches():
-            await self._publish(batch)
+            now = batch
+            if self._final:
+                now = []
+            elif (cut := _first_terminal(batch)) is not None:
+                now = batch[:cut]
+            self._final.extend(batch[len(now) :])
+            if now:
+                await self._publish(now)
 
     async def _publish(self, events: list[StreamEvent]) -> None:
-        await self._lease.publish_events(events, maxlen=self._deps.settings.worker.stream_maxlen)
-        if not self._signalled and any(isinstance(event, RunStarted) for event in events):
-            self._signalled = True
-            if self._channel in self._deps.deliver_channels:
-                partitions = self._deps.settings.worker.ready_partitions
-                await signal_delivery(
-                    self._deps.redis, self._channel, self._key, partitions=partitions
-                )
+        await self._lease.publish(
+            events,
+            maxlen=self._deps.settings.worker.stream_maxlen,
+            signal=self._signal_for(events),
+        )
+
+    def _signal_for(self, events: list[StreamEvent]) -> DeliverySignal | None:
+        """Wake the deliverer once per turn, with the write that carries run.started."""
+        if self._signalled or not any(isinstance(event, RunStarted) for event in events):
+            return None
+        self._signalled = True
+        if self._channel not in self._deps.deliver_channels:
+            return None
+        return DeliverySignal(self._channel, self._deps.settings.worker.ready_partitions)
 
     async def _raise_when_lost(self) -> None:
         await self._lost.wait()
@@ -264,11 +321,21 @@ class TurnRunner:
 
     async def _interrupt_on_newer(self) -> None:
         newest = self._plan.newest_id
-        await wait_for_newer(self._deps.redis, self._key, newest, block_ms=WATCH_BLOCK_MS)
+        newer = await wait_for_newer(self._deps.redis, self._key, newest, block_ms=WATCH_BLOCK_MS)
+        if newer is None or known_agent(self._deps.settings, newer.agent) != self._plan.agent:
+            # It cannot join this batch (another agent's, or malformed): the next turn
+            # would cover the same messages, so an interrupt would only run this one twice.
+            await asyncio.get_running_loop().create_future()  # idle until the turn ends
         # A run that already produced its final event is not interrupted: the new
         # message simply gets the next turn.
         if not self._outbox.terminal_seen:
             raise _Interrupted
+
+    async def _stop_on_request(self) -> None:
+        first = self._plan.batch[0][0]
+        await wait_for_stop(self._deps.redis, self._key, first)
+        if not self._outbox.terminal_seen:  # as with interrupt: a finished run stays
+            raise TurnStopped
 
     def _covered(self) -> list[Entry]:
         """The batch and every message steered into the turn, oldest first."""
@@ -277,11 +344,15 @@ class TurnRunner:
         return [*self._plan.batch, *self._steering.drained]
 
     async def _dead_letter(self, attempts: int, cause: str) -> None:
-        events = dead_letter_events(
-            self._plan.run_id, self._outbox.last_seq + 1, self._key, attempts=attempts, cause=cause
-        )
-        await self._publish(events)
         entries = self._covered()
+        events = dead_letter_events(
+            self._plan.run_id,
+            self._outbox.last_seq + 1,
+            self._key,
+            attempts=attempts,
+            cause=cause,
+            message_ids=[entry_id for entry_id, _ in entries],
+        )
         log.error(
             "dead-lettering %d message(s) of %s after %d attempts: %s",
             len(entries),
@@ -290,14 +361,29 @@ class TurnRunner:
             cause,
         )
         reason = f"failed {attempts} attempts: {cause}"
-        await dead_letter(self._lease, entries, reason, cursor=entries[-1][0])
+        await dead_letter(
+            self._lease,
+            entries,
+            reason,
+            cursor=entries[-1][0],
+            events=events,
+            maxlen=self._deps.settings.worker.stream_maxlen,
+            signal=self._signal_for(events),
+        )
         if self._metrics is not None:
             self._metrics.dead_letters.inc(len(entries))
 
 
 def _is_attempt_failure(event: RunFailed) -> bool:
-    """A provider failure (worth another attempt); timeouts and the like are final."""
+    """A provider failure worth another attempt; timeouts, a refused key or an unknown
+    model are final (the chat gets the error at once)."""
+    if event.permanent:
+        return False
     return event.result is None or event.result.stop_reason == "error"
+
+
+def _first_terminal(events: list[StreamEvent]) -> int | None:
+    return next((i for i, event in enumerate(events) if is_terminal(event)), None)
 
 
 def interrupted_event(run_id: str, seq: int) -> RunFailed:
@@ -308,18 +394,33 @@ def interrupted_event(run_id: str, seq: int) -> RunFailed:
 
 
 def dead_letter_events(
-    run_id: str, next_seq: int, session_key: str, *, attempts: int, cause: str
+    run_id: str,
+    next_seq: int,
+    session_key: str,
+    *,
+    attempts: int,
+    cause: str,
+    message_ids: list[str],
 ) -> list[StreamEvent]:
     """What the chat sees when its messages are dead-lettered (``run.started`` first
     when this attempt published nothing yet, i.e. ``next_seq`` is 1)."""
     events: list[StreamEvent] = []
     if next_seq == 1:
-        events.append(RunStarted(run_id=run_id, seq=1, session_key=session_key))
+        events.append(
+            RunStarted(run_id=run_id, seq=1, session_key=session_key, message_ids=message_ids)
+        )
         next_seq = 2
     text = f"Sorry, I could not process your message after {attempts} attempts."
     result = RunResult(stop_reason="error", error=cause)
     metadata = {"dead_lettered": True, "attempts": attempts}
     events.append(
-        RunFailed(run_id=run_id, seq=next_seq, error=text, result=result, metadata=metadata)
+        RunFailed(
+            run_id=run_id,
+            seq=next_seq,
+            error=text,
+            result=result,
+            metadata=metadata,
+            message_ids=message_ids,
+        )
     )
     return events

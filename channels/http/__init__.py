@@ -9,6 +9,14 @@ Endpoints (JSON errors are ``{"error": {"code", "message"}}``):
 - ``GET /v1/sessions/{session_key}/events?after=<id>&run_after=<id>&follow=1``:
   the session's outbound events as SSE (see ``channels.http.sse``).
 
+Auth: with ``http.api_keys`` set, ``/v1/`` needs ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>`` (401 ``unauthorized``). Errors a client can cause are 4xx with
+the error shape, also for input that is not valid JSON, HTTP or Unicode (400
+``invalid_request``), a body over ``http.max_body_bytes`` (413 ``payload_too_large``)
+or slower than ``http.body_timeout_s`` (408 ``request_timeout``); a connection that
+has not sent a request's headers within ``http.header_timeout_s`` is closed. While
+Redis is unreachable: 503 ``unavailable`` with ``Retry-After``.
+
 There is no platform to post to, so this channel has no ``Deliverer``: the SSE
 stream *is* the delivery. A message may name another channel (``telegram``…): its
 reply then also goes to that chat through that channel's deliverer.
@@ -33,12 +41,16 @@ The second ``XADD`` is the ready signal that wakes a worker: ``crc32`` is zlib's
 
 from __future__ import annotations
 
+from channels.http.auth import api_key_middleware
 from channels.http.errors import ApiError, error_middleware, error_response
-from channels.http.ingress import IngressConfig, MessageIngress, PostMessage, api_key_middleware
+from channels.http.ingress import IngressConfig, MessageIngress, PostMessage
+from channels.http.outage import BUS_OUTAGE, BusOutage
 from channels.http.sse import EventStream
 
 __all__ = [
+    "BUS_OUTAGE",
     "ApiError",
+    "BusOutage",
     "EventStream",
     "IngressConfig",
     "MessageIngress",

@@ -1,35 +1,41 @@
-"""``POST /v1/messages``: a backend pushes a message onto the bus; and API-key auth.
+"""``POST /v1/messages``: a backend pushes a message onto the bus.
 
 The body is checked in full (size, JSON, required fields, types, known channel and
 agent, text length) before anything is written, so a refused request enqueues
-nothing. With an ``Idempotency-Key`` the 202 body is stored first with
-``SET NX EX``: a retry or a concurrent duplicate gets the stored body and publishes
-nothing; if publishing fails, the stored body is removed again.
+nothing. The message is then published by one script (``publish_inbound``) that
+also claims the ``Idempotency-Key``: both happen or neither does, so a retry after
+a lost reply, a crash or a Redis restart either finds the key (and gets the first
+request's 202 body, naming the same message) or publishes afresh.
+
+The 202 body: ``id`` (the message's ULID), ``session_key``, ``message_id`` (the
+message's id on the bus: its inbound stream entry id, assigned by that script) and
+``events_url``. Which run answers a message is decided later by the worker's busy
+policy (one run may answer several queued messages, see ``workers.busy``), so the
+202 names the message, and the run that answers it names it back: its terminal
+event (``run.completed``/``run.failed``) lists the ids it answers in
+``message_ids`` (``run.started`` lists those it starts with). ``events_url`` starts
+after the outbound tail read by the same script (``after=``) and ends on the
+terminal event that lists ``message_id`` (``message=``); under the default
+``followup`` policy that run's ``run_id`` equals ``message_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from channels.http.errors import ApiError
-from core.bus import keys
-from core.bus.codec import parse_stream_id
-from core.bus.inbound import publish_inbound
-from core.bus.scripts import LuaScript
+from channels.http.parsing import read_json_body
+from core.bus.inbound import Published, publish_inbound
 from core.errors import PayloadError
 from core.messages import MAX_TEXT_CHARS, Attachment, InboundMessage
 
@@ -38,16 +44,6 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_S = 86_400
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _CHANNEL_NAME = r"^[a-z0-9_-]+$"
-
-_DELETE_IF_EQUAL = LuaScript(
-    """
--- KEYS: key   ARGV: expected value   -> 1 deleted, 0 it held something else
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-)
 
 
 class IngressMetrics(Protocol):
@@ -79,6 +75,8 @@ class IngressConfig:
     """Channel names a message may name (the channel registry)."""
     agents: frozenset[str]
     """Agent names a message may route to."""
+    body_timeout_s: float | None = None
+    """The whole body must arrive within this (408 otherwise); None waits as long as it takes."""
 
 
 class MessageIngress:
@@ -96,7 +94,11 @@ class MessageIngress:
 
     async def post_message(self, request: web.Request) -> web.Response:
         idempotency_key = _idempotency_key(request)
-        body = self._validate(await read_json_body(request, self._config.max_body_bytes))
+        body = self._validate(
+            await read_json_body(
+                request, self._config.max_body_bytes, timeout_s=self._config.body_timeout_s
+            )
+        )
         msg = InboundMessage(
             channel=body.channel,
             chat_id=body.chat_id,
@@ -107,9 +109,8 @@ class MessageIngress:
             attachments=body.attachments,
             agent=body.agent,
         )
-        # Shielded: a client that hangs up (aiohttp then cancels this handler) must not
-        # cut the idempotency claim and the publish apart: a claimed key without its
-        # message, or a stored message whose key was released, breaks the client's retry.
+        # Shielded: a client that hangs up (aiohttp then cancels this handler) does not
+        # stop a publish already sent, so its outcome is logged (and counted) here.
         enqueue = asyncio.ensure_future(self._enqueue(msg, idempotency_key))
         try:
             reply = await asyncio.shield(enqueue)
@@ -119,36 +120,22 @@ class MessageIngress:
         return web.json_response(reply, status=202)
 
     async def _enqueue(self, msg: InboundMessage, idempotency_key: str | None) -> object:
-        """Claim the idempotency key (a repeat gets the first 202 body), then publish."""
-        accepted = await self._accepted_body(msg)
-        if idempotency_key is not None:
-            stored = await self._claim_idempotency(idempotency_key, accepted)
-            if stored is not None:
-                return json.loads(stored)
-        await self._publish(msg, idempotency_key, accepted)
-        return accepted
-
-    async def _publish(
-        self, msg: InboundMessage, idempotency_key: str | None, accepted: dict[str, str]
-    ) -> None:
-        """Publish; when that fails, release the idempotency key so a retry can store it."""
+        """Publish and claim the idempotency key in one script; a repeat of the key gets
+        the first request's 202 body and publishes nothing."""
         try:
-            await publish_inbound(
+            published = await publish_inbound(
                 self._redis,
                 msg,
                 partitions=self._config.partitions,
                 maxlen=self._config.stream_maxlen,
+                dedupe_ttl_s=IDEMPOTENCY_TTL_S,
+                idempotency_key=idempotency_key,
             )
-        except BaseException as exc:
-            if idempotency_key is not None:
-                await _DELETE_IF_EQUAL.run(
-                    self._redis, [keys.idempotency(idempotency_key)], [json.dumps(accepted)]
-                )
-            if isinstance(exc, PayloadError):
-                raise ApiError(413, "payload_too_large", str(exc)) from exc
-            raise
-        if self._metrics is not None:
+        except PayloadError as exc:
+            raise ApiError(413, "payload_too_large", str(exc)) from exc
+        if not published.duplicate and self._metrics is not None:
             self._metrics.messages_in.labels(channel=msg.channel).inc()
+        return accepted_body(published)
 
     def _validate(self, data: object) -> PostMessage:
         if not isinstance(data, dict):
@@ -168,49 +155,25 @@ class MessageIngress:
             raise ApiError(404, "not_found", f"no agent named {body.agent!r}")
         return body
 
-    async def _accepted_body(self, msg: InboundMessage) -> dict[str, str]:
-        """The 202 body; its events URL starts after everything already in the session."""
-        s = msg.session_key
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xrevrange(keys.outbound(s), count=1)
-            pipe.xrevrange(keys.inbound(s), count=1)
-            pipe.get(keys.cursor(s))
-            last_out, last_in, cursor = await pipe.execute()
-        after = last_out[0][0] if last_out else "0-0"
-        # Every run that covers this message has a run_id (an inbound id) above this.
-        run_after = max((last_in[0][0] if last_in else "0-0", cursor or "0-0"), key=parse_stream_id)
-        url = f"/v1/sessions/{quote(s, safe='')}/events?after={after}&run_after={run_after}"
-        return {"id": msg.id, "session_key": s, "events_url": url}
 
-    async def _claim_idempotency(self, key: str, accepted: dict[str, str]) -> str | None:
-        """None if this request owns ``key`` now; else the body stored by the first one."""
-        redis_key = keys.idempotency(key)
-        claimed = await self._redis.set(
-            redis_key, json.dumps(accepted), nx=True, ex=IDEMPOTENCY_TTL_S
+def accepted_body(published: Published) -> dict[str, str]:
+    """The 202 body of a published message (the first request's, for a repeated key)."""
+    message = published.accepted_id
+    if message is None:
+        raise ApiError(
+            409,
+            "invalid_request",
+            "this Idempotency-Key was used by an older gateway version; send a new key",
         )
-        if claimed:
-            return None
-        stored = cast(str | None, await self._redis.get(redis_key))
-        if stored is None:
-            # The first request failed and released the key between our two calls.
-            raise ApiError(409, "invalid_request", "a request with this key just failed; retry")
-        return stored
-
-
-async def read_json_body(request: web.Request, max_bytes: int) -> object:
-    """The parsed JSON body; 413 past ``max_bytes`` (checked while reading), 400 if not JSON."""
-    too_large = ApiError(413, "payload_too_large", f"the body is over {max_bytes} bytes")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
+    s = published.session_key
+    after = published.events_after
+    url = f"/v1/sessions/{quote(s, safe='')}/events?after={after}&message={message}"
+    return {
+        "id": published.message_id,
+        "session_key": s,
+        "message_id": message,
+        "events_url": url,
+    }
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -228,40 +191,6 @@ def _describe(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "body"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"field {where!r}: {first['msg']}{more}"
-
-
-def api_key_middleware(api_keys: Sequence[SecretStr], *, prefix: str = "/v1/") -> Middleware:
-    """Require ``Authorization: Bearer <key>`` or ``X-API-Key`` on ``prefix`` paths.
-
-    Keys are compared with ``hmac.compare_digest`` against every configured key (no
-    early exit on the first match), and are never logged.
-    """
-    secrets = [key.get_secret_value().encode("utf-8") for key in api_keys]
-
-    @web.middleware
-    async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if secrets and request.path.startswith(prefix):
-            presented = _presented_key(request.headers)
-            if presented is None or not _matches(presented.encode("utf-8"), secrets):
-                raise ApiError(401, "unauthorized", "a valid API key is required")
-        return await handler(request)
-
-    return require_api_key
-
-
-def _presented_key(headers: Mapping[str, str]) -> str | None:
-    authorization = headers.get("Authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("X-API-Key")
-
-
-def _matches(presented: bytes, secrets: Iterable[bytes]) -> bool:
-    found = False
-    for secret in secrets:
-        found |= hmac.compare_digest(presented, secret)
-    return found
 
 
 def _log_failure(task: asyncio.Future[object]) -> None:

@@ -3,10 +3,15 @@
 Each event is one SSE frame: ``id:`` the stream entry id (so ``Last-Event-ID`` or
 ``?after=`` resumes exactly after it), ``event:`` the event type, ``data:`` the
 event JSON. Without ``?follow=1`` the stream ends after the first final event
-(``run.completed``/``run.failed``) of a run whose id is above ``?run_after=`` (the
-202 of ``POST /v1/messages`` gives both ids). Without ``after`` it starts at the
+(``run.completed``/``run.failed``) that answers ``?message=`` (lists it in
+``message_ids``; the 202 of ``POST /v1/messages`` gives the URL), or, with
+``?run_after=``, of a run whose id is above it. Without ``after`` it starts at the
 end of the stream (only new events). A comment line is sent every
 ``heartbeat_s`` so proxies keep the connection and a gone client is noticed.
+
+``HEAD`` checks the same (parameters, session) and answers the headers at once. If
+Redis goes away, a stream not yet started answers 503; a started one ends (the
+client resumes with ``Last-Event-ID``), logged once per outage.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from channels.http.errors import ApiError
+from channels.http.outage import UNAVAILABLE_ERRORS, report_unavailable
+from channels.http.parsing import session_key_param, stream_id_param
 from core.bus import keys
 from core.bus.codec import parse_stream_id
 from core.bus.outbound import read_events
 from core.errors import PayloadError
-from core.events import StreamEvent, is_terminal
+from core.events import RunCompleted, RunFailed, StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +53,23 @@ def sse_frame(entry_id: str, event: StreamEvent) -> bytes:
     return f"id: {entry_id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n".encode()
 
 
-def _stream_id_param(value: str, name: str) -> str:
-    full = f"{value}-0" if value.isdigit() else value
+def answers(event: RunCompleted | RunFailed, message: str | None) -> bool:
+    """True when the final ``event`` answers the bus message ``message``."""
+    if message is None or message in event.message_ids:
+        return True
+    if event.message_ids or _interrupted(event):
+        return False
+    # A run published before events named their messages: runs answer in order.
     try:
-        parse_stream_id(full)
+        return parse_stream_id(event.run_id) >= parse_stream_id(message)
     except PayloadError:
-        raise ApiError(400, "invalid_request", f"{name} must be a stream id like 1700-0") from None
-    return full
+        return False
+
+
+def _interrupted(event: RunCompleted | RunFailed) -> bool:
+    return isinstance(event, RunFailed) and (
+        event.result is not None and event.result.stop_reason == "interrupted"
+    )
 
 
 def _run_covers(run_id: str, run_after: str | None) -> bool:
@@ -76,7 +93,9 @@ class EventStream:
         self._open: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1/sessions/{key}/events", self.stream_events)]
+        # Any character but "/" (which the 202's events_url sends as %2F): aiohttp's
+        # default pattern also refuses "{" and "}", which chat ids may hold.
+        return [web.get("/v1/sessions/{key:[^/]+}/events", self.stream_events)]
 
     async def close(self) -> None:
         tasks = list(self._open)
@@ -86,19 +105,27 @@ class EventStream:
             await asyncio.wait(tasks)
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
-        session_key = request.match_info["key"]
+        session_key = session_key_param(request.match_info["key"])
         resume = request.headers.get("Last-Event-ID") or request.query.get("after")
-        after = _stream_id_param(resume, "after") if resume else None
+        after = stream_id_param(resume, "after") if resume else None
         run_after_param = request.query.get("run_after")
-        run_after = _stream_id_param(run_after_param, "run_after") if run_after_param else None
+        run_after = stream_id_param(run_after_param, "run_after") if run_after_param else None
+        message_param = request.query.get("message")
+        message = stream_id_param(message_param, "message") if message_param else None
         follow = request.query.get("follow", "0").lower() in {"1", "true", "yes"}
         if after is None:
             after = await self._tail_or_missing(session_key)
+        if request.method == "HEAD":
+            # Headers only, at once: a streaming body would hold the connection (for ever
+            # with follow=1) although HEAD never sends one.
+            return web.Response(headers=SSE_HEADERS)
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         # The pump runs apart so that close() can stop it and still end the response
         # properly: a client then sees a finished stream and reconnects with Last-Event-ID.
-        pump = asyncio.create_task(self._pump(response, session_key, after, run_after, follow))
+        pump = asyncio.create_task(
+            self._pump(response, session_key, after, (run_after, message), follow)
+        )
         self._open.add(pump)
         try:
             await asyncio.wait([pump])
@@ -109,7 +136,9 @@ class EventStream:
         if isinstance(error, ConnectionResetError):
             log.debug("SSE client of %s went away", session_key)
             return response
-        if error is not None:
+        if isinstance(error, UNAVAILABLE_ERRORS):
+            report_unavailable(request, error)
+        elif error is not None:
             # The status line is sent already: end the stream; the client resumes later.
             log.error("event stream of %s failed", session_key, exc_info=error)
         with contextlib.suppress(ConnectionResetError):
@@ -132,9 +161,10 @@ class EventStream:
         response: web.StreamResponse,
         session_key: str,
         after: str,
-        run_after: str | None,
+        ends_on: tuple[str | None, str | None],
         follow: bool,
     ) -> None:
+        run_after, message = ends_on
         while True:
             batch = await read_events(
                 self._redis, session_key, after=after, block_ms=self._heartbeat_ms
@@ -145,7 +175,11 @@ class EventStream:
             for entry_id, event in batch:
                 await response.write(sse_frame(entry_id, event))
                 after = entry_id
-                if is_terminal(event) and _run_covers(event.run_id, run_after):
+                if (
+                    isinstance(event, RunCompleted | RunFailed)
+                    and _run_covers(event.run_id, run_after)
+                    and answers(event, message)
+                ):
                     if self._metrics is not None:
                         self._metrics.messages_out.labels(channel="http").inc()
                     if not follow:

@@ -1,4 +1,4 @@
-"""Delivery attempts per inbound entry, and the dead-letter stream ``gw:dead``.
+"""Turn attempts per inbound entry (``keys.attempts``), and the dead-letter stream ``gw:dead``.
 
 A worker counts each attempt at a turn; after ``max_deliveries`` it dead-letters the
 turn's messages and commits past them, so one poisonous message cannot wedge a chat.
@@ -7,23 +7,26 @@ turn's messages and commits past them, so one poisonous message cannot wedge a c
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import Final, cast
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from core.bus import keys
 from core.bus.codec import SESSION_FIELD
-from core.bus.lease import Lease
+from core.bus.session_writer import (
+    DEAD_LETTER_MAXLEN,
+    DeadLetterRecord,
+    DeliverySignal,
+    SessionWriter,
+)
+from core.events import StreamEvent
 from core.messages import InboundMessage
-
-DEAD_LETTER_MAXLEN: Final = 100_000
-"""Approximate cap of ``gw:dead``: it is an operator's record, not a queue."""
 
 
 async def record_attempt(redis: Redis, session_key: str, entry_id: str) -> int:
     """Count one more attempt at ``entry_id``; returns the count including this one."""
-    count = redis.hincrby(keys.deliveries(session_key), entry_id, 1)
+    count = redis.hincrby(keys.attempts(session_key), entry_id, 1)
     return await cast(Awaitable[int], count)
 
 
@@ -44,14 +47,27 @@ async def add_dead_letter(
 
 
 async def dead_letter(
-    lease: Lease, entries: list[tuple[str, InboundMessage]], reason: str, *, cursor: str
+    writer: SessionWriter,
+    entries: list[tuple[str, InboundMessage]],
+    reason: str,
+    *,
+    cursor: str,
+    events: Sequence[StreamEvent] = (),
+    maxlen: int = 10_000,
+    signal: DeliverySignal | None = None,
 ) -> None:
-    """Record ``entries`` in ``gw:dead`` with ``reason``, then commit the cursor past them.
-
-    The record is written first: a crash in between leaves a duplicate record rather
-    than a message that vanished without trace. ``LeaseLostError`` if the lease is gone.
+    """Record ``entries`` in ``gw:dead`` with ``reason``, publish ``events`` (what the
+    chat is told) and commit the cursor past them, all in one fenced script: a crash
+    can neither tell the chat twice nor lose the record. ``LeaseLostError`` if the
+    lease is gone (then nothing was written).
     """
     entry_ids = [entry_id for entry_id, _ in entries]
     payload = "[" + ",".join(message.model_dump_json() for _, message in entries) + "]"
-    await add_dead_letter(lease.redis, lease.session_key, entry_ids, reason, payload)
-    await lease.commit(session=None, cursor=cursor, entry_ids=entry_ids)
+    await writer.commit(
+        cursor=cursor,
+        entry_ids=entry_ids,
+        events=events,
+        maxlen=maxlen,
+        signal=signal,
+        dead=DeadLetterRecord(entry_ids=entry_ids, reason=reason, payload=payload),
+    )

@@ -7,7 +7,7 @@ both unsigned 64-bit integers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from pydantic import BaseModel, ValidationError
@@ -74,3 +74,9 @@ def next_stream_id(entry_id: str) -> str:
     if ms < _MAX_U64:
         return f"{ms + 1}-0"
     raise PayloadError(f"no stream id follows {entry_id!r}")
+
+
+def pairs_to_dict(flat: Sequence[str]) -> dict[str, str]:
+    """A raw ``[field, value, field, value, ...]`` reply (HGETALL, XRANGE entry fields,
+    a script's list) as a mapping."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))

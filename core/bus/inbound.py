@@ -1,9 +1,13 @@
 """Inbound messages: dedupe + append to the chat's stream, signal a worker, read back.
 
-``publish_inbound`` runs the ``SET seen NX EX`` dedupe, the ``XADD gw:in:{s}`` and the
-``gw:ready:{p}`` signal in one script, so a crash can never leave a stored message
-without its signal (or a signal for a duplicate). The ready stream is in another
-hash slot: this is one reason Redis Cluster is not supported (see README). ``pending_inbound`` reads
+``publish_inbound`` runs, in one script (``PUBLISH_INBOUND``): the dedupe check and
+claim of the message's marker (a platform event id's ``gw:seen:{s}:{event}``, or an
+HTTP ``Idempotency-Key``'s ``gw:idem:{key}``), the ``XADD gw:in:{s}``, the
+``gw:ready:{p}`` signal, and the read of the outbound tail. So a crash can never
+leave a stored message without its signal, a claimed key without its message, or a
+message whose retry would be stored again; a duplicate gets the first publish's
+ids. The ready stream and the idempotency key are in other hash slots: one reason
+Redis Cluster is not supported (see README). ``pending_inbound`` reads
 the entries after the committed cursor; entries that fail to parse go to ``gw:dead``
 and are deleted from the chat's stream so they cannot wedge it.
 """
@@ -19,7 +23,7 @@ from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.attempts import add_dead_letter
-from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode
+from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode, pairs_to_dict
 from core.bus.scripts import PENDING_INBOUND, PUBLISH_INBOUND, ScriptArg
 from core.errors import PayloadError
 from core.messages import InboundMessage
@@ -32,9 +36,16 @@ INITIAL_CURSOR = "0-0"
 @dataclass(frozen=True, slots=True)
 class Published:
     entry_id: str | None
-    """The inbound stream id; None for a duplicate."""
+    """The inbound stream id this call stored; None for a duplicate."""
     duplicate: bool
     session_key: str
+    accepted_id: str | None = None
+    """The inbound stream id of the accepted message: this call's, or for a duplicate
+    the first publish's (None if its marker predates stored ids)."""
+    events_after: str = INITIAL_CURSOR
+    """The outbound tail when the message was accepted: its reply comes after it."""
+    message_id: str = ""
+    """``InboundMessage.id`` of the accepted message (the first publish's)."""
 
 
 async def publish_inbound(
@@ -44,18 +55,32 @@ async def publish_inbound(
     partitions: int,
     maxlen: int,
     dedupe_ttl_s: int = 86_400,
+    idempotency_key: str | None = None,
 ) -> Published:
-    """Append ``msg`` to its chat's stream and signal the workers, unless it was seen before."""
+    """Append ``msg`` to its chat's stream and signal the workers, unless it was seen
+    before: under ``idempotency_key`` when given, else under its platform event id."""
     s = msg.session_key
-    script_keys = [keys.inbound(s), keys.ready(keys.partition(s, partitions))]
-    args: list[ScriptArg] = [encode(msg), maxlen, s, msg.channel]
-    if msg.platform_event_id:
+    script_keys = [keys.inbound(s), keys.ready(keys.partition(s, partitions)), keys.outbound(s)]
+    args: list[ScriptArg] = [encode(msg), maxlen, s, msg.channel, msg.id]
+    if idempotency_key is not None:
+        script_keys.append(keys.idempotency(idempotency_key))
+    elif msg.platform_event_id:
         script_keys.append(keys.seen(s, msg.platform_event_id))
+    if len(script_keys) > 3:
         args.append(dedupe_ttl_s)
-    entry_id = await PUBLISH_INBOUND.run(redis, script_keys, args)
-    if entry_id is None:
-        return Published(entry_id=None, duplicate=True, session_key=s)
-    return Published(entry_id=cast(str, entry_id), duplicate=False, session_key=s)
+    reply = cast(list[object], await PUBLISH_INBOUND.run(redis, script_keys, args))
+    fresh, accepted_id, after, message_id, stored_key = (
+        str(v) if v is not None else "" for v in reply
+    )
+    return Published(
+        entry_id=accepted_id if fresh == "1" else None,
+        duplicate=fresh != "1",
+        # A key reused for another chat answers with the chat of its first message.
+        session_key=stored_key or s,
+        accepted_id=accepted_id or None,
+        events_after=after or INITIAL_CURSOR,
+        message_id=message_id,
+    )
 
 
 async def read_cursor(redis: Redis, session_key: str) -> str:
@@ -72,7 +97,7 @@ async def pending_inbound(
     raw: list[tuple[str, Mapping[str, str]]]
     if after is None:  # cursor and range in one round trip
         reply = await PENDING_INBOUND.run(redis, [keys.cursor(session_key), stream], [count])
-        raw = [(eid, _pairs(flat)) for eid, flat in cast(list[tuple[str, list[str]]], reply)]
+        raw = [(eid, pairs_to_dict(flat)) for eid, flat in cast(list[tuple[str, list[str]]], reply)]
     else:
         raw = await _range(redis, stream, after, count)
     while True:
@@ -93,11 +118,6 @@ async def _range(
 ) -> list[tuple[str, Mapping[str, str]]]:
     reply = await redis.xrange(stream, min=f"({after}", max="+", count=count)
     return cast(list[tuple[str, Mapping[str, str]]], reply)
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    """A script's raw ``[field, value, ...]`` list as the mapping redis-py gives for XRANGE."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def _drop_malformed(

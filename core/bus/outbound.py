@@ -1,4 +1,7 @@
-"""Reading a chat's outbound events, and signalling the channel deliverers."""
+"""Reading a chat's outbound events; signalling the channel deliverers (tests, tools).
+
+Workers publish through ``core.bus.session_writer`` (fenced, with the signal in the
+same script)."""
 
 from __future__ import annotations
 

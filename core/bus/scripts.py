@@ -3,7 +3,9 @@
 Each script declares every key it touches in ``KEYS`` and all of them share one
 session's ``{hash tag}``, so the scripts also run on Redis Cluster. Fenced scripts
 begin by comparing the lease value with the caller's token and return nil/0 when it
-differs: the caller raises ``LeaseLostError``.
+differs: the caller raises ``LeaseLostError``. (The ready, delivery-signal,
+dead-letter streams and the sessions index are outside that slot: see README on
+Redis Cluster.)
 """
 
 from __future__ import annotations
@@ -45,17 +47,34 @@ class LuaScript:
 
 PUBLISH_INBOUND: Final = LuaScript(
     """
--- KEYS: inbound stream, ready stream [, seen marker]
--- ARGV: payload, maxlen, session key, channel [, dedupe ttl seconds]
--- The work signal is written in the same script: a message is never stored unsignalled.
-if #KEYS > 2 then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then
-    return false
+-- KEYS: inbound stream, ready stream, outbound stream [, marker hash]
+-- ARGV: payload, maxlen, session key, channel, message id [, marker ttl seconds]
+-- -> {1 published / 0 duplicate, inbound entry id, outbound tail id, message id,
+--     session key}
+-- The marker (a platform event's dedupe key, or an HTTP Idempotency-Key) is claimed
+-- here, with the message and its work signal: all of it is written, or none of it.
+-- A duplicate gets what the first publish stored, so every retry of one request
+-- answers the same ids. The outbound tail is read here too: the message's reply
+-- can only come after it.
+if #KEYS > 3 and redis.call('EXISTS', KEYS[4]) == 1 then
+  if redis.call('TYPE', KEYS[4]).ok ~= 'hash' then
+    return {0, '', '', '', ''}  -- a marker written before markers were hashes
   end
+  local stored = redis.call('HMGET', KEYS[4], 'e', 'a', 'm', 's')
+  return {0, stored[1], stored[2], stored[3], stored[4]}
+end
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local tail = '0-0'
+if last[1] then
+  tail = last[1][1]
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
 redis.call('XADD', KEYS[2], '*', 's', ARGV[3], 'c', ARGV[4])  -- codec.SESSION_FIELD, CHANNEL_FIELD
-return id
+if #KEYS > 3 then
+  redis.call('HSET', KEYS[4], 'e', id, 'a', tail, 'm', ARGV[5], 's', ARGV[3])
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
+return {1, id, tail, ARGV[5], ARGV[3]}
 """,
 )
 
@@ -67,18 +86,9 @@ return redis.call('XRANGE', KEYS[2], '(' .. cursor, '+', 'COUNT', ARGV[1])
 """,
 )
 
-ACQUIRE_LEASE: Final = LuaScript(
-    """
--- KEYS: lease, fence   ARGV: ttl ms, owner, random   -> {fence, token} or nil when held
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return false
-end
-local fence = redis.call('INCR', KEYS[2])
-local token = fence .. ':' .. ARGV[2] .. ':' .. ARGV[3]
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return {fence, token}
-""",
-)
+# -- leases: acquired with SET NX PX (one command, no script); renewed and released
+# only by the holder of the token. Every fenced script below starts with the same
+# token comparison, which is the whole fence: a token is unique per grant.
 
 RENEW_LEASE: Final = LuaScript(
     """
@@ -100,15 +110,22 @@ return 0
 """,
 )
 
+# -- the fenced session writer (core.bus.session_writer) -----------------------------
+
 PUBLISH_EVENTS: Final = LuaScript(
     """
--- KEYS: lease, outbound stream   ARGV: token, maxlen, event json...   -> ids or nil
+-- KEYS: lease, outbound stream [, delivery signal stream]
+-- ARGV: token, maxlen, session key, channel, event json...   -> ids, or nil if not ours
+-- The delivery signal is written with the events it announces.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return false
 end
 local ids = {}
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[i])
+end
+if #KEYS > 2 then
+  redis.call('XADD', KEYS[3], '*', 's', ARGV[3], 'c', ARGV[4])
 end
 return ids
 """,
@@ -116,12 +133,32 @@ return ids
 
 COMMIT_TURN: Final = LuaScript(
     """
--- KEYS: lease, cursor, inbound stream, attempts hash, session, sessions index
+-- KEYS: lease, cursor, inbound stream, attempts hash, session, sessions index,
+--       outbound stream, dead-letter stream [, delivery signal stream]
 -- ARGV: token, cursor, first id to keep, session json ('' = keep), updated_at,
---       session key, committed entry ids...
+--       session key, channel, maxlen, dead-letter ids ('' = none), dead-letter reason,
+--       dead-letter payload, dead-letter maxlen, number of events N, N event json...,
+--       committed entry ids...
+-- -> the events' ids, or nil if the lease is not ours (then nothing was written).
+-- A turn's last events (its terminal event), the dead-letter record, the session and
+-- the cursor are written together: a turn is either not answered and re-runs, or
+-- answered once and never re-runs.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+  return false
 end
+local n = tonumber(ARGV[13])
+local ids = {}
+for i = 14, 13 + n do
+  ids[#ids + 1] = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 'd', ARGV[i])
+end
+if #KEYS > 8 then
+  redis.call('XADD', KEYS[9], '*', 's', ARGV[6], 'c', ARGV[7])
+end
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[12], '*',
+    's', ARGV[6], 'ids', ARGV[9], 'reason', ARGV[10], 'payload', ARGV[11])
+end
+-- The session write: the one place that stores a turn's history.
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[5], ARGV[4])
   redis.call('ZADD', KEYS[6], ARGV[5], ARGV[6])
@@ -129,7 +166,7 @@ end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
 -- HDEL in slices: unpack() of thousands of values would overflow the Lua C stack.
-local first = 7
+local first = 14 + n
 while first <= #ARGV do
   local last = math.min(first + 499, #ARGV)
   redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
@@ -138,6 +175,148 @@ end
 if redis.call('XLEN', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[4])
 end
+return ids
+""",
+)
+
+# -- the delivery lease's writes (channels.delivery_lease) ---------------------------
+
+BEGIN_DELIVERY_RUN: Final = LuaScript(
+    """
+-- KEYS: delivery lease, sent-parts hash   ARGV: token, run id
+-- Returns this run's records [field, id, ...] and forgets those of older runs:
+-- a run starts only after the one before it committed, so those never re-run.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
+end
+local prefix = ARGV[2] .. ':'
+local kept = {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, #prefix) == prefix then
+    kept[#kept + 1] = all[i]
+    kept[#kept + 1] = all[i + 1]
+  else
+    redis.call('HDEL', KEYS[2], all[i])
+  end
+end
+return kept
+""",
+)
+
+RECORD_SENT_PART: Final = LuaScript(
+    """
+-- KEYS: delivery lease, sent-parts hash   ARGV: token, field, platform id, ttl s
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
+""",
+)
+
+ADVANCE_DELIVERY: Final = LuaScript(
+    """
+-- KEYS: delivery lease, delivery cursor   ARGV: token, entry id
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+""",
+)
+
+DISCARD_SESSION: Final = LuaScript(
+    """
+-- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session
+-- -> 1 deleted, 0 a message is still waiting for its turn (nothing deleted)
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local cursor = redis.call('GET', KEYS[1]) or '0-0'
+  local a_ms, a_seq = string.match(last[1][1], '(%d+)-(%d+)')
+  local c_ms, c_seq = string.match(cursor, '(%d+)-(%d+)')
+  a_ms, a_seq, c_ms, c_seq = tonumber(a_ms), tonumber(a_seq), tonumber(c_ms), tonumber(c_seq)
+  if a_ms > c_ms or (a_ms == c_ms and a_seq > c_seq) then
+    return 0
+  end
+end
+redis.call('DEL', unpack(KEYS))
+return 1
+""",
+)
+
+TOKEN_BUCKET: Final = LuaScript(
+    """
+-- KEYS: bucket   ARGV: capacity, refill per ms
+-- -> {1, 0} allowed, or {0, ms until a token is back}
+-- The server's clock, so every replica meters one bucket the same way.
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or capacity, tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local allowed, wait = 0, 0
+if tokens >= 1 then
+  tokens, allowed = tokens - 1, 1
+else
+  wait = math.ceil((1 - tokens) / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate) + 1000)
+return {allowed, wait}
+""",
+)
+
+
+# -- channel toolkit: pairing codes (channels.toolkit.pairing) -------------------------
+
+ISSUE_PAIRING_CODE: Final = LuaScript(
+    """
+-- KEYS: codes hash, expiry zset, senders hash
+-- ARGV: candidate code, sender id, payload JSON, ttl seconds, most open codes
+-- Prune, reuse, cap and store in one script: concurrent senders cannot exceed the cap.
+-- Returns {code, 1} for a new code, {code, 0} for the sender's open one, {'', 2} when
+-- the candidate collides, false when the channel already has the most open codes.
+local now = tonumber(redis.call('TIME')[1])
+for _, code in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  local payload = redis.call('HGET', KEYS[1], code)
+  if payload then
+    local sender = cjson.decode(payload)['sender_id']
+    if redis.call('HGET', KEYS[3], sender) == code then redis.call('HDEL', KEYS[3], sender) end
+    redis.call('HDEL', KEYS[1], code)
+  end
+  redis.call('ZREM', KEYS[2], code)
+end
+local open = redis.call('HGET', KEYS[3], ARGV[2])
+if open then return {open, 0} end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then return false end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'', 2} end
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl + 1) end
+return {ARGV[1], 1}
+""",
+)
+
+APPROVE_PAIRING_CODE: Final = LuaScript(
+    """
+-- KEYS: codes hash, expiry zset, senders hash, approved set
+-- ARGV: code
+-- Returns the code's payload JSON (the sender is now approved), or false when the
+-- code is unknown or expired.
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) <= tonumber(redis.call('TIME')[1]) then return false end
+local payload = redis.call('HGET', KEYS[1], ARGV[1])
+if not payload then return false end
+local sender = cjson.decode(payload)['sender_id']
+redis.call('SADD', KEYS[4], sender)
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[3], sender) == ARGV[1] then redis.call('HDEL', KEYS[3], sender) end
+return payload
 """,
 )

@@ -2,8 +2,14 @@
 
 A signal only says "session ``s`` of channel ``c`` has something for you"; the data
 lives in the session's own streams. ``ack`` also deletes the entry, so a signal
-stream holds only unread and in-flight signals and needs no length cap (a cap could
-drop unread signals under load).
+stream holds only unread and in-flight signals. Its length is still capped
+(``SIGNAL_MAXLEN``, approximate), so a stream that nothing reads (a misconfigured
+channel) cannot grow without end; the cap is far above any backlog a reader keeps up
+with, and a trimmed signal costs only a delay: the session's next signal, or a
+redelivery, finds its data.
+
+"Times delivered" is Redis's count of how often a pending signal was handed to a
+consumer (``XPENDING``): 1 when first read, one more per claim.
 """
 
 from __future__ import annotations
@@ -11,19 +17,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from core.bus import keys
-from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD
+from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD, pairs_to_dict
 
 log = logging.getLogger(__name__)
 
 RawEntry = tuple[str, Mapping[str, str]]
-DeliveriesOf = Callable[[str], int]
+TimesDeliveredOf = Callable[[str], int]
+
+SIGNAL_MAXLEN: Final = 100_000
+"""Approximate cap of each signal stream partition (see the module doc)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +41,13 @@ class Signal:
     id: str
     session_key: str
     channel: str
-    deliveries: int
+    times_delivered: int
+    """``XPENDING``'s delivery count: 1 on the first read, more once claimed."""
+
+    @property
+    def claimed(self) -> bool:
+        """Handed out before: its earlier consumer died or gave up (or still holds on)."""
+        return self.times_delivered > 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +61,7 @@ class AutoclaimReply:
 def _as_fields(raw: object) -> Mapping[str, str]:
     if isinstance(raw, Mapping):
         return cast(Mapping[str, str], raw)
-    values = cast(list[str], raw)
-    return dict(zip(values[::2], values[1::2], strict=True))
+    return pairs_to_dict(cast(list[str], raw))
 
 
 def parse_autoclaim(reply: Sequence[object]) -> AutoclaimReply:
@@ -93,29 +107,9 @@ def is_missing_group(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
 
-async def restore_groups(
-    redis: Redis, error: BaseException, streams: Sequence[str], group: str
-) -> bool:
-    """After a failed read: recreate ``group`` when ``error`` says it is gone.
-
-    True when the groups were recreated (read again at once); False when ``error``
-    was something else or the recreation failed too (logged): back off, read again.
-    Never raises a Redis error, so a read loop calling it keeps running.
-    """
-    if not is_missing_group(error):
-        return False
-    try:
-        await ensure_groups(redis, streams, group)
-    except (RedisError, OSError) as exc:
-        log.warning("recreating consumer group %s failed: %s", group, exc)
-        return False
-    log.warning("recreated consumer group %s on %d stream(s)", group, len(streams))
-    return True
-
-
 async def signal(redis: Redis, stream: str, session_key: str, channel: str) -> str:
     fields: dict[FieldT, EncodableT] = {SESSION_FIELD: session_key, CHANNEL_FIELD: channel}
-    return cast(str, await redis.xadd(stream, fields))
+    return cast(str, await redis.xadd(stream, fields, maxlen=SIGNAL_MAXLEN, approximate=True))
 
 
 async def signal_ready(redis: Redis, session_key: str, channel: str, *, partitions: int) -> str:
@@ -169,12 +163,12 @@ async def claim_stale(
             log.warning("signals %s of %s were deleted while pending", reply.deleted_ids, stream)
         if not reply.entries:
             continue
-        counts = await _delivery_counts(redis, stream, group, [i for i, _ in reply.entries])
+        counts = await _times_delivered(redis, stream, group, [i for i, _ in reply.entries])
         claimed.extend(await _to_signals(redis, stream, group, reply.entries, counts.__getitem__))
     return claimed
 
 
-async def _delivery_counts(redis: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
+async def _times_delivered(redis: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
     """Times each pending id was delivered, from ``XPENDING`` (claiming counts as a delivery)."""
     async with redis.pipeline(transaction=False) as pipe:
         for entry_id in ids:
@@ -192,7 +186,7 @@ async def _to_signals(
     stream: str,
     group: str,
     entries: list[RawEntry],
-    deliveries_of: DeliveriesOf,
+    times_delivered_of: TimesDeliveredOf,
 ) -> list[Signal]:
     signals: list[Signal] = []
     for entry_id, fields in entries:
@@ -208,7 +202,7 @@ async def _to_signals(
                 id=entry_id,
                 session_key=session_key,
                 channel=fields.get(CHANNEL_FIELD, ""),
-                deliveries=deliveries_of(entry_id),
+                times_delivered=times_delivered_of(entry_id),
             )
         )
     return signals

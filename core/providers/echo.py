@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from core.messages import Message
+from core.messages import Message, content_text
 from core.providers.base import FinishChunk, ModelRequest, ProviderChunk, TextChunk, UsageChunk
 from core.tokens import estimate_message_tokens, estimate_tokens
 
@@ -24,13 +24,7 @@ def last_user_text(messages: list[Message]) -> str:
     for message in reversed(messages):
         if message.get("role") != "user":
             continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            texts = (p.get("text") for p in content if isinstance(p, dict))
-            return " ".join(t for t in texts if isinstance(t, str) and t)
-        return ""
+        return content_text(message.get("content"))
     return ""
 
 

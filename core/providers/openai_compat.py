@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 from pydantic_core import PydanticSerializationError, to_json
 
-from core.errors import ProviderError, RetryableProviderError
+from core.errors import PermanentProviderError, ProviderError, RetryableProviderError
 from core.messages import new_id
 from core.providers.base import (
     FinishChunk,
@@ -44,6 +44,8 @@ _REASONING_KEYS = ("reasoning_content", "reasoning")
 """Where servers put thinking text (DeepSeek/vLLM, OpenRouter/Ollama)."""
 
 _MAX_ERROR_CHARS = 300
+_PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 422})
+"""Statuses a retry would only repeat: the request, key or model is wrong."""
 _NO_KEY = "none"
 
 _OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
@@ -74,7 +76,10 @@ class OpenAICompatProvider:
                 http_client=_aiohttp_transport(),
             )
         except openai.OpenAIError as exc:
-            raise ProviderError(f"model provider {name}: cannot create client: {exc}") from exc
+            # Missing credentials: no retry can fix it.
+            raise PermanentProviderError(
+                f"model provider {name}: cannot create client: {exc}"
+            ) from exc
         # The key actually used (it may come from OPENAI_API_KEY), kept to redact errors.
         used_key = self._client.api_key if key != _NO_KEY else ""
         self._api_key = SecretStr(used_key) if used_key else None
@@ -183,7 +188,11 @@ class OpenAICompatProvider:
             text = f"model provider {self.name}: {_server_message(exc)}"
             retryable = False
         text = self._redact(" ".join(text.split()))
-        return RetryableProviderError(text) if retryable else ProviderError(text)
+        if retryable:
+            return RetryableProviderError(text)
+        if isinstance(exc, openai.APIStatusError) and exc.status_code in _PERMANENT_STATUSES:
+            return PermanentProviderError(text)
+        return ProviderError(text)
 
     def _redact(self, text: str) -> str:
         key = self._api_key.get_secret_value() if self._api_key else ""

@@ -67,11 +67,8 @@ class ModelRouter:
             return self._resolve_preset(preset)
         if model:
             return self._parse(model)
-        if self._settings.model:
-            return self._parse(self._settings.model)
-        if self._settings.model_preset:
-            return self._resolve_preset(self._settings.model_preset)
-        return self._parse(ECHO_MODEL)
+        model, preset = self._settings.default_model_choice()
+        return self._resolve_preset(preset) if preset else self._parse(model or ECHO_MODEL)
 
     def failover_chain(self, primary: ModelSpec) -> list[ModelSpec]:
         """``primary`` then each ``model_failover`` entry that differs from those before it."""

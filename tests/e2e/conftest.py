@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -63,6 +65,13 @@ def write_worker_config(
         }
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return load_settings(path, required=True)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of test children: on Linux, SIGKILL the child when the test process
+    dies (a test killed by its timeout leaves no worker running on)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _worker_env() -> dict[str, str]:
@@ -163,6 +172,7 @@ class WorkerLauncher:
             stderr=asyncio.subprocess.STDOUT,
             cwd=PROJECT_ROOT,
             env=_worker_env(),
+            preexec_fn=die_with_parent,
         )
         worker = WorkerProcess(name, process)
         self.started.append(worker)

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,10 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def echo_reply(messages: list[dict[str, Any]]) -> Reply:
+    return Reply(text=f"echo: {last_user_text(messages)}")
+
+
 def _pieces(text: str, size: int) -> Iterator[str]:
     step = max(1, size)
     for start in range(0, len(text), step):
@@ -64,8 +68,18 @@ def _sse(payload: dict[str, Any]) -> bytes:
 class FakeModelServer:
     """An aiohttp app on 127.0.0.1 with a free port; ``base_url`` ends in ``/v1``."""
 
-    def __init__(self, models: tuple[str, ...] = (FAKE_MODEL_ID,)) -> None:
+    def __init__(
+        self,
+        models: tuple[str, ...] = (FAKE_MODEL_ID,),
+        *,
+        required_key: str | None = None,
+        default_reply: Callable[[list[dict[str, Any]]], Reply] | None = None,
+    ) -> None:
         self.models = models
+        self.required_key = required_key
+        """When set, ``GET /v1/models`` answers 401 to any other bearer key."""
+        self.default_reply = default_reply or echo_reply
+        """The reply when nothing is scripted, from the request's messages."""
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str] = []
         self._script: deque[Reply] = deque()
@@ -118,6 +132,11 @@ class FakeModelServer:
         await self.stop()
 
     async def _list_models(self, request: web.Request) -> web.Response:
+        if self.required_key and request.headers.get("Authorization") != (
+            f"Bearer {self.required_key}"
+        ):
+            body = {"error": {"message": "Incorrect API key provided", "type": "auth"}}
+            return web.json_response(body, status=401)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
@@ -126,11 +145,7 @@ class FakeModelServer:
         self.requests.append(body)
         self.authorizations.append(request.headers.get("Authorization", ""))
         messages = body.get("messages") or []
-        reply = (
-            self._script.popleft()
-            if self._script
-            else Reply(text=f"echo: {last_user_text(messages)}")
-        )
+        reply = self._script.popleft() if self._script else self.default_reply(messages)
         if reply.status != 200:
             return _error_response(reply)
         model = str(body.get("model", FAKE_MODEL_ID))

@@ -2,8 +2,9 @@
 
 ``messages`` is what the chat shows now (message id -> text); ``sends`` and
 ``edits`` count the calls. ``fail_next_sends`` makes the next N sends raise, like a
-platform outage; ``identical_edits`` counts edits that changed nothing (Telegram
-answers those with 400 "message is not modified").
+platform outage; ``hang_sends`` makes sends never return; ``identical_edits`` counts
+edits that changed nothing (Telegram answers those with 400 "message is not
+modified").
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ class RecordingRenderer:
     identical_edits: int = 0
     typings: int = 0
     fail_next_sends: int = 0
+    send_attempts: int = 0
+    """Calls of ``send``, including failed and hanging ones."""
+    hang_sends: bool = False
+    """Sends never return, like a platform API that stopped answering."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, chat_id: str, text: str, *, thread_id: str | None = None) -> str:
+        self.send_attempts += 1
+        self.changed.set()
         if self.fail_next_sends > 0:
             self.fail_next_sends -= 1
             raise PlatformDown("send refused")
+        if self.hang_sends:
+            await asyncio.Event().wait()  # never set
         self.sends += 1
         message_id = f"m{len(self.messages) + 1}"
         self.messages[message_id] = SentMessage(chat_id, thread_id, text)

@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 from core.bus import keys
 from core.bus.attempts import dead_letter, record_attempt
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.lease import Lease
+from core.bus.session_writer import SessionWriter
 from core.errors import LeaseLostError
+from core.events import RunFailed
 from core.messages import InboundMessage
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
@@ -36,10 +37,11 @@ async def test_dead_letter_records_and_commits_past(redis: Redis) -> None:
     bad = pending[:2]
     for entry_id, _ in bad:
         await record_attempt(redis, SESSION, entry_id)
-    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+    lease = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w")
     assert lease is not None
 
-    await dead_letter(lease, bad, "failed 5 times", cursor=bad[-1][0])
+    told = RunFailed(run_id=bad[-1][0], error="Sorry", message_ids=[i for i, _ in bad])
+    await dead_letter(lease, bad, "failed 5 times", cursor=bad[-1][0], events=[told])
 
     [(_, record)] = await redis.xrange(keys.DEAD_LETTER)
     assert record["s"] == SESSION
@@ -48,18 +50,24 @@ async def test_dead_letter_records_and_commits_past(redis: Redis) -> None:
     assert [m["text"] for m in json.loads(record["payload"])] == ["poison", "also poison"]
     assert await read_cursor(redis, SESSION) == bad[-1][0]
     assert [m.text for _, m in await pending_inbound(redis, SESSION)] == ["fine"]
-    assert not await redis.exists(keys.deliveries(SESSION))
+    assert not await redis.exists(keys.attempts(SESSION))
+    [(_, fields)] = await redis.xrange(keys.outbound(SESSION))
+    assert json.loads(fields["d"])["message_ids"] == [i for i, _ in bad]
 
 
 async def test_dead_letter_with_a_lost_lease_does_not_move_the_cursor(redis: Redis) -> None:
     await publish_inbound(redis, message("poison"), partitions=2, maxlen=1000)
     pending = await pending_inbound(redis, SESSION)
-    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+    lease = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w")
     assert lease is not None
     await lease.release()
 
+    told = RunFailed(run_id=pending[-1][0], error="Sorry", message_ids=[pending[-1][0]])
     with pytest.raises(LeaseLostError):
-        await dead_letter(lease, pending, "boom", cursor=pending[-1][0])
+        await dead_letter(lease, pending, "boom", cursor=pending[-1][0], events=[told])
 
     assert await read_cursor(redis, SESSION) == "0-0"
     assert len(await pending_inbound(redis, SESSION)) == 1
+    # Nothing of it was written: the chat is not told, and no record is left behind.
+    assert await redis.xlen(keys.outbound(SESSION)) == 0
+    assert await redis.xlen(keys.DEAD_LETTER) == 0

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from core.bus import keys
 from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.lease import Lease
+from core.bus.session_writer import SessionWriter
 from core.messages import InboundMessage
 from tests.fakes.redis_server import (  # noqa: F401
     RedisServer,
@@ -89,7 +89,7 @@ async def test_pending_after_commit_skips_committed(redis: Redis) -> None:
     for i in range(3):
         await publish_inbound(redis, message(f"m{i}"), partitions=P, maxlen=1000)
     first_two = (await pending_inbound(redis, SESSION))[:2]
-    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w1")
+    lease = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w1")
     assert lease is not None
     await lease.commit(session=None, cursor=first_two[-1][0])
 

@@ -9,16 +9,16 @@ import asyncio
 from redis.asyncio import Redis
 
 from core.bus import keys
-from core.bus.lease import Lease
 from core.bus.outbound import read_events, signal_delivery
+from core.bus.session_writer import SessionWriter
 from core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextDelta
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 SESSION = "web:abc"
 
 
-async def holder(redis: Redis) -> Lease:
-    lease = await Lease.acquire(redis, SESSION, ttl_ms=5000, owner="w")
+async def holder(redis: Redis) -> SessionWriter:
+    lease = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w")
     assert lease is not None
     return lease
 
@@ -30,7 +30,7 @@ async def test_read_after_an_id(redis: Redis) -> None:
         TextDelta(run_id="r", seq=1, delta="he"),
         TextDelta(run_id="r", seq=2, delta="llo"),
     ]
-    ids = await lease.publish_events(events, maxlen=1000)
+    ids = await lease.publish(events, maxlen=1000)
 
     everything = await read_events(redis, SESSION, after="0-0", block_ms=None)
     assert everything == list(zip(ids, events, strict=True))
@@ -41,14 +41,14 @@ async def test_read_after_an_id(redis: Redis) -> None:
 
 async def test_blocking_read_returns_when_an_event_arrives(redis: Redis, redis_url: str) -> None:
     lease = await holder(redis)
-    [first] = await lease.publish_events([RunStarted(run_id="r")], maxlen=1000)
+    [first] = await lease.publish([RunStarted(run_id="r")], maxlen=1000)
     reader = Redis.from_url(redis_url, decode_responses=True)
     try:
         waiting = asyncio.create_task(read_events(reader, SESSION, after=first, block_ms=5000))
         await asyncio.sleep(0.05)
         assert not waiting.done()
         final = RunCompleted(run_id="r", seq=1, result=RunResult(content="done"), content="done")
-        [second] = await lease.publish_events([final], maxlen=1000)
+        [second] = await lease.publish([final], maxlen=1000)
         got = await asyncio.wait_for(waiting, timeout=2)
     finally:
         await reader.aclose()
@@ -64,7 +64,7 @@ async def test_malformed_events_are_skipped(redis: Redis) -> None:
     for _ in range(3):
         await redis.xadd(stream, {"d": '{"type": "nope"}'})
     lease = await holder(redis)
-    [good] = await lease.publish_events([TextDelta(run_id="r", delta="x")], maxlen=1000)
+    [good] = await lease.publish([TextDelta(run_id="r", delta="x")], maxlen=1000)
 
     got = await read_events(redis, SESSION, after="0-0", block_ms=None, count=2)
 

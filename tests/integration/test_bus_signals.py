@@ -39,7 +39,7 @@ async def test_fresh_read_counts_one_delivery_and_ack_removes_it(redis: Redis) -
 
     got = await read_signals(redis, STREAMS, GROUP, "c1", count=10, block_ms=10)
 
-    assert sorted((s.stream, s.session_key, s.deliveries) for s in got) == [
+    assert sorted((s.stream, s.session_key, s.times_delivered) for s in got) == [
         (STREAMS[0], "a", 1),
         (STREAMS[1], "b", 1),
     ]
@@ -85,14 +85,14 @@ async def test_claim_stale_takes_over_a_dead_consumers_signals(redis: Redis) -> 
     await asyncio.sleep(0.03)
     claimed = await claim_stale(redis, STREAMS, GROUP, "alive", min_idle_ms=20, count=10)
 
-    assert sorted((s.session_key, s.deliveries) for s in claimed) == [("x", 2), ("y", 2)]
+    assert sorted((s.session_key, s.times_delivered) for s in claimed) == [("x", 2), ("y", 2)]
     assert {s.id for s in claimed} == {s.id for s in taken}
     consumers = {c["name"]: c["pending"] for c in await redis.xinfo_consumers(STREAMS[0], GROUP)}
     assert consumers == {"dead": 0, "alive": 1}
 
     await asyncio.sleep(0.03)
     again = await claim_stale(redis, STREAMS, GROUP, "third", min_idle_ms=20, count=1)
-    assert [s.deliveries for s in again] == [3]
+    assert [s.times_delivered for s in again] == [3]
     for sig in [*claimed, *again]:
         await ack(redis, sig, GROUP)
     assert [await pending_count(redis, s) for s in STREAMS] == [0, 0]

@@ -91,7 +91,9 @@ async def test_streamed_reply_is_sent_once_then_edited(redis: Redis) -> None:
     assert renderer.typings >= 1
     assert await redis.get(keys.deliver_cursor(SESSION)) == last
     assert await hash_of(redis, keys.sent_parts(SESSION)) == {f"{RUN}:0": "m1"}
-    assert metrics.registry.get_sample_value("messages_out_total", {"channel": CHANNEL}) == 1
+    assert (
+        metrics.registry.get_sample_value("gateway_messages_out_total", {"channel": CHANNEL}) == 1
+    )
     # The signal was acked (and deleted), the lease released.
     assert await redis.xlen(keys.deliver(CHANNEL, keys.partition(SESSION, PARTITIONS))) == 0
     assert await redis.exists(keys.deliver_lease(SESSION)) == 0

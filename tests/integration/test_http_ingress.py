@@ -21,6 +21,7 @@ from core.errors import ConfigError
 from core.messages import MAX_TEXT_CHARS
 from core.settings import Settings
 from gateway.app import GatewayApp, bus_status
+from gateway.health import live_workers
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,7 @@ async def test_post_then_sse_streams_the_reply(
     async with client.post(f"{gateway.url}/v1/messages", json=MESSAGE) as resp:
         assert resp.status == 202
         body = await resp.json()
-    assert set(body) == {"id", "session_key", "events_url"}
+    assert set(body) == {"id", "session_key", "message_id", "events_url"}
     assert body["session_key"] == "http:order-7"
     async with client.get(f"{gateway.url}{body['events_url']}") as resp:
         assert resp.status == 200
@@ -345,10 +346,11 @@ async def test_health_readiness_and_metrics(
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = await resp.text()
-    assert 'messages_in_total{channel="http"} 1.0' in text
+    assert 'gateway_messages_in_total{channel="http"} 1.0' in text
     for name in ("messages_out_total", "turn_latency_seconds", "lease_waits_total",
-                 "redeliveries_total", "dead_letters_total"):  # fmt: skip
+                 "redeliveries_total", "dead_letters_total", "process_cpu_seconds"):  # fmt: skip
         assert name in text
+        assert name.startswith("process_") or f"gateway_{name}" in text
     assert "secret" not in text and "order-7" not in text
     await redis.xgroup_destroy(keys.ready(1), keys.WORKER_GROUP)
     async with client.get(f"{base}/readyz") as resp:
@@ -368,7 +370,9 @@ async def test_in_process_worker_records_turns_in_metrics(
     await gateway.worker.stop()  # waits for the turn to finish recording, HTTP stays up
     async with client.get(f"{gateway.url}/metrics") as resp:
         text = await resp.text()
-    counts = [line for line in text.splitlines() if line.startswith("turn_latency_seconds_count")]
+    counts = [
+        line for line in text.splitlines() if line.startswith("gateway_turn_latency_seconds_count")
+    ]
     assert len(counts) == 1 and float(counts[0].split()[-1]) >= 1
     assert "order-7" not in text and "hello" not in text
 
@@ -406,7 +410,7 @@ async def test_start_and_stop_are_idempotent(
     url = app.url
     await app.start()
     assert app.url == url
-    assert len(await hash_of(redis, keys.WORKERS_ALIVE)) == 1
+    assert len(await live_workers(redis)) == 1
     await app.stop()
     await app.stop()
     with pytest.raises(aiohttp.ClientConnectionError):
@@ -417,7 +421,7 @@ async def test_start_and_stop_are_idempotent(
         assert resp.status == 200
     await app.shutdown()
     await app.shutdown()
-    assert await hash_of(redis, keys.WORKERS_ALIVE) == {}
+    assert await live_workers(redis) == []
     assert app.redis is None and app.url is None
 
 
@@ -433,4 +437,4 @@ async def test_failed_start_cleans_up_what_it_started(
             async with app:
                 pytest.fail("started on a port that is taken")
     assert app.url is None and app.redis is None and app.worker is None
-    assert await hash_of(redis, keys.WORKERS_ALIVE) == {}
+    assert await live_workers(redis) == []

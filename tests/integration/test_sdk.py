@@ -184,3 +184,18 @@ async def test_per_run_overrides_are_safe_concurrently(
         assert bot.runtime.model == "local/fake-model"
     by_text = {r["messages"][-1]["content"]: r["model"] for r in fake_model.requests}
     assert by_text == {f"m{i}": f"model-{i % 3}" for i in range(12)}
+
+
+async def test_run_options_are_keywords_and_typos_are_refused(sdk_config: Path) -> None:
+    async with Bot.from_config(sdk_config) as bot:
+        result = await bot.run("positional key", "user:p", sender_id="alice")
+        assert result.content == "echo: positional key"
+        assert bot.sessions.get("user:p") is not None
+        with pytest.raises(TypeError, match="sesion_key"):
+            await bot.run("typo", sesion_key="user:q")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="chanel"):
+            await bot.run_streamed("typo", chanel="web")  # type: ignore[call-arg]
+        with pytest.raises(ValueError, match="mutually exclusive"):
+            async for _ in bot.stream("both", model="local/fake-model", model_preset="fast"):
+                pass
+        assert bot.sessions.get("sdk:default") is None

@@ -29,6 +29,7 @@ from tests.integration.test_worker_kit import (
     runtime_for,
     send,
     session_key,
+    target_of,
 )
 from workers.jobs import (
     REMINDER_PREFIX,
@@ -57,7 +58,7 @@ async def test_schedule_tool_reminder_arrives_later_in_the_same_chat(
     redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:
     settings = bus_settings(tmp_path)
-    pool = await create_job_pool(redis_url)
+    pool = await create_job_pool(target_of(redis_url))
     schedule = schedule_tool(pool)
     ctx = tool_context(tmp_path, "remind")
     key = session_key("remind")
@@ -77,7 +78,7 @@ async def test_schedule_tool_reminder_arrives_later_in_the_same_chat(
 
 
 async def test_schedule_tool_rejects_bad_times(redis_url: str, tmp_path: Path) -> None:
-    pool = await create_job_pool(redis_url)
+    pool = await create_job_pool(target_of(redis_url))
     schedule = schedule_tool(pool)
     ctx = tool_context(tmp_path, "bad")
     try:

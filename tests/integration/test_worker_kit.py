@@ -7,7 +7,7 @@ messages, and waiting for replies with blocking reads of the outbound streams.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -16,6 +16,7 @@ from arq import Worker as ArqWorker
 from redis.asyncio import Redis
 
 from core.bus import keys
+from core.bus.client import RedisTarget
 from core.bus.codec import decode_event
 from core.bus.inbound import publish_inbound
 from core.bus.signals import stream_batches
@@ -23,7 +24,14 @@ from core.events import RunCompleted, RunFailed, StreamEvent
 from core.messages import InboundMessage, default_session_key
 from core.runtime import AgentRuntime
 from core.sessions.redis import RedisSessionStore
-from core.settings import AgentSettings, BusyPolicy, ProviderSettings, Settings, WorkerSettings
+from core.settings import (
+    AgentSettings,
+    BusyPolicy,
+    ProviderSettings,
+    RedisSettings,
+    Settings,
+    WorkerSettings,
+)
 from tests.fakes.openai_server import FakeModelServer
 from workers.jobs import arq_worker_settings
 from workers.worker import Worker
@@ -108,7 +116,7 @@ async def running_arq(
 ) -> AsyncIterator[ArqWorker]:
     """arq's real worker, in-process, polling every 20 ms."""
     jobs = ArqWorker(
-        **arq_worker_settings(settings, redis_url=redis_url, **options), poll_delay=0.02
+        **arq_worker_settings(settings, target=target_of(redis_url), **options), poll_delay=0.02
     )
     task = asyncio.create_task(jobs.async_run())
     try:
@@ -159,5 +167,10 @@ class Transcript:
 
 
 async def heartbeat_of(redis: Redis, worker_id: str) -> str | None:
-    """The worker's last heartbeat in ``gw:workers``, None when it is not registered."""
-    return await cast(Awaitable[str | None], redis.hget(keys.WORKERS_ALIVE, worker_id))
+    """The worker's last heartbeat, None when it has none (stopped, or never started)."""
+    return cast(str | None, await redis.get(keys.worker_heartbeat(worker_id)))
+
+
+def target_of(redis_url: str) -> RedisTarget:
+    """The test server as the client factory sees a configured ``redis.url``."""
+    return RedisTarget(RedisSettings(), redis_url, "config")

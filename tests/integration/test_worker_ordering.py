@@ -103,7 +103,7 @@ async def test_failed_start_cleans_up(redis: Redis, redis_url: str, tmp_path: Pa
         passwords=["+pw"],
         keys=["*"],
         channels=["*"],
-        commands=["+@all", "-hset"],
+        commands=["+@all", "-set"],
     )
     limited = Redis.from_url(
         redis_url.replace("redis://", "redis://nobeat:pw@"), decode_responses=True
@@ -112,9 +112,9 @@ async def test_failed_start_cleans_up(redis: Redis, redis_url: str, tmp_path: Pa
     try:
         with pytest.raises(NoPermissionError):
             async with worker:
-                pytest.fail("start() must fail without HSET")
+                pytest.fail("start() must fail without SET")
         assert not worker.running
-        leftovers = [t for t in asyncio.all_tasks() if "worker nobeat" in t.get_name()]
+        leftovers = [t for t in asyncio.all_tasks() if "nobeat" in t.get_name()]
         assert leftovers == []
     finally:
         await redis.acl_deluser("nobeat")

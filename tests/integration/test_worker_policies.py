@@ -143,3 +143,24 @@ async def test_interrupt_ignores_messages_already_pending_for_another_agent(
     assert [type(e) for e in ends] == [RunCompleted, RunCompleted]
     assert [e.run_id for e in ends] == [first, second]
     assert [r["messages"][0]["content"] for r in fake_model.requests] == ["sys", "code"]
+
+
+async def test_a_message_for_another_agent_does_not_interrupt_the_running_turn(
+    redis: Redis, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    """Interrupting would only re-run the same batch (the other agent's message cannot
+    join it), and the run would end twice under one run id."""
+    coder = AgentSettings(system_prompt="code", tools=[], busy_policy="interrupt")
+    settings = bus_settings(
+        tmp_path, fake=fake_model, policy="interrupt", extra_agents={"coder": coder}
+    )
+    key = session_key("other")
+    fake_model.script(Reply(text="a long answer " * 10, chunk_delay_s=0.05, chunk_size=4))
+    first = await send(redis, settings, "other", "for the assistant")
+    transcript = Transcript(redis, [key])
+    async with running_workers(settings, redis):
+        await transcript.until(lambda t: any(isinstance(e, TextDelta) for e in t.events[key]))
+        second = await send(redis, settings, "other", "for the coder", agent="coder")
+        await transcript.runs_ended(2)
+    ends = transcript.terminals(key)
+    assert [(type(e), e.run_id) for e in ends] == [(RunCompleted, first), (RunCompleted, second)]

@@ -24,6 +24,7 @@ from tests.integration.test_worker_kit import (
     running_workers,
     send,
     session_key,
+    target_of,
 )
 from workers.jobs import RetryScheduler, create_job_pool
 
@@ -47,7 +48,7 @@ async def test_dead_letter_after_max_attempts_other_chats_unaffected(
         )
         doomed, fine = session_key("doomed"), session_key("fine")
         transcript = Transcript(redis, [doomed, fine])
-        pool = await create_job_pool(redis_url)
+        pool = await create_job_pool(target_of(redis_url))
         retry = RetryScheduler(pool, base_delay_s=0.05)
         metrics = GatewayMetrics()
         async with (
@@ -74,10 +75,10 @@ async def test_dead_letter_after_max_attempts_other_chats_unaffected(
     assert "failed 3 attempts" in fields["reason"]
     assert json.loads(fields["payload"])[0]["text"] == "hello?"
     assert await read_cursor(redis, doomed) == lost_id
-    assert await redis.hget(keys.deliveries(doomed), lost_id) is None  # type: ignore[misc]
-    assert metrics.registry.get_sample_value("dead_letters_total") == 1
-    assert metrics.registry.get_sample_value("redeliveries_total") == 2  # attempts 2 and 3
-    assert metrics.registry.get_sample_value("turn_latency_seconds_count") == 3 + 5
+    assert await redis.hget(keys.attempts(doomed), lost_id) is None  # type: ignore[misc]
+    assert metrics.registry.get_sample_value("gateway_dead_letters_total") == 1
+    assert metrics.registry.get_sample_value("gateway_redeliveries_total") == 2  # attempts 2 and 3
+    assert metrics.registry.get_sample_value("gateway_turn_latency_seconds_count") == 3 + 5
 
 
 async def test_without_arq_a_failed_turn_is_retried_through_claim_stale(
@@ -108,7 +109,7 @@ async def test_stale_lease_holder_cannot_commit(
         await transcript.until(lambda t: streaming(t, key))
         # Another holder takes over, as if the worker had paused past its ttl.
         await redis.delete(keys.lease(key))
-        intruder = await Lease.acquire(redis, key, ttl_ms=60_000, owner="intruder")
+        intruder = await Lease.acquire(redis, keys.lease(key), ttl_ms=60_000, owner="intruder")
         assert intruder is not None
         await asyncio.sleep(1.0)  # longer than a keepalive period: the worker notices
         assert await read_cursor(redis, key) == "0-0"
@@ -189,9 +190,9 @@ async def test_a_message_whose_attempts_all_died_is_dead_lettered_without_runnin
     assert len(await redis.xrange(keys.DEAD_LETTER)) == 1
     # Read after the workers stopped, so the later turn's latency is recorded too.
     sample = metrics.registry.get_sample_value
-    assert sample("dead_letters_total") == 1
-    assert sample("redeliveries_total") == 1  # the poison message's third attempt
-    assert sample("turn_latency_seconds_count") == 1  # the dead-lettered one never ran
+    assert sample("gateway_dead_letters_total") == 1
+    assert sample("gateway_redeliveries_total") == 1  # the poison message's third attempt
+    assert sample("gateway_turn_latency_seconds_count") == 1  # the dead-lettered one never ran
 
 
 class _Counted(logging.Handler):
@@ -219,10 +220,12 @@ async def test_reading_survives_a_failed_recreation_of_lost_groups(
     key = session_key("deaf")
     user = "limited-worker"
     await redis.acl_setuser(user, enabled=True, passwords=["+pw"], keys="*", commands=["+@all"])
-    # Two failed reads: the loop outlived the failed recreation after the first one.
-    failed_reads = _Counted("reading signals failed", times=2)
-    worker_log = logging.getLogger("workers.worker")
+    # The outage's one line: the recreation failed, and the loop went on to back off.
+    failed_reads = _Counted("Redis failed", times=1)
+    recovered = _Counted("Redis answers again", times=1)
+    worker_log = logging.getLogger("core.bus.consumer")
     worker_log.addHandler(failed_reads)
+    worker_log.addHandler(recovered)
     limited = Redis.from_url(redis_url, username=user, password="pw", decode_responses=True)
     try:
         async with running_workers(settings, limited):
@@ -236,7 +239,9 @@ async def test_reading_survives_a_failed_recreation_of_lost_groups(
             await transcript.runs_ended(1, seconds=15)
     finally:
         worker_log.removeHandler(failed_reads)
+        worker_log.removeHandler(recovered)
         await limited.aclose()
         await redis.acl_deluser(user)
     assert transcript.replies(key) == ["still there?"]
     assert await read_cursor(redis, key) == entry
+    assert recovered.event.is_set()

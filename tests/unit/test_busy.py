@@ -107,11 +107,12 @@ def test_interrupted_and_dead_letter_events() -> None:
     assert event.seq == 7 and event.result is not None
     assert event.result.stop_reason == "interrupted"
 
-    fresh = dead_letter_events("9-0", 1, "s", attempts=3, cause="boom")
-    assert isinstance(fresh[0], RunStarted)
+    fresh = dead_letter_events("9-0", 1, "s", attempts=3, cause="boom", message_ids=["9-0"])
+    assert isinstance(fresh[0], RunStarted) and fresh[0].message_ids == ["9-0"]
     assert isinstance(fresh[1], RunFailed) and fresh[1].seq == 2
+    assert fresh[1].message_ids == ["9-0"]
     assert "after 3 attempts" in fresh[1].error
-    later = dead_letter_events("9-0", 12, "s", attempts=3, cause="boom")
+    later = dead_letter_events("9-0", 12, "s", attempts=3, cause="boom", message_ids=["9-0"])
     assert [e.seq for e in later] == [12]
 
 

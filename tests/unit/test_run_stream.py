@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from core.events import RunCompleted, RunResult, RunStarted, StreamEvent
-from gateway._stream import RunStream
+from core.runs import RunStream
 
 
 async def _slow_to_stop(started: asyncio.Event, cleanup_s: float) -> AsyncGenerator[StreamEvent]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ channels: {}
 """
 
 
+@pytest.fixture(autouse=True)
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No config from the real home; the example's ${OPENAI_API_KEY} set unless a test unsets it."""
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    for name in [n for n in os.environ if n.startswith("GATEWAY_") and n != "GATEWAY_HOME"]:
+        monkeypatch.delenv(name)
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(text)
@@ -44,10 +54,83 @@ def test_issue_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert settings.agent("assistant").tools == ["read_file", "list_dir"]
 
 
-def test_unset_env_var_expands_to_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_env_var_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
-    assert settings.providers["openai"].api_key is None
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ISSUE_EXAMPLE))
+    message = str(info.value)
+    assert "providers.openai.api_key: ${OPENAI_API_KEY} is not set" in message
+    assert "${OPENAI_API_KEY:-default}" in message and "\n" not in message
+
+
+def test_env_var_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GW_TEST_MODEL", raising=False)
+    monkeypatch.delenv("GW_TEST_KEY", raising=False)
+    monkeypatch.setenv("GW_TEST_HOST", "0.0.0.0")
+    text = (
+        "model: ${GW_TEST_MODEL:-local/m}\n"
+        "providers: {local: {base_url: '${GW_TEST_URL:-http://h:1/v1}',\n"
+        "                    api_key: ${GW_TEST_KEY:-}}}\n"
+        "http: {host: ${GW_TEST_HOST:-127.0.0.1}, api_keys: [a]}\n"
+    )
+    monkeypatch.delenv("GW_TEST_URL", raising=False)
+    settings = load_settings(write(tmp_path, text))
+    assert settings.model == "local/m"
+    assert settings.providers["local"].base_url == "http://h:1/v1"
+    assert settings.providers["local"].api_key is None
+    assert settings.http.host == "0.0.0.0"
+
+
+def test_list_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HTTP__API_KEYS", "k1, k2")
+    monkeypatch.setenv("GATEWAY_MODEL_FAILOVER", '["local/a", "local/b"]')
+    settings = load_settings()
+    assert [k.get_secret_value() for k in settings.http.api_keys] == ["k1", "k2"]
+    assert settings.model_failover == ["local/a", "local/b"]
+    monkeypatch.setenv("GATEWAY_HTTP__API_KEYS", "k")
+    assert [k.get_secret_value() for k in load_settings().http.api_keys] == ["k"]
+
+
+def test_bad_json_in_the_environment_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_CHANNELS", "{telegram: x}")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("environment: GATEWAY_CHANNELS: expected a JSON object")
+
+
+def test_gateway_variables_that_are_not_settings_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
+    monkeypatch.setenv("GATEWAY_BASE_URL", "http://elsewhere")
+    monkeypatch.delenv("OPENAI_API_KEY")  # it would pick OpenAI's default model
+    assert load_settings().default_model == ECHO_MODEL
+    monkeypatch.setenv("GATEWAY_HTTP__PROT", "1")
+    with pytest.raises(ConfigError, match=r"unknown key 'http\.prot'"):
+        load_settings()
+
+
+def test_workspace_follows_gateway_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_HOME", str(tmp_path / "home"))
+    assert load_settings().workspace == tmp_path / "home" / "workspace"
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:6379", "redis://h:abc/0", "redis://h:6379/x", "http://h", "redis://h:99999"]
+)
+def test_malformed_redis_url_is_one_line(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_REDIS__URL", url)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "redis.url" in str(info.value) and "not a usable Redis URL" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_redis_url_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_REDIS__URL", "redis://:hunter2@h:6379/x")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "hunter2" not in str(info.value)
 
 
 def test_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,6 +145,7 @@ def test_environment_beats_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_no_file_means_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_HOME", str(tmp_path))
+    monkeypatch.delenv("OPENAI_API_KEY")  # it would pick OpenAI's default model
     settings = load_settings()
     assert settings.default_model == ECHO_MODEL
     assert settings.agent().tools == ["read_file", "write_file", "edit_file", "list_dir"]

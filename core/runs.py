@@ -1,9 +1,13 @@
-"""``RunStream``: a handle on one streamed run (seed 000)."""
+"""``RunStream``: a handle on one run in its own task (seed 000's ``bot.run_streamed``).
+
+Every turn of the runtime runs this way (``AgentRuntime.start``): the task holds the
+session's lock and the consumer only reads the buffer, so no lock waits on the consumer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 
 from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
@@ -40,7 +44,7 @@ class RunStream:
     def done(self) -> bool:
         return self._task.done()
 
-    async def stream_events(self) -> AsyncIterator[StreamEvent]:
+    async def stream_events(self) -> AsyncGenerator[StreamEvent, None]:
         """Single-consumer iterator over the run's events."""
         if self._consumed:
             raise RuntimeError("stream_events() can be consumed only once")
@@ -54,7 +58,7 @@ class RunStream:
             if not finished:
                 await self.cancel()
 
-    async def _drain(self) -> AsyncIterator[StreamEvent]:
+    async def _drain(self) -> AsyncGenerator[StreamEvent, None]:
         while (item := await self._queue.get()) is not _END:
             yield item  # type: ignore[misc]
         await self._finish()

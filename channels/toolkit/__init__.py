@@ -1,0 +1,1 @@
+"""What every platform adapter shares: settings, access, pairing, commands, one connection."""

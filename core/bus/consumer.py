@@ -1,0 +1,252 @@
+"""One consumer of a group's signal streams: the loop the worker and the deliverer share.
+
+``SignalConsumer`` reads signals with ``XREADGROUP`` and runs ``job(signal)`` in its
+own task, at most ``concurrency`` at a time. A semaphore gates the reads (as arq's
+worker does): a consumer with no free slot does not read, so signals it could not
+start wait in the stream for its peers. Every few seconds it calls ``tick`` (the
+worker's heartbeat) and takes over signals any consumer left pending for
+``claim_idle_ms`` (``XAUTOCLAIM``: that consumer died, or its job gave up).
+
+Redis errors back off exponentially, with one log line when an outage begins and one
+when it ends; a consumer group that Redis lost (a restart without its data) is
+recreated at once. The consumer never acks: ``job`` acks what it finished, so a job
+that is cancelled (``stop``, ``abort``) or fails leaves its signal pending, for a peer
+to claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.bus.signals import (
+    Signal,
+    claim_stale,
+    ensure_groups,
+    is_missing_group,
+    read_signals,
+)
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 5_000
+"""Longest single XREADGROUP block (re-issued; well under the clients' socket timeout)."""
+CLAIM_INTERVAL_MAX_S = 5.0
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+Job = Callable[[Signal], Coroutine[Any, Any, None]]
+Tick = Callable[[], Awaitable[None]]
+
+
+class Outage:
+    """Backoff for a failing Redis operation, logged once when it starts and once on recovery."""
+
+    def __init__(self, what: str, *, base_s: float = BACKOFF_BASE_S, max_s: float = BACKOFF_MAX_S):
+        self.what = what
+        self.base_s = base_s
+        self.max_s = max_s
+        self.failures = 0
+
+    async def failed(self, exc: BaseException) -> None:
+        """Count a failure (logging the first of an outage), then wait the backoff."""
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("%s: Redis failed (%s); retrying with backoff", self.what, exc)
+        else:
+            log.debug("%s: Redis failed again (%d): %s", self.what, self.failures, exc)
+        await asyncio.sleep(min(self.max_s, self.base_s * 2 ** (self.failures - 1)))
+
+    def recovered(self) -> None:
+        if self.failures:
+            log.warning("%s: Redis answers again (after %d failures)", self.what, self.failures)
+        self.failures = 0
+
+
+class SignalConsumer:
+    """Reads ``streams`` as ``consumer`` of ``group`` and runs a job per signal."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        job: Job,
+        *,
+        concurrency: int,
+        claim_idle_ms: int,
+        block_ms: int = READ_BLOCK_MS,
+        tick: Tick | None = None,
+    ) -> None:
+        self.redis = redis
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.concurrency = concurrency
+        self.claim_idle_ms = claim_idle_ms
+        self.block_ms = block_ms
+        self._job = job
+        self._tick = tick
+        self._slots = asyncio.Semaphore(concurrency)
+        self._loops: list[asyncio.Task[None]] = []
+        self._jobs: dict[asyncio.Task[None], Signal] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.outage = Outage(f"{group} consumer {consumer}")
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops)
+
+    @property
+    def active(self) -> int:
+        """Jobs running now."""
+        return len(self._jobs)
+
+    async def ensure_groups(self) -> None:
+        await ensure_groups(self.redis, self.streams, self.group)
+
+    def start(self) -> None:
+        """Begin reading and claiming (the groups must exist); idempotent."""
+        if self._loops:
+            return
+        name = f"{self.group} {self.consumer}"
+        self._loops = [
+            asyncio.create_task(self._read_loop(), name=f"{name} read"),
+            asyncio.create_task(self._claim_loop(), name=f"{name} claim"),
+        ]
+        for loop in self._loops:
+            loop.add_done_callback(_log_crash)
+
+    async def stop(self, grace_s: float = 0.0) -> list[Signal]:
+        """Stop reading; give running jobs ``grace_s``, then cancel them.
+
+        Returns the signals whose jobs were cancelled: unfinished, so never acked.
+        """
+        loops, self._loops = self._loops, []
+        await cancel_all(loops)
+        late: Iterable[asyncio.Task[None]] = list(self._jobs)
+        if late and grace_s > 0:
+            _, late = await asyncio.wait(late, timeout=grace_s)
+        unfinished = [self._jobs[task] for task in late if task in self._jobs]
+        await cancel_all(late)
+        return unfinished
+
+    async def abort(self) -> None:
+        """Cancel reading and every job at once (what a crash leaves: nothing acked)."""
+        tasks = [*self._loops, *self._jobs]
+        self._loops = []
+        await cancel_all(tasks)
+
+    async def wait_idle(self) -> None:
+        """Return once no job runs (every signal read so far handled)."""
+        await self._idle.wait()
+
+    # -- loops -----------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while True:
+            await self._slots.acquire()  # read only with a free slot
+            self._slots.release()
+            try:
+                signals = await read_signals(
+                    self.redis,
+                    self.streams,
+                    self.group,
+                    self.consumer,
+                    count=max(1, self.concurrency - self.active),
+                    block_ms=self.block_ms,
+                )
+            except (RedisError, OSError) as exc:
+                await self._after_error(exc)
+                continue
+            self.outage.recovered()
+            for signal in signals:
+                await self._start_job(signal)
+
+    async def _claim_loop(self) -> None:
+        interval = min(CLAIM_INTERVAL_MAX_S, self.claim_idle_ms / 2000)
+        while True:
+            await asyncio.sleep(interval)  # a timer, not a wait for a condition
+            try:
+                if self._tick is not None:
+                    await self._tick()
+                claimed = await self._claim()
+            except (RedisError, OSError) as exc:
+                await self._after_error(exc)
+                continue
+            self.outage.recovered()
+            for signal in claimed:
+                log.info(
+                    "%s claimed stale signal %s of %s", self.consumer, signal.id, signal.session_key
+                )
+                await self._start_job(signal)
+
+    async def _claim(self) -> list[Signal]:
+        free = self.concurrency - self.active
+        if free <= 0:
+            return []
+        return await claim_stale(
+            self.redis,
+            self.streams,
+            self.group,
+            self.consumer,
+            min_idle_ms=self.claim_idle_ms,
+            count=free,
+        )
+
+    async def _after_error(self, exc: BaseException) -> None:
+        """Recreate the groups if Redis lost them (read again at once), else back off.
+
+        Never raises: an error escaping would end the loop and the consumer go deaf.
+        """
+        if is_missing_group(exc):
+            try:
+                await self.ensure_groups()
+            except (RedisError, OSError) as again:
+                exc = again  # e.g. not allowed to create groups: an outage like any other
+            else:
+                log.warning(
+                    "recreated consumer group %s on %d stream(s)", self.group, len(self.streams)
+                )
+                return
+        await self.outage.failed(exc)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def _start_job(self, signal: Signal) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._job(signal), name=f"{self.group} {signal.session_key}")
+        self._jobs[task] = signal
+        self._idle.clear()
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.pop(task, None)
+        self._slots.release()
+        if not self._jobs:
+            self._idle.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Its signal stays pending: claim_stale brings it back.
+            log.error("%s job %s crashed", self.group, task.get_name(), exc_info=error)
+
+
+def _log_crash(loop: asyncio.Task[None]) -> None:
+    # Redis errors never end a loop; anything else is a bug that leaves the consumer deaf.
+    if not loop.cancelled() and (error := loop.exception()) is not None:
+        log.critical("%s crashed; this consumer reads no more", loop.get_name(), exc_info=error)
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended."""
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)

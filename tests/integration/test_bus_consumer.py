@@ -1,0 +1,138 @@
+"""The one consumer loop under a Redis outage, as the deliverer and the worker run it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from channels.delivery import Deliverer
+from core.bus.client import RedisTarget
+from core.bus.consumer import SignalConsumer
+from core.bus.signals import Signal, ack, read_signals, signal
+from core.settings import RedisSettings
+from tests.fakes.recording_renderer import RecordingRenderer
+from tests.fakes.redis_server import RedisServer
+from tests.integration.test_worker_kit import bus_settings, runtime_for
+from workers.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+Running = Callable[[Redis, Path], AbstractAsyncContextManager[object]]
+
+
+class _Records(logging.Handler):
+    """Keeps the records of the bus and channel loggers; ``wait`` for one that matches."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    def count(self, text: str) -> int:
+        return sum(text in r.getMessage() for r in self.records)
+
+    async def wait(self, text: str, times: int = 1) -> None:
+        async with asyncio.timeout(30):
+            while self.count(text) < times:
+                self._changed.clear()
+                await self._changed.wait()
+
+    def loud(self) -> list[logging.LogRecord]:
+        return [r for r in self.records if r.levelno >= logging.WARNING]
+
+
+@asynccontextmanager
+async def _deliverer(redis: Redis, tmp_path: Path) -> AsyncIterator[object]:
+    deliverer = Deliverer(
+        redis, "fake", RecordingRenderer(), partitions=2, consumer="d1", claim_idle_ms=1000
+    )
+    await deliverer.start()
+    try:
+        yield deliverer
+    finally:
+        await deliverer.stop()
+
+
+@asynccontextmanager
+async def _worker(redis: Redis, tmp_path: Path) -> AsyncIterator[object]:
+    settings = bus_settings(tmp_path, claim_idle_ms=1000)
+    runtime = runtime_for(settings, redis)
+    try:
+        async with Worker(settings, redis, runtime, worker_id="w1") as worker:
+            yield worker
+    finally:
+        await runtime.aclose()
+
+
+@pytest.mark.parametrize("running", [_deliverer, _worker], ids=["deliverer", "worker"])
+async def test_an_outage_is_logged_once_and_its_end_once(running: Running, tmp_path: Path) -> None:
+    # Regression: the deliverer logged a full traceback every second while Redis was down.
+    server = RedisServer(data_dir=tmp_path).start()
+    redis = RedisTarget(RedisSettings(), server.url, "config").client()
+    records = _Records()
+    loggers = [logging.getLogger(name) for name in ("core.bus", "channels", "workers")]
+    for logger in loggers:
+        logger.addHandler(records)
+        logger.setLevel(logging.DEBUG)
+    try:
+        async with running(redis, tmp_path):
+            server.stop()
+            await records.wait("Redis failed again", times=4)  # backing off, quietly
+            server.start()
+            await records.wait("Redis answers again")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+            logger.setLevel(logging.NOTSET)
+        await redis.aclose()
+        server.close()
+    loud = [r.getMessage() for r in records.loud()]
+    assert sum("Redis failed (" in text for text in loud) == 1, loud
+    assert sum("Redis answers again" in text for text in loud) == 1, loud
+    during = [r for r in records.loud() if "Redis" not in r.getMessage()]
+    assert [r.getMessage() for r in during if r.exc_info] == []
+
+
+async def test_a_full_consumer_leaves_signals_in_the_stream_for_its_peers(redis: Redis) -> None:
+    streams = ["gw:test:signals"]
+    release = asyncio.Event()
+    started: list[str] = []
+    one_started = asyncio.Event()
+
+    async def job(signal: Signal) -> None:
+        started.append(signal.session_key)
+        one_started.set()
+        await release.wait()
+        await ack(redis, signal, "g")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "busy", job, concurrency=1, claim_idle_ms=60_000, block_ms=100
+    )
+    await consumer.ensure_groups()
+    consumer.start()
+    try:
+        for name in ("a", "b"):
+            await signal(redis, streams[0], name, "test")
+        async with asyncio.timeout(10):
+            await one_started.wait()
+        # The one slot is taken: "b" is not read by this consumer, a peer gets it.
+        peer = await read_signals(redis, streams, "g", "peer", count=10, block_ms=100)
+        assert [s.session_key for s in peer] == ["b"]
+        assert started == ["a"]
+        release.set()
+        await consumer.wait_idle()
+    finally:
+        unfinished = await consumer.stop()
+    assert unfinished == []
+    summary = await redis.xpending(streams[0], "g")
+    assert summary["pending"] == 1  # the peer's, never acked: stop() acks nothing
