@@ -50,3 +50,30 @@ def median_of(figures: Sequence[Figure]) -> Figure:
 
 def p50(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100); 0.0 for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue next to its measured figure."""
+
+    name: str
+    figure: str
+    target: str
+    met: bool
+
+
+def target_table(targets: Sequence[Target]) -> list[str]:
+    width = max((len(t.name) for t in targets), default=10)
+    lines = [f"{'target':<{width}}  {'measured':>24}  {'target':>16}  met"]
+    for t in targets:
+        verdict = "yes" if t.met else "NO"
+        lines.append(f"{t.name:<{width}}  {t.figure:>24}  {t.target:>16}  {verdict}")
+    return lines

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from core.memory import MemoryStore
 from core.messages import Message, content_text
 from core.sessions.base import Session
-from core.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_message_tokens, estimate_tokens
+from core.tokens import HISTORY_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,15 @@ def _is_tool_result(message: Message) -> bool:
 
 
 def needs_compaction(session: Session, token_budget: int) -> bool:
-    """Whether the history plus its summary is estimated above ``token_budget`` tokens."""
+    """Whether the history plus its summary is estimated above ``token_budget`` tokens.
+
+    The history is counted incrementally (``HISTORY_TOKENS``): this runs every turn.
+    """
     summary_tokens = (
         MESSAGE_OVERHEAD_TOKENS + estimate_tokens(session.summary) if session.summary else 0
     )
-    return estimate_message_tokens(session.messages) + summary_tokens > token_budget
+    history = HISTORY_TOKENS.history_tokens(session.key, session.messages)
+    return history + summary_tokens > token_budget
 
 
 def summary_prompt(older: list[Message], previous_summary: str) -> list[Message]:

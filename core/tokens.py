@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 from core.messages import Message, content_text
 
@@ -40,3 +42,45 @@ def _content_text(message: Message) -> str:
 
 def estimate_message_tokens(messages: Iterable[Message]) -> int:
     return sum(MESSAGE_OVERHEAD_TOKENS + estimate_tokens(_content_text(m)) for m in messages)
+
+
+class RunningTokenCount:
+    """Token estimates of session histories, each message counted once.
+
+    A history usually only grows between turns, and the file store hands out the
+    same message dicts on every load: when the message that ended the history last
+    time is still at that position, only what follows it is estimated. Anything else
+    (compaction, a replaced entry there, another store's fresh dicts) counts anew.
+    An entry edited in place earlier in the history is not noticed until then: the
+    figure is an estimate for budgets, never for billing.
+    """
+
+    def __init__(self, max_sessions: int = 4096) -> None:
+        self._max = max_sessions
+        self._counted: OrderedDict[str, tuple[int, Message, int]] = OrderedDict()
+        self._lock = threading.Lock()  # the SDK's sync session API may run in threads
+
+    def history_tokens(self, key: str, messages: Sequence[Message]) -> int:
+        with self._lock:
+            known = self._counted.get(key)
+        if (
+            known is not None
+            and 0 < known[0] <= len(messages)
+            and messages[known[0] - 1] is known[1]
+        ):
+            total = known[2] + estimate_message_tokens(messages[known[0] :])
+        else:
+            total = estimate_message_tokens(messages)
+        with self._lock:
+            if messages:
+                self._counted[key] = (len(messages), messages[-1], total)
+                self._counted.move_to_end(key)
+                while len(self._counted) > self._max:
+                    self._counted.popitem(last=False)
+            else:
+                self._counted.pop(key, None)
+        return total
+
+
+HISTORY_TOKENS = RunningTokenCount()
+"""The process-wide running count (compaction budgets)."""

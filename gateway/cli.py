@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from core import process
 from core.errors import ConfigError, GatewayError
 from core.settings import Settings, default_config_path
 from gateway._cli_common import (
@@ -110,10 +111,12 @@ def start(
             if gw.redis_handle is not None and gw.redis_handle.note:
                 console.print(gw.redis_handle.note, highlight=False)
             signals.install()
+            warm = process.freeze_after_start()
             await signals.wait()
+            warm.cancel()
 
     try:
-        asyncio.run(main())
+        process.run(main())
     except GatewayError as exc:
         fail(exc)
 
@@ -176,7 +179,7 @@ def worker(
         )
 
     try:
-        asyncio.run(main())
+        process.run(main())
     except GatewayError as exc:
         fail(exc)
 

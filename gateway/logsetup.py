@@ -31,7 +31,11 @@ LOG_FORMATS: tuple[str, ...] = ("auto", "plain", "json", "rich")
 QUIET_LOGGERS: dict[str, str] = {
     # arq logs "shutdown on SIGUSR1" when we close it (we own signals): misleading.
     "arq": "WARNING",
+    # One access line per request cost a third of the gateway's CPU under load: they
+    # are shown at DEBUG (--verbose), or with logging.levels {aiohttp.access: INFO}.
+    "aiohttp.access": "WARNING",
 }
+_ACCESS = "aiohttp.access"
 _PROBE_REQUEST = re.compile(r'"[A-Z]+ /(healthz|readyz|metrics)[ ?/]')
 _PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(context)s"
 
@@ -116,8 +120,9 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for name, name_level in {**QUIET_LOGGERS, **(levels or {})}.items():
+    quiet = {**QUIET_LOGGERS, _ACCESS: "DEBUG"} if level.upper() == "DEBUG" else QUIET_LOGGERS
+    for name, name_level in {**quiet, **(levels or {})}.items():
         logging.getLogger(name).setLevel(name_level.upper())
-    access = logging.getLogger("aiohttp.access")
+    access = logging.getLogger(_ACCESS)
     if not any(isinstance(f, _ProbesAtDebug) for f in access.filters):
         access.addFilter(_ProbesAtDebug())

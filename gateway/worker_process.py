@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from channels.registry import REGISTRY
+from core import process
 from core.bus.client import RedisTarget
 from core.errors import ConfigError
 from core.metrics import GatewayMetrics
@@ -73,6 +74,8 @@ async def run_worker(
             )
             worker = await stack.enter_async_context(assembly.running())
             print(f"worker {worker.worker_id} ready", flush=True)
+            warm = process.freeze_after_start()
+            stack.callback(warm.cancel)
             await stop.wait()
     finally:
         await redis.aclose()

@@ -7,22 +7,19 @@ they arrive, then the assembled tool calls, then usage, then the finish reason.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import openai
-from openai.types.chat import (
-    ChatCompletionChunk,
-    ChatCompletionMessageParam,
-    ChatCompletionToolUnionParam,
-)
+from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
+from pydantic_core import PydanticSerializationError, to_json
 
 from core.attachments import with_attachments
 from core.errors import PermanentProviderError, ProviderError, RetryableProviderError
-from core.messages import Message, new_id
+from core.messages import OPENAI_MESSAGE_KEYS, Message, new_id
 from core.providers.base import (
     FinishChunk,
     ModelRequest,
@@ -34,25 +31,36 @@ from core.providers.base import (
 )
 from core.settings import ProviderSettings
 
-_API_KEYS = frozenset({"role", "content", "name", "tool_call_id", "tool_calls"})
+_API_KEYS = OPENAI_MESSAGE_KEYS
 """The message keys the API accepts; history entries also carry timestamp, metadata…"""
 
+_BODY_KEYS = ("model", "stream", "max_tokens", "stream_options", "temperature", "tools")
+_INCLUDE: dict[str, Any] = {
+    "messages": {"__all__": set(_API_KEYS)},
+    **dict.fromkeys(_BODY_KEYS, True),
+}
+"""Serialise only the API keys of each message: the encoder filters, no per-message copy."""
+
 _REASONING_KEYS = ("reasoning_content", "reasoning")
-"""Where servers put thinking text (DeepSeek/vLLM, OpenRouter/Ollama): not in the SDK's types."""
+"""Where servers put thinking text (DeepSeek/vLLM, OpenRouter/Ollama)."""
 
 _MAX_ERROR_CHARS = 300
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 422})
 """Statuses a retry would only repeat: the request, key or model is wrong."""
 _NO_KEY = "none"
 
+_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
+"""What ``chat.completions.create`` passes: bearer auth; the client's timeout and retries."""
 
-def sanitize_messages(messages: Iterable[Message]) -> list[Message]:
-    """Strip non-API keys (attachments first become content: images as image parts);
-    entries that are already clean are passed through uncopied."""
+
+def sanitize_messages(messages: list[Message]) -> list[Message]:
+    """The history as the API takes it: attachments become content (images as image
+    parts); keys the API does not know are dropped. Messages without attachments are
+    passed through uncopied (the encoder filters their keys, see ``_INCLUDE``)."""
     return [
-        m
-        if m.keys() <= _API_KEYS
-        else {k: v for k, v in with_attachments(m).items() if k in _API_KEYS}
+        {k: v for k, v in with_attachments(m).items() if k in _API_KEYS}
+        if "attachments" in m
+        else m
         for m in messages
     ]
 
@@ -78,6 +86,7 @@ class OpenAICompatProvider:
                 base_url=settings.base_url,
                 timeout=settings.timeout_s,
                 max_retries=settings.max_retries,
+                http_client=_aiohttp_transport(),
             )
         except openai.OpenAIError as exc:
             # Missing credentials: no retry can fix it.
@@ -89,18 +98,23 @@ class OpenAICompatProvider:
         self._api_key = SecretStr(used_key) if used_key else None
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderChunk]:
-        spec = request.spec
-        messages = cast(list[ChatCompletionMessageParam], sanitize_messages(request.messages))
-        tools = cast(list[ChatCompletionToolUnionParam], request.tools)
+        body = self._request_body(request)
         try:
-            response = await self._client.chat.completions.create(
-                model=spec.model,
-                messages=messages,
+            # The low-level post skips ``create()``'s request transform, which walks every
+            # history message through the SDK's TypedDict machinery (~250 µs a message):
+            # the body is already plain JSON. Auth, base URL, retries, error mapping and
+            # SSE parsing are the client's, as with ``create()``; tests/unit guard that the
+            # two bodies stay equal.
+            response = await self._client.post(
+                "/chat/completions",
+                content=body,
+                cast_to=ChatCompletion,
+                options=_OPTIONS,
                 stream=True,
-                stream_options={"include_usage": True},
-                tools=tools if tools else openai.omit,
-                temperature=spec.temperature if spec.temperature is not None else openai.omit,
-                max_tokens=spec.max_tokens if spec.max_tokens is not None else openai.omit,
+                # Chunks as the decoded JSON dicts: the SDK still splits the SSE stream,
+                # decodes each event and raises on error events, but building a
+                # ChatCompletionChunk model per chunk cost ~0.15 ms each.
+                stream_cls=openai.AsyncStream[dict[str, Any]],
             )
             async with response, aclosing(self._translate(response)) as chunks:
                 async for chunk in chunks:
@@ -108,37 +122,56 @@ class OpenAICompatProvider:
         except openai.APIError as exc:
             raise self._provider_error(exc) from exc
 
+    def _request_body(self, request: ModelRequest) -> bytes:
+        """The chat completions request as JSON, encoded once."""
+        spec = request.spec
+        params: dict[str, Any] = {
+            "model": spec.model,
+            "stream": True,
+            "messages": sanitize_messages(request.messages),
+        }
+        if spec.max_tokens is not None:
+            params["max_tokens"] = spec.max_tokens
+        params["stream_options"] = {"include_usage": True}
+        if spec.temperature is not None:
+            params["temperature"] = spec.temperature
+        if request.tools:
+            params["tools"] = request.tools
+        try:
+            return to_json(params, include=_INCLUDE)
+        except PydanticSerializationError as exc:
+            raise ProviderError(
+                f"model provider {self.name}: the request is not JSON-serialisable: {exc}"
+            ) from exc
+
     async def _translate(
-        self, response: AsyncIterator[ChatCompletionChunk]
+        self, response: AsyncIterator[dict[str, Any]]
     ) -> AsyncGenerator[ProviderChunk, None]:
         calls: dict[int, _PartialToolCall] = {}
         usage: UsageChunk | None = None
         finish_reason: str | None = None
-        async for chunk in response:
-            if chunk.usage is not None:
-                u = chunk.usage
+        async for raw in response:
+            chunk = self._object(raw, "chunk")
+            u = chunk.get("usage")
+            if isinstance(u, dict):
                 usage = UsageChunk(
-                    prompt_tokens=u.prompt_tokens,
-                    completion_tokens=u.completion_tokens,
-                    total_tokens=u.total_tokens,
+                    prompt_tokens=u.get("prompt_tokens") or 0,
+                    completion_tokens=u.get("completion_tokens") or 0,
+                    total_tokens=u.get("total_tokens") or 0,
                 )
-            for choice in chunk.choices:
-                delta = choice.delta
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
-                reasoning = _reasoning_delta(delta.model_extra)
+            for raw_choice in chunk.get("choices") or ():
+                choice = self._object(raw_choice, "choice")
+                delta = self._object(choice.get("delta") or {}, "delta")
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+                reasoning = _reasoning_delta(delta)
                 if reasoning:
                     yield ReasoningChunk(delta=reasoning)
-                if delta.content:
-                    yield TextChunk(delta=delta.content)
-                for tool_delta in delta.tool_calls or ():
-                    partial = calls.setdefault(tool_delta.index, _PartialToolCall())
-                    partial.id = partial.id or tool_delta.id or ""
-                    function = tool_delta.function
-                    if function is not None:
-                        # Some servers repeat the name in every delta: keep the first.
-                        partial.name = partial.name or function.name or ""
-                        partial.arguments += function.arguments or ""
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    yield TextChunk(delta=content)
+                for tool_delta in delta.get("tool_calls") or ():
+                    _add_tool_delta(calls, self._object(tool_delta, "tool call delta"))
         for _, call in sorted(calls.items()):
             yield ToolCallChunk(
                 id=call.id or f"call_{new_id()}", name=call.name, arguments=call.arguments or "{}"
@@ -146,6 +179,14 @@ class OpenAICompatProvider:
         if usage is not None:
             yield usage
         yield FinishChunk(reason=finish_reason or ("tool_calls" if calls else "stop"))
+
+    def _object(self, value: object, what: str) -> dict[str, Any]:
+        """``value`` if it is a JSON object; a one-line ``ProviderError`` otherwise."""
+        if not isinstance(value, dict):
+            raise ProviderError(
+                f"model provider {self.name}: malformed stream: {what} is not an object"
+            )
+        return value
 
     def _provider_error(self, exc: openai.APIError) -> ProviderError:
         """One line: provider, status, the server's message; transient failures are retryable."""
@@ -174,11 +215,35 @@ class OpenAICompatProvider:
         await self._client.close()
 
 
-def _reasoning_delta(extra: dict[str, Any] | None) -> str:
-    if not extra:
-        return ""
+def _aiohttp_transport() -> Any:
+    """The SDK's aiohttp transport (``openai.DefaultAioHttpClient``) when it can be built.
+
+    Measured on the bench: about 0.5 ms less CPU per request than the default httpx
+    transport, with the same SDK behaviour on top. None (the SDK's default) when this
+    openai version has no aiohttp transport.
+    """
+    factory = getattr(openai, "DefaultAioHttpClient", None)
+    if factory is None:
+        return None
+    try:
+        return factory()
+    except RuntimeError:  # the SDK says it lacks its aiohttp extra
+        return None
+
+
+def _add_tool_delta(calls: dict[int, _PartialToolCall], tool_delta: dict[str, Any]) -> None:
+    partial = calls.setdefault(tool_delta.get("index") or 0, _PartialToolCall())
+    partial.id = partial.id or tool_delta.get("id") or ""
+    function = tool_delta.get("function")
+    if isinstance(function, dict):
+        # Some servers repeat the name in every delta: keep the first.
+        partial.name = partial.name or function.get("name") or ""
+        partial.arguments += function.get("arguments") or ""
+
+
+def _reasoning_delta(delta: dict[str, Any]) -> str:
     for key in _REASONING_KEYS:
-        value = extra.get(key)
+        value = delta.get(key)
         if isinstance(value, str) and value:
             return value
     return ""

@@ -13,7 +13,12 @@ the last header/state record commits the messages before it, so a torn append is
 dropped on load: readers see the old session or the new one, never half.
 
 Saves are not fsynced (that is ``flush``). The store assumes one process writes a
-workspace's sessions; its write-through cache holds what each file contains.
+workspace's sessions; its write-through cache holds what each file contains, both
+as the encoded lines and as the decoded messages, so a turn's cost does not grow
+with the history: ``load`` hands out the cached message dicts (no re-parse) and
+``save`` encodes only the messages appended since (no re-serialise). The dicts are
+therefore shared: treat history entries as read-only, and edit one by replacing it
+(``session.messages[i] = {...}``), which ``save`` detects and rewrites.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 from pydantic_core import from_json, to_json
 
 from core.errors import SessionError
+from core.messages import Message
 from core.sessions.base import Session, SessionInfo
 from core.sessions.jsonl import (
     append_payload,
@@ -62,6 +68,8 @@ class _Persisted:
     summary: str
     metadata_json: bytes
     lines: list[bytes]
+    messages: list[Message]
+    """``lines`` decoded; shared with the sessions ``load`` hands out, never mutated."""
     appended_batches: int = 0
     needs_rewrite: bool = False
 
@@ -108,7 +116,8 @@ class FileSessionStore:
     # -- sync API -----------------------------------------------------------------
 
     def load_sync(self, key: str) -> Session | None:
-        """A fresh ``Session`` (its own dicts); recovers what it can of a corrupt file."""
+        """A fresh ``Session`` (its own list and metadata; the message dicts are shared
+        with the cache, see the module docstring); recovers what it can of a corrupt file."""
         entry = self._cached(key)
         if entry is None:
             entry = self._read(key)
@@ -117,7 +126,7 @@ class FileSessionStore:
             self._remember(key, entry)
         return Session.model_construct(
             key=key,
-            messages=[from_json(line) for line in entry.lines],
+            messages=list(entry.messages),
             metadata=from_json(entry.metadata_json),
             created_at=entry.created_at,
             updated_at=entry.updated_at,
@@ -127,21 +136,25 @@ class FileSessionStore:
     def save_sync(self, session: Session) -> None:
         """Persist ``session`` and set its ``updated_at`` to now."""
         session.updated_at = time.time()
-        lines = [to_json(message) for message in session.messages]
+        messages = list(session.messages)
+        path = self.path_for(session.key)
+        old = self._cached(session.key)
+        grown = old is not None and _extends(old.messages, messages)
+        added = messages[len(old.messages) :] if old is not None and grown else messages
+        added_lines = [to_json(message) for message in added]
         entry = _Persisted(
             session.created_at,
             session.updated_at,
             session.summary,
             to_json(session.metadata),
-            lines,
+            old.lines + added_lines if old is not None and grown else added_lines,
+            messages,
         )
-        path = self.path_for(session.key)
-        old = self._cached(session.key)
         try:
-            if old is not None and _can_append(old, entry):
+            if old is not None and grown and _can_append(old, entry):
                 entry.appended_batches = old.appended_batches + 1
                 try:
-                    _append(path, lines[len(old.lines) :], entry.updated_at, len(lines))
+                    _append(path, added_lines, entry.updated_at, len(messages))
                 except FileNotFoundError:
                     log.warning("session file %s vanished; rewriting it", path)
                     entry.appended_batches = 0
@@ -254,6 +267,7 @@ class FileSessionStore:
             summary=header.get("summary", ""),
             metadata_json=to_json(header.get("metadata", {})),
             lines=parsed.lines,
+            messages=parsed.messages,
         )
         if parsed.problems:
             self._recover(path, key, entry, parsed.problems)
@@ -310,16 +324,23 @@ class FileSessionStore:
         )
 
 
+def _extends(old: list[Message], new: list[Message]) -> bool:
+    """Whether ``new`` is ``old`` plus appended messages.
+
+    Loaded sessions share the cached dicts, so the comparison mostly meets identical
+    objects, which list equality accepts without looking inside them.
+    """
+    return len(new) >= len(old) and new[: len(old)] == old
+
+
 def _can_append(old: _Persisted, new: _Persisted) -> bool:
-    known = len(old.lines)
+    """Whether a grown history can be appended (else the file is rewritten)."""
     return (
         not old.needs_rewrite
         and old.appended_batches < REWRITE_AFTER_APPENDS
         and old.created_at == new.created_at
         and old.summary == new.summary
         and old.metadata_json == new.metadata_json
-        and len(new.lines) >= known
-        and new.lines[:known] == old.lines
     )
 
 

@@ -88,6 +88,8 @@ class ParsedFile:
 
     header: dict[str, Any] | None
     lines: list[bytes]
+    messages: list[dict[str, Any]]
+    """The committed messages decoded (the same records as ``lines``)."""
     updated_at: float | None
     problems: list[str]
     uncommitted: int
@@ -145,19 +147,21 @@ def parse(data: bytes) -> ParsedFile:
     problems = [] if header is not None else ["line 1: no usable session header"]
     committed: int | None = header.get("message_count") if header else None
     updated_at: float | None = None
-    messages: list[bytes] = []
+    lines: list[bytes] = []
+    messages: list[dict[str, Any]] = []
     for number, line in enumerate(raw[1:] if header else raw, 2 if header else 1):
         record = _json_dict(line)
         kind = None if record is None else record.get("_type")
         if record is not None and kind is None and isinstance(record.get("role"), str):
-            messages.append(line)
+            lines.append(line)
+            messages.append(record)
         elif record is not None and kind == "state" and _state_or_none(record):
             committed, updated_at = record["message_count"], record["updated_at"]
         elif not (number == 1 and header is None):
             problems.append(f"line {number}: not a message or record")
-    keep = len(messages) if committed is None else min(committed, len(messages))
-    uncommitted = len(messages) - keep + (1 if torn else 0)
-    return ParsedFile(header, messages[:keep], updated_at, problems, uncommitted)
+    keep = len(lines) if committed is None else min(committed, len(lines))
+    uncommitted = len(lines) - keep + (1 if torn else 0)
+    return ParsedFile(header, lines[:keep], messages[:keep], updated_at, problems, uncommitted)
 
 
 def _json_dict(line: bytes) -> dict[str, Any] | None:

@@ -64,11 +64,11 @@ def test_save_stamps_updated_at(store: FileSessionStore) -> None:
     assert (loaded.created_at, loaded.updated_at) == (10.0, session.updated_at)
 
 
-def test_load_returns_independent_copies(store: FileSessionStore) -> None:
+def test_load_returns_its_own_list_and_metadata(store: FileSessionStore) -> None:
     store.save_sync(Session(key="k", messages=_messages(2), metadata={"n": 1}))
     first = store.load_sync("k")
     assert first is not None
-    first.messages[0]["content"] = "changed in place"
+    first.messages[0] = {"role": "user", "content": "replaced, unsaved"}
     first.messages.append({"role": "user", "content": "unsaved"})
     first.metadata["n"] = 2
 
@@ -77,6 +77,38 @@ def test_load_returns_independent_copies(store: FileSessionStore) -> None:
     assert second is not None
     assert second.messages == _messages(2)
     assert second.metadata == {"n": 1}
+
+
+def test_a_turn_encodes_only_what_it_appended(
+    store: FileSessionStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Load and save cost no per-message work for the history already stored."""
+    store.save_sync(Session(key="k", messages=_messages(50)))
+    FileSessionStore(root).load_sync("k")  # a cold read parses the file once
+    decoded: list[object] = []
+    encoded: list[object] = []
+    real_from_json, real_to_json = file_module.from_json, file_module.to_json
+
+    def counting_from_json(data: Any) -> Any:
+        decoded.append(data)
+        return real_from_json(data)
+
+    def counting_to_json(value: Any) -> bytes:
+        encoded.append(value)
+        return real_to_json(value)
+
+    monkeypatch.setattr(file_module, "from_json", counting_from_json)
+    monkeypatch.setattr(file_module, "to_json", counting_to_json)
+    session = store.load_sync("k")
+    assert session is not None
+    session.messages.extend(_messages(2, tag="new"))
+    store.save_sync(session)
+
+    assert len(decoded) == 1  # the metadata only
+    assert encoded == [*_messages(2, tag="new"), {}]  # the new messages and the metadata
+    reloaded = FileSessionStore(root).load_sync("k")
+    assert reloaded is not None
+    assert reloaded.messages == _messages(50) + _messages(2, tag="new")
 
 
 def test_growing_history_is_appended_with_a_commit_record(

@@ -85,10 +85,21 @@ def test_health_and_metrics_requests_are_debug() -> None:
     access.info('127.0.0.1 "GET /healthz HTTP/1.1" 200')
     access.info('127.0.0.1 "GET /metrics HTTP/1.1" 200')
     access.info('127.0.0.1 "POST /v1/messages HTTP/1.1" 202')
+    assert stream.getvalue() == ""  # access lines are off by default (their CPU cost)
+    setup_logging("INFO", "plain", {"aiohttp.access": "INFO"}, stream=stream)
+    access.info('127.0.0.1 "GET /healthz HTTP/1.1" 200')
+    access.info('127.0.0.1 "POST /v1/messages HTTP/1.1" 202')
     assert stream.getvalue().count("\n") == 1 and "/v1/messages" in stream.getvalue()
     setup_logging("INFO", "plain", {"aiohttp.access": "DEBUG"}, stream=stream)
     access.info('127.0.0.1 "GET /readyz HTTP/1.1" 200')
     assert "DEBUG aiohttp.access" in stream.getvalue()
+
+
+def test_debug_level_shows_every_request() -> None:
+    stream = io.StringIO()
+    setup_logging("DEBUG", "plain", stream=stream)
+    logging.getLogger("aiohttp.access").info('127.0.0.1 "POST /v1/messages HTTP/1.1" 202')
+    assert "/v1/messages" in stream.getvalue()
 
 
 def test_unknown_format_is_refused() -> None:

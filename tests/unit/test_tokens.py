@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core import tokens
+from core.messages import Message
 from core.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_message_tokens, estimate_tokens
 
 
@@ -36,3 +38,50 @@ def test_message_estimate_adds_overhead_and_tool_calls() -> None:
     serialized = '[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]'
     expected = 2 * MESSAGE_OVERHEAD_TOKENS + 1 + estimate_tokens(serialized)
     assert estimate_message_tokens(messages) == expected
+
+
+def _history(count: int, tag: str = "m") -> list[Message]:
+    return [{"role": "user", "content": f"{tag} {i} " + "word " * i} for i in range(count)]
+
+
+def test_running_count_estimates_only_the_appended_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counter = tokens.RunningTokenCount()
+    history = _history(40)
+    assert counter.history_tokens("s", history) == tokens.estimate_message_tokens(history)
+    estimated: list[str] = []
+    real = tokens.estimate_tokens
+
+    def counting(text: str) -> int:
+        estimated.append(text)
+        return real(text)
+
+    monkeypatch.setattr(tokens, "estimate_tokens", counting)
+    grown = [*history, *_history(2, tag="new")]  # a fresh list of the same dicts, as a reload
+
+    total = counter.history_tokens("s", grown)
+
+    assert len(estimated) == 2
+    monkeypatch.setattr(tokens, "estimate_tokens", real)
+    assert total == tokens.estimate_message_tokens(grown)
+
+
+def test_running_count_recounts_a_changed_or_shorter_history() -> None:
+    counter = tokens.RunningTokenCount()
+    history = _history(10)
+    counter.history_tokens("s", history)
+    replaced = [*history[:-1], {"role": "user", "content": "a much longer last message " * 20}]
+    assert counter.history_tokens("s", replaced) == tokens.estimate_message_tokens(replaced)
+    compacted = replaced[6:]
+    assert counter.history_tokens("s", compacted) == tokens.estimate_message_tokens(compacted)
+    assert counter.history_tokens("s", []) == 0
+    other_store = [dict(m) for m in compacted]  # equal content, other dicts
+    assert counter.history_tokens("s", other_store) == tokens.estimate_message_tokens(compacted)
+
+
+def test_running_count_keeps_a_bounded_number_of_sessions() -> None:
+    counter = tokens.RunningTokenCount(max_sessions=2)
+    for key in ("a", "b", "c"):
+        counter.history_tokens(key, _history(3, tag=key))
+    assert len(counter._counted) == 2 and "a" not in counter._counted
