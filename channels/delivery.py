@@ -101,6 +101,7 @@ class Deliverer:
         claim_idle_ms: int = _WORKER_DEFAULTS.claim_idle_ms,
         max_deliveries: int = _WORKER_DEFAULTS.max_deliveries,
         render_timeout_s: float = _CHANNEL_DEFAULTS.render_timeout_s,
+        edit_interval_s: float | None = None,
         idle_timeout_s: float = 600.0,
         concurrency: int = 64,
         block_ms: int = READ_BLOCK_MS,
@@ -116,6 +117,11 @@ class Deliverer:
         self.lease_ms = lease_ms
         self.max_deliveries = max_deliveries
         self.render_timeout_s = render_timeout_s
+        self.edit_interval_s = (
+            renderer.edit_interval_s if edit_interval_s is None else edit_interval_s
+        )
+        """Least time between two streamed edits of one chat (``channels.<name>.edit_interval``;
+        None: the renderer's own default)."""
         self.idle_timeout_s = idle_timeout_s
         self.clock = clock
         self.streams = [keys.deliver(channel_name, p) for p in range(partitions)]

@@ -2,7 +2,7 @@
 
 ``SessionRenderer.drain`` reads ``gw:out:{s}`` after the delivery cursor and turns
 each run into platform messages: the first text is sent, later text edits it
-(throttled by the renderer's ``edit_interval_s``), and the final text is split at
+(throttled by the channel's ``edit_interval``), and the final text is split at
 the platform limit (part 0 edited in place, further parts sent). Every message sent
 is recorded through the lease before anything else happens, so a replay of the run
 edits it instead of posting it again. Every platform call is bounded by the
@@ -80,6 +80,8 @@ class DeliveryContext(Protocol):
     def idle_timeout_s(self) -> float: ...
     @property
     def render_timeout_s(self) -> float: ...
+    @property
+    def edit_interval_s(self) -> float: ...
     @property
     def clock(self) -> Callable[[], float]: ...
     @property
@@ -167,7 +169,7 @@ class SessionRenderer:
 
     def _flush_delay(self, view: _RunView) -> float:
         now = self._d.clock()
-        throttle = edit_delay(now, view.last_edit_at, self._renderer.edit_interval_s)
+        throttle = edit_delay(now, view.last_edit_at, self._d.edit_interval_s)
         return max(throttle, view.not_before - now)
 
     async def _view_for(self, run_id: str) -> _RunView:

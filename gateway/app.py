@@ -264,6 +264,7 @@ class GatewayApp:
             claim_idle_ms=cfg.claim_idle_ms,
             max_deliveries=cfg.max_deliveries,
             render_timeout_s=self.settings.channels[channel.name].render_timeout_s,
+            edit_interval_s=self.settings.channels[channel.name].edit_interval,
         )
 
     def _build_web(self, redis: Redis, delivered: list[str]) -> web.Application:

@@ -199,6 +199,21 @@ async def test_streaming_edits_are_throttled(redis: Redis) -> None:
     assert renderer.texts() == ["abcdef"]
 
 
+async def test_the_channel_edit_interval_beats_the_renderer_default(redis: Redis) -> None:
+    # channels.<name>.edit_interval (the setting) decides, not the renderer's attribute.
+    renderer = RecordingRenderer(edit_interval_s=0.0)
+    deliverer = make_deliverer(redis, renderer, edit_interval_s=3600.0)
+    await publish(redis, started(), TextDelta(run_id=RUN, delta="a"))
+    task = asyncio.create_task(deliverer.deliver_session(SESSION))
+    await renderer.wait_until(lambda: renderer.sends == 1)
+    for delta in "bcdef":
+        await publish(redis, TextDelta(run_id=RUN, delta=delta))
+    await publish(redis, completed("abcdef"))
+    assert await task is Outcome.DONE
+    assert renderer.edits == 1
+    assert renderer.texts() == ["abcdef"]
+
+
 async def test_second_deliverer_edits_after_the_first_is_killed_mid_run(redis: Redis) -> None:
     renderer = RecordingRenderer()
     first = make_deliverer(redis, renderer, consumer="first", claim_idle_ms=300)
