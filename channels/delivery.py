@@ -164,18 +164,15 @@ class Deliverer:
             if not drained:
                 return Outcome.RETRY
             # Events that came after our last read but before the release had their
-            # signal turned away as BUSY: look once more. A pass that rendered nothing
-            # saw only unreadable entries there (logged by read_events): looking again
-            # would spin.
-            if renderer.applied == 0 or not await self._has_undelivered(session_key):
+            # signal turned away as BUSY: look once more, whether or not this pass
+            # rendered anything. Compared with what the pass looked at (unreadable
+            # entries included), not the cursor, so an unreadable tail does not spin.
+            if not await self._arrived_after(session_key, renderer.read_until):
                 return Outcome.DONE
 
-    async def _has_undelivered(self, session_key: str) -> bool:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.deliver_cursor(session_key))
-            pipe.xrevrange(keys.outbound(session_key), count=1)
-            cursor, last = await pipe.execute()
-        return bool(last) and parse_stream_id(last[0][0]) > parse_stream_id(cursor or "0-0")
+    async def _arrived_after(self, session_key: str, read_until: str) -> bool:
+        last = await self.redis.xrevrange(keys.outbound(session_key), count=1)
+        return bool(last) and parse_stream_id(last[0][0]) > parse_stream_id(read_until)
 
     async def handle(self, signal: Signal) -> None:
         """The job run for each signal read or claimed (acks what ``decide_ack`` says)."""

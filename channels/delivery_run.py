@@ -31,6 +31,7 @@ from channels.render import (
     failure_text,
     split_message,
 )
+from core.bus.codec import parse_stream_id
 from core.bus.consumer import READ_BLOCK_MS
 from core.bus.outbound import read_events
 from core.errors import LeaseLostError
@@ -102,13 +103,15 @@ class SessionRenderer:
         self._renderer = deliverer.renderer
         self._address = chat_address(lease.session_key, deliverer.channel)
         self._view: _RunView | None = None
-        self.applied = 0
-        """Events rendered so far: none means what lies after the cursor is unreadable."""
+        self.read_until = "0-0"
+        """The newest outbound id looked at, unreadable entries included: anything
+        newer arrived after the drain's last read (its signal may have been turned away)."""
 
     async def drain(self, after: str) -> bool:
         """Render until nothing is in progress. False: gave up on a silent run."""
         clock, idle_s = self._d.clock, self._d.idle_timeout_s
         idle_until = clock() + idle_s
+        self.read_until = after
         while not self._lease.lost.is_set():
             view = self._view
             if view is None:
@@ -119,13 +122,18 @@ class SessionRenderer:
                     wait_s = min(wait_s, self._flush_delay(view))
                 # Capped: one read never outlasts the client's socket timeout.
                 block_ms = min(READ_BLOCK_MS, max(1, int(wait_s * 1000)))
+            skipped: list[str] = []
             batch = await read_events(
-                self._d.redis, self._lease.session_key, after=after, block_ms=block_ms
+                self._d.redis,
+                self._lease.session_key,
+                after=after,
+                block_ms=block_ms,
+                skipped=skipped,
             )
             for entry_id, event in batch:
                 await self._apply(entry_id, event)
                 after = entry_id
-            self.applied += len(batch)
+            self.read_until = max(after, *skipped, self.read_until, key=parse_stream_id)
             if batch:
                 idle_until = clock() + idle_s
             view = self._view
