@@ -332,8 +332,9 @@ class TurnRunner:
             raise _Interrupted
 
     async def _stop_on_request(self) -> None:
-        first = self._plan.batch[0][0]
-        await wait_for_stop(self._deps.redis, self._key, first)
+        # The batch's last message: a stop asked before it was sent is not about it.
+        last = self._plan.batch[-1][0]
+        await wait_for_stop(self._deps.redis, self._key, last)
         if not self._outbox.terminal_seen:  # as with interrupt: a finished run stays
             raise TurnStopped
 

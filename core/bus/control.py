@@ -2,11 +2,12 @@
 
 ``request_stop`` appends ``{type: stop, upto: <newest inbound id>}`` to the chat's
 control stream (``gw:control:{s}``, capped, expiring). A stop covers every
-message the chat had sent when it was asked: a running turn whose batch starts at
-or before ``upto`` is cancelled, and so is a queued turn that starts later but
-covers only messages sent before the stop. Messages sent after the stop run as
-usual. The worker side (``wait_for_stop``) reads the whole (short) stream a few
-times a second while a turn runs.
+message the chat had sent when it was asked: a turn is cancelled when its whole
+batch was sent by then (its last id is at or before ``upto``), so the running turn
+and queued ones stop. Messages sent after the stop run as usual, also when a
+``collect`` batch puts them behind messages sent before it. The worker side
+(``wait_for_stop``) reads the whole (short) stream a few times a second while a
+turn runs.
 """
 
 from __future__ import annotations
@@ -52,26 +53,30 @@ async def request_stop(redis: Redis, session_key: str) -> str | None:
 
 
 async def wait_for_stop(
-    redis: Redis, session_key: str, first_id: str, *, poll_s: float = STOP_POLL_S
+    redis: Redis, session_key: str, last_id: str, *, poll_s: float = STOP_POLL_S
 ) -> None:
-    """Return once a stop request covers a turn whose batch starts at ``first_id``.
+    """Return once a stop request covers a turn whose batch ends at ``last_id``.
 
     Polls with a short non-blocking read instead of a blocking ``XREAD``: this runs
     beside every turn and is cancelled when the turn ends, and cancelling a command
     in flight costs its connection. A turn shorter than ``poll_s`` costs no read.
     """
-    stream = keys.control(session_key)
     while True:
         await asyncio.sleep(poll_s)
-        entries = await redis.xrange(stream, count=CONTROL_MAXLEN)
-        if any(_covers(fields, first_id) for _, fields in entries):
+        if await stop_requested(redis, session_key, last_id):
             return
 
 
-def _covers(fields: Mapping[str, str], first_id: str) -> bool:
+async def stop_requested(redis: Redis, session_key: str, last_id: str) -> bool:
+    """Whether a stop request was made after the message ``last_id`` was sent."""
+    entries = await redis.xrange(keys.control(session_key), count=CONTROL_MAXLEN)
+    return any(_covers(fields, last_id) for _, fields in entries)
+
+
+def _covers(fields: Mapping[str, str], last_id: str) -> bool:
     if fields.get("type") != STOP:
         return False
     try:
-        return parse_stream_id(fields.get("upto", "")) >= parse_stream_id(first_id)
+        return parse_stream_id(fields.get("upto", "")) >= parse_stream_id(last_id)
     except PayloadError:
         return False  # a malformed request stops nothing
