@@ -57,19 +57,23 @@ class AckDecision(enum.Enum):
     LEAVE_PENDING = "leave_pending"
     """Try again: ``XAUTOCLAIM`` hands the signal out once it was idle ``claim_idle_ms``."""
     GIVE_UP = "give_up"
-    """Handed out ``max_deliveries`` times without success: ack and log."""
+    """Failed ``max_deliveries`` times: ack and log."""
 
 
 def decide_ack(outcome: Outcome, times_delivered: int, max_deliveries: int) -> AckDecision:
     """What to do with the signals of a delivery that ended with ``outcome``.
 
     BUSY on a fresh signal: the live holder drains what it announced. BUSY on a
-    claimed one: the holder may have died (its lease lapses by its ttl), so retry.
+    claimed one: the holder may have died (its lease lapses by its ttl), so retry,
+    however often: BUSY is no failed attempt, and giving up while a dead holder's
+    lease has not lapsed yet (``claim_idle_ms`` short of ``lease_ms``, or a small
+    ``max_deliveries``) would leave its reply unshown. A live holder ends its hold
+    (it drains, or gives up on a silent run), so this does not retry forever.
     """
     if outcome is Outcome.DONE:
         return AckDecision.ACK
-    if outcome is Outcome.BUSY and times_delivered == 1:
-        return AckDecision.ACK
+    if outcome is Outcome.BUSY:
+        return AckDecision.ACK if times_delivered == 1 else AckDecision.LEAVE_PENDING
     if times_delivered < max_deliveries:
         return AckDecision.LEAVE_PENDING
     return AckDecision.GIVE_UP
