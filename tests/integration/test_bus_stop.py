@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
+from core.bus import control
 from core.bus.control import request_stop
-from core.events import RunCompleted, RunFailed
+from core.bus.inbound import read_cursor
+from core.events import RunCompleted, RunFailed, TextDelta
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
     Transcript,
@@ -54,3 +57,30 @@ async def test_a_stop_does_not_stop_a_batch_holding_a_later_message(
     [ending] = transcript.terminals(key)
     assert isinstance(ending, RunCompleted), ending
     assert ending.content == SLOW.text
+
+
+async def test_a_message_steered_in_after_the_stop_is_answered(
+    redis: Redis, tmp_path: Path, fake_model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "second" is sent after the stop and steered into the running turn before the
+    # worker's next look at the stop stream: the stopped turn must not commit it.
+    monkeypatch.setattr(control, "STOP_POLL_S", 1.0)  # the steer comes before the poll
+    settings = bus_settings(tmp_path, fake=fake_model, policy="steer")
+    key = session_key("s3")
+    fake_model.script(
+        Reply(text="looking", tool_calls=[("lookup", {})], chunk_delay_s=0.05, chunk_size=1),
+        Reply(text="never ends", hang=True),
+        Reply(text="the answer to second"),
+    )
+    first = await send(redis, settings, "s3", "first")
+    transcript = Transcript(redis, [key])
+    async with running_workers(settings, redis):
+        await transcript.until(lambda t: any(isinstance(e, TextDelta) for e in t.events[key]))
+        assert await request_stop(redis, key) == first
+        second = await send(redis, settings, "s3", "second")
+        await transcript.runs_ended(2)
+    stopped, answered = transcript.terminals(key)
+    assert isinstance(stopped, RunFailed) and stopped.message_ids == [first]
+    assert isinstance(answered, RunCompleted) and answered.message_ids == [second]
+    assert answered.content == "the answer to second"
+    assert await read_cursor(redis, key) == second
