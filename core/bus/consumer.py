@@ -182,7 +182,13 @@ class SignalConsumer:
                 await self._after_error(exc)
                 continue
             self.outage.recovered()
+            # The idle time XAUTOCLAIM goes by is not refreshed while a job runs, so a
+            # long job's own signal comes back to us: its job acks it, a second one
+            # would only fail the lease (and count as a redelivery).
+            running = {(job.stream, job.id) for job in self._jobs.values()}
             for signal in claimed:
+                if (signal.stream, signal.id) in running:
+                    continue
                 log.info(
                     "%s claimed stale signal %s of %s", self.consumer, signal.id, signal.session_key
                 )

@@ -136,3 +136,33 @@ async def test_a_full_consumer_leaves_signals_in_the_stream_for_its_peers(redis:
     assert unfinished == []
     summary = await redis.xpending(streams[0], "g")
     assert summary["pending"] == 1  # the peer's, never acked: stop() acks nothing
+
+
+async def test_a_long_job_is_not_started_again_by_its_own_claim(redis: Redis) -> None:
+    streams = ["gw:test:claims"]
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def job(signal: Signal) -> None:
+        started.append(signal.id)
+        await release.wait()
+        await ack(redis, signal, "g")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "c1", job, concurrency=4, claim_idle_ms=200, block_ms=100
+    )
+    await consumer.ensure_groups()
+    consumer.start()
+    try:
+        await signal(redis, streams[0], "a", "test")
+        async with asyncio.timeout(10):
+            # The running job's signal is claimed back twice (by this consumer).
+            while not (entries := await redis.xpending_range(streams[0], "g", "-", "+", 1)) or (
+                entries[0]["times_delivered"] < 3
+            ):
+                await asyncio.sleep(0.05)
+        release.set()
+        await consumer.wait_idle()
+    finally:
+        await consumer.stop()
+    assert len(started) == 1
