@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -138,6 +139,22 @@ async def test_a_full_consumer_leaves_signals_in_the_stream_for_its_peers(redis:
     assert summary["pending"] == 1  # the peer's, never acked: stop() acks nothing
 
 
+class CountingClaims(SignalConsumer):
+    """Sets ``claimed_twice`` once XAUTOCLAIM handed signals back to it twice."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.claims = 0
+        self.claimed_twice = asyncio.Event()
+
+    async def _claim(self) -> list[Signal]:
+        claimed = await super()._claim()
+        self.claims += len(claimed)
+        if self.claims >= 2:
+            self.claimed_twice.set()
+        return claimed
+
+
 async def test_a_long_job_is_not_started_again_by_its_own_claim(redis: Redis) -> None:
     streams = ["gw:test:claims"]
     release = asyncio.Event()
@@ -148,7 +165,7 @@ async def test_a_long_job_is_not_started_again_by_its_own_claim(redis: Redis) ->
         await release.wait()
         await ack(redis, signal, "g")
 
-    consumer = SignalConsumer(
+    consumer = CountingClaims(
         redis, streams, "g", "c1", job, concurrency=4, claim_idle_ms=200, block_ms=100
     )
     await consumer.ensure_groups()
@@ -156,11 +173,8 @@ async def test_a_long_job_is_not_started_again_by_its_own_claim(redis: Redis) ->
     try:
         await signal(redis, streams[0], "a", "test")
         async with asyncio.timeout(10):
-            # The running job's signal is claimed back twice (by this consumer).
-            while not (entries := await redis.xpending_range(streams[0], "g", "-", "+", 1)) or (
-                entries[0]["times_delivered"] < 3
-            ):
-                await asyncio.sleep(0.05)
+            # The running job's signal idles past claim_idle_ms: claimed back twice.
+            await consumer.claimed_twice.wait()
         release.set()
         await consumer.wait_idle()
     finally:
