@@ -60,19 +60,23 @@ class AckDecision(enum.Enum):
     LEAVE_PENDING = "leave_pending"
     """Try again: ``XAUTOCLAIM`` hands the signal out once it was idle ``claim_idle_ms``."""
     GIVE_UP = "give_up"
-    """Handed out ``max_deliveries`` times without success: ack and log."""
+    """Failed ``max_deliveries`` times: ack and log."""
 
 
 def decide_ack(outcome: Outcome, times_delivered: int, max_deliveries: int) -> AckDecision:
     """What to do with the signals of a delivery that ended with ``outcome``.
 
     BUSY on a fresh signal: the live holder drains what it announced. BUSY on a
-    claimed one: the holder may have died (its lease lapses by its ttl), so retry.
+    claimed one: the holder may have died (its lease lapses by its ttl), so retry,
+    however often: BUSY is no failed attempt, and giving up while a dead holder's
+    lease has not lapsed yet (``claim_idle_ms`` short of ``lease_ms``, or a small
+    ``max_deliveries``) would leave its reply unshown. A live holder ends its hold
+    (it drains, or gives up on a silent run), so this does not retry forever.
     """
     if outcome is Outcome.DONE:
         return AckDecision.ACK
-    if outcome is Outcome.BUSY and times_delivered == 1:
-        return AckDecision.ACK
+    if outcome is Outcome.BUSY:
+        return AckDecision.ACK if times_delivered == 1 else AckDecision.LEAVE_PENDING
     if times_delivered < max_deliveries:
         return AckDecision.LEAVE_PENDING
     return AckDecision.GIVE_UP
@@ -177,10 +181,10 @@ class Deliverer:
             if not drained:
                 return Outcome.RETRY
             # Events that came after our last read but before the release had their
-            # signal turned away as BUSY: look once more. A pass that rendered nothing
-            # saw only unreadable entries there (logged by read_events): looking again
-            # would spin.
-            if renderer.applied == 0 or not await self._has_undelivered(session_key):
+            # signal turned away as BUSY: look once more, whether or not this pass
+            # rendered anything. Compared with what the pass looked at (unreadable
+            # entries included), not the cursor, so an unreadable tail does not spin.
+            if not await self._arrived_after(session_key, renderer.read_until):
                 return Outcome.DONE
 
     async def address_of(self, session_key: str, event: RunStarted | None) -> ChatAddress:
@@ -197,12 +201,9 @@ class Deliverer:
         parsed = chat_address(session_key, self.channel)
         return ChatAddress(channel=self.channel, chat_id=parsed.chat_id, thread_id=parsed.thread_id)
 
-    async def _has_undelivered(self, session_key: str) -> bool:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(keys.deliver_cursor(session_key))
-            pipe.xrevrange(keys.outbound(session_key), count=1)
-            cursor, last = await pipe.execute()
-        return bool(last) and parse_stream_id(last[0][0]) > parse_stream_id(cursor or "0-0")
+    async def _arrived_after(self, session_key: str, read_until: str) -> bool:
+        last = await self.redis.xrevrange(keys.outbound(session_key), count=1)
+        return bool(last) and parse_stream_id(last[0][0]) > parse_stream_id(read_until)
 
     async def handle(self, signal: Signal) -> None:
         """The job run for each signal read or claimed (acks what ``decide_ack`` says)."""

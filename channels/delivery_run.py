@@ -35,6 +35,7 @@ from channels.toolkit.format import format_parts
 from channels.toolkit.ratelimit import RateLimiter
 from channels.toolkit.renderer import ChatGone, FormattingRenderer, MessageGone, Throttled
 from channels.toolkit.typing import TypingLoop
+from core.bus.codec import parse_stream_id
 from core.bus.consumer import READ_BLOCK_MS
 from core.bus.outbound import read_events
 from core.errors import LeaseLostError
@@ -116,8 +117,9 @@ class SessionRenderer:
         self._calls = self._chat_calls(self._address)
         self._typing: TypingLoop | None = None
         self._view: _RunView | None = None
-        self.applied = 0
-        """Events rendered so far: none means what lies after the cursor is unreadable."""
+        self.read_until = "0-0"
+        """The newest outbound id looked at, unreadable entries included: anything
+        newer arrived after the drain's last read (its signal may have been turned away)."""
 
     async def drain(self, after: str) -> bool:
         """Render until nothing is in progress. False: gave up on a silent run."""
@@ -130,6 +132,7 @@ class SessionRenderer:
     async def _drain(self, after: str) -> bool:
         clock, idle_s = self._d.clock, self._d.idle_timeout_s
         idle_until = clock() + idle_s
+        self.read_until = after
         while not self._lease.lost.is_set():
             view = self._view
             if view is None:
@@ -140,13 +143,18 @@ class SessionRenderer:
                     wait_s = min(wait_s, self._flush_delay(view))
                 # Capped: one read never outlasts the client's socket timeout.
                 block_ms = min(READ_BLOCK_MS, max(1, int(wait_s * 1000)))
+            skipped: list[str] = []
             batch = await read_events(
-                self._d.redis, self._lease.session_key, after=after, block_ms=block_ms
+                self._d.redis,
+                self._lease.session_key,
+                after=after,
+                block_ms=block_ms,
+                skipped=skipped,
             )
             for entry_id, event in batch:
                 await self._apply(entry_id, event)
                 after = entry_id
-            self.applied += len(batch)
+            self.read_until = max(after, *skipped, self.read_until, key=parse_stream_id)
             if batch:
                 idle_until = clock() + idle_s
             view = self._view

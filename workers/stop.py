@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from core.bus import keys
-from core.bus.codec import decode_event
+from core.bus.codec import decode_event, parse_stream_id
 from core.bus.session_writer import DeliverySignal, SessionWriter
 from core.errors import PayloadError
 from core.events import RunFailed, RunResult, RunStarted, StreamEvent, TextDelta
@@ -28,6 +28,19 @@ SHOWN_SCAN = 2_000
 
 class TurnStopped(Exception):
     """A stop request covers the running turn."""
+
+    def __init__(self, upto: str) -> None:
+        super().__init__(f"stop requested for messages up to {upto}")
+        self.upto = upto
+        """The newest message the chat had sent when it asked to stop."""
+
+    def covered(
+        self, entries: Sequence[tuple[str, InboundMessage]]
+    ) -> list[tuple[str, InboundMessage]]:
+        """The ``entries`` the stop is about: a message steered into the turn after the
+        stop was asked is left pending, for the next turn to answer."""
+        upto = parse_stream_id(self.upto)
+        return [entry for entry in entries if parse_stream_id(entry[0]) <= upto]
 
 
 def stopped_events(run_id: str, next_seq: int, session_key: str) -> list[StreamEvent]:

@@ -203,13 +203,14 @@ class TurnRunner:
         except _Interrupted:
             await self._publish([interrupted_event(self._plan.run_id, self._outbox.last_seq + 1)])
             return TurnOutcome.INTERRUPTED
-        except TurnStopped:
+        except TurnStopped as stop:
+            entries = stop.covered(self._covered())
             ending = stopped_events(self._plan.run_id, self._outbox.last_seq + 1, self._key)
-            ending = [self._stamped(event) for event in ending]
+            ending = [self._stamped(event, entries) for event in ending]
             await commit_stopped(
                 self._lease,
                 self._deps.sessions,
-                self._covered(),
+                entries,
                 self._plan.run_id,
                 events=ending,
                 maxlen=self._deps.settings.worker.stream_maxlen,
@@ -287,14 +288,15 @@ class TurnRunner:
             # Keep what is already on the bus; the unsent tail would only be replaced.
             self._outbox.discard()
 
-    def _stamped(self, event: StreamEvent) -> StreamEvent:
-        """The event naming the inbound ids it answers (run.started: the batch so far)."""
+    def _stamped(self, event: StreamEvent, covered: list[Entry] | None = None) -> StreamEvent:
+        """The event naming the inbound ids it answers (run.started: the batch so far;
+        the terminal event: ``covered``, by default every message the turn took in)."""
         if isinstance(event, RunStarted):
             ids = [entry_id for entry_id, _ in self._plan.batch]
             address = event.address or self._address
             return event.model_copy(update={"message_ids": ids, "address": address})
         if is_terminal(event):
-            ids = [entry_id for entry_id, _ in self._covered()]
+            ids = [entry_id for entry_id, _ in (self._covered() if covered is None else covered)]
             return event.model_copy(update={"message_ids": ids})
         return event
 
@@ -342,10 +344,11 @@ class TurnRunner:
             raise _Interrupted
 
     async def _stop_on_request(self) -> None:
-        first = self._plan.batch[0][0]
-        await wait_for_stop(self._deps.redis, self._key, first)
+        # The batch's last message: a stop asked before it was sent is not about it.
+        last = self._plan.batch[-1][0]
+        upto = await wait_for_stop(self._deps.redis, self._key, last)
         if not self._outbox.terminal_seen:  # as with interrupt: a finished run stays
-            raise TurnStopped
+            raise TurnStopped(upto)
 
     def _covered(self) -> list[Entry]:
         """The batch and every message steered into the turn, oldest first."""

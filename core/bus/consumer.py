@@ -23,6 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, RedisError
+from redis.typing import StreamIdT
 
 from core.bus.signals import (
     Signal,
@@ -199,6 +200,7 @@ class SignalConsumer:
             try:
                 if self._tick is not None:
                     await self._tick()
+                await self._refresh_running()
                 if self.concurrency - self.active <= 0:
                     self._claim_due = True  # the read loop claims with its next free slot
                     continue
@@ -216,7 +218,12 @@ class SignalConsumer:
             self._claim_due = True
             return False
         claimed = await self._claim(free)
+        # A job that outlived a refresh (an event-loop stall) may find its own signal
+        # claimed back: its job acks it; a second one would only fail the lease.
+        running = {(job.stream, job.id) for job in self._jobs.values()}
         for signal in claimed:
+            if (signal.stream, signal.id) in running:
+                continue
             log.info(
                 "%s claimed stale signal %s of %s", self.consumer, signal.id, signal.session_key
             )
@@ -225,6 +232,18 @@ class SignalConsumer:
             self._claim_due = True
             return True
         return False
+
+    async def _refresh_running(self) -> None:
+        """Reset the idle time of the signals whose jobs run here (``XCLAIM`` with
+        min-idle 0, ``JUSTID``: no delivery is counted). XAUTOCLAIM goes by idle time,
+        which a running job does not refresh: without this, every long turn's signal
+        was claimed by the other consumers each ``claim_idle_ms``, each claim a job that
+        found the lease held, took a slot and starved dead consumers' work."""
+        by_stream: dict[str, list[StreamIdT]] = {}
+        for job in self._jobs.values():
+            by_stream.setdefault(job.stream, []).append(job.id)
+        for stream, ids in by_stream.items():
+            await self.redis.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
 
     async def _claim(self, free: int) -> list[Signal]:
         return await claim_stale(

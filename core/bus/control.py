@@ -2,11 +2,12 @@
 
 ``request_stop`` appends ``{type: stop, upto: <newest inbound id>}`` to the chat's
 control stream (``gw:control:{s}``, capped, expiring). A stop covers every
-message the chat had sent when it was asked: a running turn whose batch starts at
-or before ``upto`` is cancelled, and so is a queued turn that starts later but
-covers only messages sent before the stop. Messages sent after the stop run as
-usual. The worker side (``wait_for_stop``) reads the whole (short) stream a few
-times a second while a turn runs.
+message the chat had sent when it was asked: a turn is cancelled when its whole
+batch was sent by then (its last id is at or before ``upto``), so the running turn
+and queued ones stop. Messages sent after the stop run as usual, also when a
+``collect`` batch puts them behind messages sent before it. The worker side
+(``wait_for_stop``) reads the whole (short) stream a few times a second while a
+turn runs.
 """
 
 from __future__ import annotations
@@ -52,26 +53,33 @@ async def request_stop(redis: Redis, session_key: str) -> str | None:
 
 
 async def wait_for_stop(
-    redis: Redis, session_key: str, first_id: str, *, poll_s: float = STOP_POLL_S
-) -> None:
-    """Return once a stop request covers a turn whose batch starts at ``first_id``.
+    redis: Redis, session_key: str, last_id: str, *, poll_s: float | None = None
+) -> str:
+    """Once a stop request covers a turn whose batch ends at ``last_id``, its ``upto``.
 
     Polls with a short non-blocking read instead of a blocking ``XREAD``: this runs
     beside every turn and is cancelled when the turn ends, and cancelling a command
     in flight costs its connection. A turn shorter than ``poll_s`` costs no read.
     """
-    stream = keys.control(session_key)
     while True:
-        await asyncio.sleep(poll_s)
-        entries = await redis.xrange(stream, count=CONTROL_MAXLEN)
-        if any(_covers(fields, first_id) for _, fields in entries):
-            return
+        await asyncio.sleep(STOP_POLL_S if poll_s is None else poll_s)
+        if (upto := await stop_requested(redis, session_key, last_id)) is not None:
+            return upto
 
 
-def _covers(fields: Mapping[str, str], first_id: str) -> bool:
+async def stop_requested(redis: Redis, session_key: str, last_id: str) -> str | None:
+    """The newest ``upto`` of a stop request made after ``last_id`` was sent, or None."""
+    entries = await redis.xrange(keys.control(session_key), count=CONTROL_MAXLEN)
+    covering = [upto for _, fields in entries if (upto := _covers(fields, last_id))]
+    return max(covering, key=parse_stream_id) if covering else None
+
+
+def _covers(fields: Mapping[str, str], last_id: str) -> str | None:
+    """The request's ``upto`` if it covers a batch ending at ``last_id``."""
     if fields.get("type") != STOP:
-        return False
+        return None
+    upto = fields.get("upto", "")
     try:
-        return parse_stream_id(fields.get("upto", "")) >= parse_stream_id(first_id)
+        return upto if parse_stream_id(upto) >= parse_stream_id(last_id) else None
     except PayloadError:
-        return False  # a malformed request stops nothing
+        return None  # a malformed request stops nothing

@@ -25,12 +25,14 @@ async def read_events(
     after: str,
     block_ms: int | None,
     count: int = 500,
+    skipped: list[str] | None = None,
 ) -> list[tuple[str, StreamEvent]]:
     """Events of ``gw:out:{s}`` after id ``after``, oldest first.
 
     ``block_ms=None`` returns at once; otherwise waits up to ``block_ms`` for the
     first event (0 waits forever, as in Redis). An entry that does not parse is
-    logged and skipped, never returned.
+    logged and skipped, never returned; its id is appended to ``skipped`` if given
+    (a reader that must know how far it has looked counts it as read).
     """
     stream = keys.outbound(session_key)
     while True:
@@ -42,6 +44,8 @@ async def read_events(
                 events.append((entry_id, decode_event(fields)))
             except PayloadError as exc:
                 log.error("skipping malformed event %s of %s: %s", entry_id, session_key, exc)
+                if skipped is not None:
+                    skipped.append(entry_id)
         # If every entry read was malformed, the caller could not advance past them: go on.
         if events or not entries:
             return events

@@ -229,8 +229,14 @@ return 1
 
 DISCARD_SESSION: Final = LuaScript(
     """
--- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session
--- -> 1 deleted, 0 a message is still waiting for its turn (nothing deleted)
+-- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session,
+--       session lease
+-- -> 1 deleted, 0 a message is still waiting for its turn or a worker holds the
+--    session (nothing deleted): a holder (a turn, the compaction job) would write the
+--    session back after the delete.
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  return 0
+end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #last > 0 then
   local cursor = redis.call('GET', KEYS[1]) or '0-0'
@@ -241,7 +247,7 @@ if #last > 0 then
     return 0
   end
 end
-redis.call('DEL', unpack(KEYS))
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return 1
 """,
 )

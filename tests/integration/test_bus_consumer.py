@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from channels.delivery import Deliverer
 from core.bus.client import RedisTarget
 from core.bus.consumer import SignalConsumer
-from core.bus.signals import Signal, ack, read_signals, signal
+from core.bus.signals import Signal, ack, claim_stale, read_signals, signal
 from core.settings import RedisSettings
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.fakes.redis_server import RedisServer
@@ -172,3 +172,37 @@ async def test_stale_signals_are_not_starved_by_a_steady_inflow(redis: Redis) ->
     # The claim timer fires every 20 ms; the stale signal must be taken at the first free
     # slot after that, long before the 60 fresh ones (10 ms each) are through.
     assert handled.index("stale") < fresh // 2, handled
+
+
+async def test_a_running_job_keeps_its_signal_from_being_claimed(redis: Redis) -> None:
+    # Regression: XAUTOCLAIM goes by idle time, which a running job did not refresh, so
+    # a long turn's signal was claimed every claim_idle_ms (by its own consumer, which
+    # started it twice, and by the others, which each spent a slot on a held lease).
+    streams = ["gw:test:claims"]
+    release = asyncio.Event()
+    running = asyncio.Event()
+    started: list[str] = []
+
+    async def job(signal: Signal) -> None:
+        started.append(signal.id)
+        running.set()
+        await release.wait()
+        await ack(redis, signal, "g")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "c1", job, concurrency=4, claim_idle_ms=200, block_ms=100
+    )
+    await consumer.ensure_groups()
+    consumer.start()
+    try:
+        await signal(redis, streams[0], "a", "test")
+        async with asyncio.timeout(10):
+            await running.wait()
+        await asyncio.sleep(1.0)  # five claim_idle_ms while the job runs
+        others = await claim_stale(redis, streams, "g", "c2", min_idle_ms=200, count=10)
+        assert others == []  # a live job's signal is not stale
+        release.set()
+        await consumer.wait_idle()
+    finally:
+        await consumer.stop()
+    assert len(started) == 1

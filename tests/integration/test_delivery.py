@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from channels.delivery import Deliverer, Outcome
+from channels.delivery_run import SessionRenderer
 from channels.render import FAILED_TEXT, SUPERSEDED_TEXT
 from core.bus import keys
 from core.bus.codec import encode
@@ -278,3 +279,27 @@ async def test_deliverer_recreates_consumer_groups_that_redis_lost(redis: Redis)
     finally:
         await deliverer.stop()
     assert renderer.sends == 1
+
+
+async def test_run_published_during_an_empty_pass_is_not_missed(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pass that finds nothing new (a peer rendered it) while a worker publishes the
+    # next run: that run's signal is turned away as BUSY (this pass holds the lease),
+    # so this pass must look once more after its release.
+    renderer = RecordingRenderer()
+    deliverer = make_deliverer(redis, renderer)
+    await publish(redis, started(), completed("one"))
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    drain = SessionRenderer.drain
+    later = "1700000000001-0"
+
+    async def drain_then_publish(self: SessionRenderer, after: str) -> bool:
+        drained = await drain(self, after)
+        monkeypatch.setattr(SessionRenderer, "drain", drain)  # only once
+        await publish(redis, started(later), completed("two", later))
+        return drained
+
+    monkeypatch.setattr(SessionRenderer, "drain", drain_then_publish)
+    assert await deliverer.deliver_session(SESSION) is Outcome.DONE
+    assert renderer.texts() == ["one", "two"]

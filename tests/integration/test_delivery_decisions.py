@@ -42,7 +42,9 @@ MAX = WorkerSettings().max_deliveries
         (Outcome.RETRY, 1, AckDecision.LEAVE_PENDING),
         (Outcome.RETRY, MAX - 1, AckDecision.LEAVE_PENDING),
         (Outcome.RETRY, MAX, AckDecision.GIVE_UP),
-        (Outcome.BUSY, MAX, AckDecision.GIVE_UP),
+        # A dead holder's lease may outlast max_deliveries claims: never give up on BUSY.
+        (Outcome.BUSY, MAX, AckDecision.LEAVE_PENDING),
+        (Outcome.BUSY, MAX + 5, AckDecision.LEAVE_PENDING),
     ],
 )
 def test_decide_ack(outcome: Outcome, times: int, decision: AckDecision) -> None:

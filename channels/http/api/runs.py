@@ -112,8 +112,9 @@ def _run_at_or_after(run_id: str, floor: tuple[int, int]) -> bool:
 async def discard_when_committed(redis: Redis, ref: RunRef, *, within_s: float) -> bool:
     """Delete a one-off session's keys once its turn is committed (else leave them).
 
-    The worker commits the cursor just after publishing the final event; until
-    then the session still holds a pending message and is not deleted.
+    The worker commits the cursor with the final event; until then the session still
+    holds a pending message, and until the worker released its lease it may still
+    write: it is not deleted before both.
     """
     delay, waited = 0.01, 0.0
     while True:
@@ -130,7 +131,7 @@ async def discard_when_committed(redis: Redis, ref: RunRef, *, within_s: float) 
 
 
 def session_keys(session_key: str) -> list[str]:
-    """The keys ``DISCARD_SESSION`` removes (its KEYS order)."""
+    """``DISCARD_SESSION``'s KEYS: the six it removes, then the lease it checks."""
     return [
         keys.cursor(session_key),
         keys.inbound(session_key),
@@ -138,4 +139,5 @@ def session_keys(session_key: str) -> list[str]:
         keys.session(session_key),
         keys.attempts(session_key),
         keys.api_session(session_key),
+        keys.lease(session_key),
     ]
