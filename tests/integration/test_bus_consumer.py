@@ -189,8 +189,9 @@ async def test_a_running_job_keeps_its_signal_from_being_claimed(redis: Redis) -
         await release.wait()
         await ack(redis, signal, "g")
 
+    # One slot, taken by the job: the consumer claims nothing itself meanwhile.
     consumer = SignalConsumer(
-        redis, streams, "g", "c1", job, concurrency=4, claim_idle_ms=200, block_ms=100
+        redis, streams, "g", "c1", job, concurrency=1, claim_idle_ms=200, block_ms=100
     )
     await consumer.ensure_groups()
     consumer.start()
