@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dtm
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from telegram import Bot, Message, ReplyParameters
 from telegram import error as tg
 from telegram.constants import ChatAction, MessageLimit, ParseMode
+from telegram.warnings import PTBDeprecationWarning
 
 from channels.toolkit import renderer as outcome
 from channels.toolkit.format import telegram_html
@@ -30,7 +32,11 @@ def chat_ref(chat_id: str) -> int | str:
     return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
 
 
-def seconds(period: int | float | dtm.timedelta) -> float:
+def retry_after_s(exc: tg.RetryAfter) -> float:
+    """Its wait in seconds, whether PTB gives an int (22.x default) or a timedelta (opt-in)."""
+    with warnings.catch_warnings():  # 22.2+ warns that the int form will become a timedelta
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        period = exc.retry_after
     return period.total_seconds() if isinstance(period, dtm.timedelta) else float(period)
 
 
@@ -40,7 +46,7 @@ async def typed_errors() -> AsyncIterator[None]:
     try:
         yield
     except tg.RetryAfter as exc:
-        raise outcome.RetryAfter(seconds(exc.retry_after)) from exc
+        raise outcome.RetryAfter(retry_after_s(exc)) from exc
     except tg.Forbidden as exc:  # blocked by the user, kicked from the group
         raise outcome.Forbidden(exc.message) from exc
     except tg.ChatMigrated as exc:  # a group became a supergroup: a new chat id

@@ -63,7 +63,7 @@ async def gateway(
 
 
 def final(telegram: FakeBotAPI, text: str) -> bool:
-    return text in telegram.texts()
+    return text in [shown.strip() for shown in telegram.texts()]
 
 
 async def test_an_allowed_dm_gets_a_streamed_reply(
@@ -79,4 +79,158 @@ async def test_an_allowed_dm_gets_a_streamed_reply(
     assert len(telegram.called("sendMessage")) == 1
     assert telegram.called("sendChatAction")
     assert [c["command"] for c in telegram.commands] == [n for n, _ in command_list()]
+    assert len(fake_model.requests) == 1
+
+
+async def inbound_streams(redis: Redis) -> list[str]:
+    return [str(k) async for k in redis.scan_iter(match=f"{keys.PREFIX}:in:*")]
+
+
+async def test_an_unknown_user_gets_a_pairing_code_and_no_model_call(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer, redis: Redis
+) -> None:
+    await gateway()
+    await telegram.push("/start", chat_id=7, user_id=7, username="eve")
+    await telegram.push("hello", chat_id=7, user_id=7, username="eve")
+    await telegram.push("/start", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: len(telegram.texts()) == 3)
+    code_reply, again, greeting = telegram.texts()
+    assert CODE.search(code_reply) and CODE.search(again)  # the same open code, twice
+    assert "/help" in greeting
+    assert fake_model.requests == []
+    assert await inbound_streams(redis) == []
+
+
+async def test_group_messages_need_a_mention_or_a_reply(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    await gateway()
+    group: dict[str, Any] = {"chat_id": GROUP, "user_id": ANN, "chat_type": "supergroup"}
+    await telegram.push("chatting among ourselves", **group)
+    await telegram.push(f"@{BOT_USER['username']} what time is it", **group)
+    await telegram.wait_for(lambda: final(telegram, "echo: what time is it"))
+    await telegram.push("and tomorrow?", reply_to_bot=True, **group)
+    await telegram.wait_for(lambda: final(telegram, "echo: and tomorrow?"))
+    assert len(fake_model.requests) == 2  # the unaddressed message cost nothing
+    assert {s.chat_id for s in telegram.sent.values()} == {GROUP}
+
+
+async def test_a_forum_topic_is_its_own_session_and_gets_replies_in_the_topic(
+    gateway: Any, telegram: FakeBotAPI, redis: Redis
+) -> None:
+    await gateway(group_policy="open", allow_from=[str(GROUP)])
+    await telegram.push("in topic 7", chat_id=GROUP, user_id=5, chat_type="supergroup", thread_id=7)
+    await telegram.wait_for(lambda: final(telegram, "echo: in topic 7"))
+    (sent,) = telegram.sent.values()
+    assert sent.thread_id == 7
+    assert await redis.exists(keys.inbound(f"telegram:{GROUP}:7"))
+
+
+async def test_a_429_during_streaming_leaves_one_complete_reply(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    reply = " ".join(f"word{n}" for n in range(60))
+    fake_model.script(Reply(text=reply, chunk_size=20, chunk_delay_s=0.05))
+    telegram.rate_limit("editMessageText", retry_after=1, times=2)
+    await gateway()
+    await telegram.push("go", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: final(telegram, reply))
+    assert telegram.texts() == [reply]  # shown once, complete
+    assert len(telegram.called("sendMessage")) == 1
+
+
+async def test_a_redelivered_update_is_answered_once(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    await gateway()
+    update = await telegram.push("once", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: final(telegram, "echo: once"))
+    await telegram.replay(update)
+    await telegram.push("twice", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: final(telegram, "echo: twice"))
+    assert telegram.texts() == ["echo: once", "echo: twice"]
+    assert len(fake_model.requests) == 2
+
+
+async def test_a_long_reply_comes_in_parts_within_the_limit(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    paragraph = ("lorem ipsum dolor sit amet " * 10).strip()
+    reply = "\n\n".join([paragraph] * 40)[:9000]
+    assert len(reply) == 9000
+    fake_model.script(Reply(text=reply, chunk_size=500))
+    await gateway()
+    await telegram.push("long", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(
+        lambda: " ".join(telegram.texts()).split() == reply.split(), timeout_s=30
+    )
+    parts = telegram.texts()
+    assert len(parts) == 3
+    assert all(len(part) <= 4096 for part in parts)
+
+
+async def test_html_special_characters_are_shown_as_written(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    code = "if a < b and c > d:\n    print('<b>&amp;</b>')"
+    reply = f"Compare a < b && c > d:\n\n```python\n{code}\n```"
+    fake_model.script(Reply(text=reply))
+    await gateway()
+    await telegram.push("show code", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: any(code in text for text in telegram.texts()))
+    (sent,) = telegram.sent.values()
+    assert sent.parse_mode == "HTML" and '<pre><code class="language-python">' in sent.raw
+    assert sent.text.startswith("Compare a < b && c > d:")
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+async def test_a_photo_reaches_the_model_as_an_image(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    telegram.files["ph1"] = PNG
+    photo = {"file_id": "ph1", "file_unique_id": "uph1", "width": 1, "height": 1}
+    await gateway()
+    await telegram.push(
+        chat_id=ANN, user_id=ANN, caption="what is this", photo=[{**photo, "file_size": len(PNG)}]
+    )
+    await telegram.wait_for(lambda: final(telegram, "echo: what is this"))
+    (request,) = fake_model.requests
+    parts = request["messages"][-1]["content"]
+    images = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
+    assert len(images) == 1 and images[0].startswith("data:image/")
+
+
+async def test_webhook_mode_refuses_a_wrong_secret(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer, redis: Redis
+) -> None:
+    app = await gateway(
+        mode="webhook", webhook_url="https://example.invalid/telegram/webhook", webhook_secret="s3"
+    )
+    await telegram.wait_for(lambda: telegram.webhook.get("secret_token") == "s3")
+    update = {
+        "update_id": 41,
+        "message": {
+            "message_id": 5, "date": 0, "text": "via webhook",
+            "chat": {"id": ANN, "type": "private"},
+            "from": {"id": ANN, "is_bot": False, "first_name": "Ann"},
+        },
+    }  # fmt: skip
+    url = f"{app.url}/telegram/webhook"
+    async with aiohttp.ClientSession() as http:
+        for secret in ("wrong", None):
+            headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+            async with http.post(url, json=update, headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json())["error"]["code"] == "unauthorized"
+        assert await inbound_streams(redis) == []
+        headers = {"X-Telegram-Bot-Api-Secret-Token": "s3"}
+        async with http.post(url, json=update, headers=headers) as response:
+            assert response.status == 200
+    await telegram.wait_for(lambda: final(telegram, "echo: via webhook"))
+    assert telegram.called("getUpdates") == []
     assert len(fake_model.requests) == 1
