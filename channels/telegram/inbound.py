@@ -50,6 +50,8 @@ def normalize(update: Update, me: User) -> tuple[PlatformMessage, list[Media]] |
             reply_to_bot=reply_to_bot and not _is_topic_root(message),
             event_id=str(update.update_id),
             reply_to=str(replied.message_id) if replied and not _is_topic_root(message) else None,
+            # In a group the reply quotes the message it answers, so it reads in context.
+            quote_id=None if message.chat.type == ChatType.PRIVATE else str(message.message_id),
         ),
         media_of(message),
     )

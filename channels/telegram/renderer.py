@@ -68,6 +68,7 @@ class TelegramRenderer:
     """Posts and edits replies with a ``Bot`` of its own (any replica delivers)."""
 
     max_message_chars: int = int(MessageLimit.MAX_TEXT_LENGTH)  # 4096, counted after formatting
+    quotes_replies = True
     typing_interval_s = 4.0
     """Telegram shows a chat action for about 5 s."""
 

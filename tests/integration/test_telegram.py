@@ -76,6 +76,7 @@ async def test_an_allowed_dm_gets_a_streamed_reply(
     await telegram.wait_for(lambda: final(telegram, reply))
     (sent,) = telegram.sent.values()
     assert sent.chat_id == ANN and sent.edits >= 1  # one send, then edits to the full text
+    assert sent.reply_to is None  # a direct chat needs no quote
     assert len(telegram.called("sendMessage")) == 1
     assert telegram.called("sendChatAction")
     assert [c["command"] for c in telegram.commands] == [n for n, _ in command_list()]
@@ -107,12 +108,15 @@ async def test_group_messages_need_a_mention_or_a_reply(
     await gateway()
     group: dict[str, Any] = {"chat_id": GROUP, "user_id": ANN, "chat_type": "supergroup"}
     await telegram.push("chatting among ourselves", **group)
-    await telegram.push(f"@{BOT_USER['username']} what time is it", **group)
+    asked = await telegram.push(f"@{BOT_USER['username']} what time is it", **group)
     await telegram.wait_for(lambda: final(telegram, "echo: what time is it"))
-    await telegram.push("and tomorrow?", reply_to_bot=True, **group)
+    again = await telegram.push("and tomorrow?", reply_to_bot=True, **group)
     await telegram.wait_for(lambda: final(telegram, "echo: and tomorrow?"))
     assert len(fake_model.requests) == 2  # the unaddressed message cost nothing
     assert {s.chat_id for s in telegram.sent.values()} == {GROUP}
+    # Each reply quotes the message it answers.
+    quoted = [s.reply_to for s in telegram.sent.values()]
+    assert quoted == [asked["message"]["message_id"], again["message"]["message_id"]]
 
 
 async def test_a_forum_topic_is_its_own_session_and_gets_replies_in_the_topic(
