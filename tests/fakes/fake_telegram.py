@@ -206,7 +206,8 @@ class FakeBotAPI:
         self.confirmed = max(self.confirmed, offset)
 
         def pending() -> list[dict[str, Any]]:
-            return [u for u in self.updates if u["update_id"] >= max(offset, 1)]
+            # Telegram: updates below the highest offset ever sent are confirmed for good.
+            return [u for u in self.updates if u["update_id"] >= max(self.confirmed, 1)]
 
         try:
             await self.wait_for(lambda: bool(pending() or self.replays),

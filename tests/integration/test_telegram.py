@@ -3,7 +3,11 @@ Bot API, a real gateway (real redis-server, in-process worker) and the fake mode
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from redis.asyncio import Redis
 from channels.toolkit.commands import command_list
 from channels.toolkit.pairing import ALPHABET
 from core.bus import keys
+from core.bus.codec import decode_inbound
 from gateway.app import GatewayApp
 from tests.fakes.fake_telegram import BOT_USER, FakeBotAPI
 from tests.fakes.live_gateway import api_settings
@@ -238,3 +243,48 @@ async def test_webhook_mode_refuses_a_wrong_secret(
     await telegram.wait_for(lambda: final(telegram, "echo: via webhook"))
     assert telegram.called("getUpdates") == []
     assert len(fake_model.requests) == 1
+
+
+async def spawn_poller(redis_url: str, telegram: FakeBotAPI) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.telegram_channel_process",
+        redis_url, telegram.url, telegram.token, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert (await process.stdout.readline()).strip() == b"ready"
+    return process
+
+
+async def published_texts(redis: Redis, count: int) -> list[str]:
+    """The texts on the chat's inbound stream once it holds ``count`` entries."""
+    stream, texts, last = keys.inbound(f"telegram:{ANN}"), [], "0-0"
+    async with asyncio.timeout(30):
+        while len(texts) < count:
+            for _, entries in await redis.xread({stream: last}, block=1000) or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    texts.append(decode_inbound(fields).text)
+    return texts
+
+
+async def test_the_poller_lease_is_taken_over_when_the_polling_process_dies(
+    redis_url: str, redis: Redis, telegram: FakeBotAPI
+) -> None:
+    first = await spawn_poller(redis_url, telegram)
+    await telegram.wait_for(lambda: bool(telegram.called("getUpdates")))
+    second = await spawn_poller(redis_url, telegram)
+    try:
+        for n in range(5):
+            await telegram.push(f"m{n}", chat_id=ANN, user_id=ANN)
+        await published_texts(redis, 5)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        for n in range(5, 10):
+            await telegram.push(f"m{n}", chat_id=ANN, user_id=ANN)
+        texts = await published_texts(redis, 10)
+        assert sorted(texts) == sorted(f"m{n}" for n in range(10))  # each once
+    finally:
+        for process in (first, second):
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
