@@ -15,13 +15,16 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+import yaml
 from redis.asyncio import Redis
 
 from channels.toolkit.commands import command_list
 from channels.toolkit.pairing import ALPHABET
 from core.bus import keys
 from core.bus.codec import decode_inbound
+from core.settings import HttpSettings, RedisSettings, load_settings
 from gateway.app import GatewayApp
+from tests.e2e.conftest import WorkerLauncher, worker_launcher, write_worker_config  # noqa: F401
 from tests.fakes.fake_telegram import BOT_USER, FakeBotAPI
 from tests.fakes.live_gateway import api_settings
 from tests.fakes.openai_server import FakeModelServer, Reply
@@ -288,3 +291,39 @@ async def test_the_poller_lease_is_taken_over_when_the_polling_process_dies(
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
+
+
+SLOW_REPLY = " ".join(f"word{i}" for i in range(60))
+
+
+async def test_a_worker_killed_mid_reply_leaves_one_reply_edited_to_completion(
+    redis_url: str,
+    fake_model: FakeModelServer,
+    worker_launcher: WorkerLauncher,
+    telegram: FakeBotAPI,
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "worker.yaml"
+    write_worker_config(config, workspace=tmp_path / "ws", model_base_url=fake_model.base_url)
+    data = yaml.safe_load(config.read_text())
+    data["channels"] = {
+        "telegram": {
+            "token": telegram.token, "api_base": telegram.url,
+            "edit_interval": 0.0, "allow_from": [str(ANN)],
+        }
+    }  # fmt: skip
+    config.write_text(yaml.safe_dump(data))
+    settings = load_settings(config, required=True).model_copy(
+        update={"redis": RedisSettings(url=redis_url), "http": HttpSettings(port=0)}
+    )
+    fake_model.script(Reply(text=SLOW_REPLY, chunk_size=8, chunk_delay_s=0.1))
+    doomed = await worker_launcher.start("A", redis_url=redis_url, config=config)
+    async with GatewayApp(settings, with_worker=False):
+        await telegram.push("go", chat_id=ANN, user_id=ANN)
+        await telegram.wait_for(lambda: any(s.edits >= 1 for s in telegram.sent.values()))
+        await doomed.kill()
+        await worker_launcher.start("B", redis_url=redis_url, config=config)
+        await telegram.wait_for(lambda: final(telegram, "echo: go"), timeout_s=60)
+    (sent,) = telegram.sent.values()  # the re-run edited the cut-off reply in place
+    assert sent.text.strip() == "echo: go"
+    assert len(fake_model.requests) == 2
