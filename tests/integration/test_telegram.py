@@ -217,6 +217,21 @@ async def test_a_photo_reaches_the_model_as_an_image(
     assert len(images) == 1 and images[0].startswith("data:image/")
 
 
+async def test_a_file_over_the_limit_is_refused_with_a_short_reply(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer, redis: Redis
+) -> None:
+    telegram.files["ph1"] = PNG
+    photo = {"file_id": "ph1", "file_unique_id": "uph1", "width": 1, "height": 1}
+    await gateway(max_attachment_bytes=10)
+    await telegram.push(chat_id=ANN, user_id=ANN, photo=[{**photo, "file_size": len(PNG)}])
+    await telegram.wait_for(lambda: bool(telegram.texts()))
+    (refusal,) = telegram.texts()
+    assert "too large" in refusal
+    assert telegram.called("getFile") == []  # refused from its announced size
+    assert fake_model.requests == []
+    assert await inbound_streams(redis) == []
+
+
 async def test_webhook_mode_refuses_a_wrong_secret(
     gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer, redis: Redis
 ) -> None:
@@ -260,7 +275,8 @@ async def spawn_poller(redis_url: str, telegram: FakeBotAPI) -> asyncio.subproce
 
 async def published_texts(redis: Redis, count: int) -> list[str]:
     """The texts on the chat's inbound stream once it holds ``count`` entries."""
-    stream, texts, last = keys.inbound(f"telegram:{ANN}"), [], "0-0"
+    stream, last = keys.inbound(f"telegram:{ANN}"), "0-0"
+    texts: list[str] = []
     async with asyncio.timeout(30):
         while len(texts) < count:
             for _, entries in await redis.xread({stream: last}, block=1000) or []:
