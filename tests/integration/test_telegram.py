@@ -19,7 +19,7 @@ import yaml
 from redis.asyncio import Redis
 
 from channels.toolkit.commands import command_list
-from channels.toolkit.pairing import ALPHABET
+from channels.toolkit.pairing import ALPHABET, PairingStore
 from core.bus import keys
 from core.bus.codec import decode_inbound
 from core.settings import HttpSettings, RedisSettings, load_settings
@@ -91,6 +91,16 @@ async def test_an_allowed_dm_gets_a_streamed_reply(
     assert len(fake_model.requests) == 1
 
 
+async def test_messages_sent_while_no_gateway_ran_are_answered_at_start(
+    gateway: Any, telegram: FakeBotAPI
+) -> None:
+    await telegram.push("while you were away", chat_id=ANN, user_id=ANN)
+    await gateway()  # pending updates are not dropped at start
+    await telegram.wait_for(lambda: final(telegram, "echo: while you were away"))
+    (delete,) = telegram.called("deleteWebhook")
+    assert delete.get("drop_pending_updates") in (None, "false", False)
+
+
 async def inbound_streams(redis: Redis) -> list[str]:
     return [str(k) async for k in redis.scan_iter(match=f"{keys.PREFIX}:in:*")]
 
@@ -108,6 +118,12 @@ async def test_an_unknown_user_gets_a_pairing_code_and_no_model_call(
     assert "/help" in greeting
     assert fake_model.requests == []
     assert await inbound_streams(redis) == []
+    match = CODE.search(code_reply)
+    assert match is not None
+    assert await PairingStore(redis, "telegram").approve(match.group(1)) == "7"  # the CLI's call
+    await telegram.push("hello again", chat_id=7, user_id=7, username="eve")
+    await telegram.wait_for(lambda: final(telegram, "echo: hello again"))
+    assert len(fake_model.requests) == 1
 
 
 async def test_group_messages_need_a_mention_or_a_reply(
