@@ -78,6 +78,8 @@ class FakeBotAPI:
     """The highest ``offset`` a poller sent (updates below it are confirmed)."""
     limited: dict[str, list[int]] = field(default_factory=dict)
     replays: list[dict[str, Any]] = field(default_factory=list)
+    served: list[int] = field(default_factory=list)
+    """Update ids ``getUpdates`` returned, in order (redeliveries repeat)."""
     url: str = ""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -215,6 +217,7 @@ class FakeBotAPI:
         except TimeoutError:
             return _ok([])
         batch, self.replays = [*self.replays, *pending()], []
+        self.served.extend(update["update_id"] for update in batch)
         return _ok(batch)
 
     async def _sendMessage(self, params: dict[str, Any]) -> web.Response:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -28,6 +29,7 @@ from tests.e2e.conftest import WorkerLauncher, worker_launcher, write_worker_con
 from tests.fakes.fake_telegram import BOT_USER, FakeBotAPI
 from tests.fakes.live_gateway import api_settings
 from tests.fakes.openai_server import FakeModelServer, Reply
+from tests.fakes.tcp_proxy import BlackHoleProxy
 
 pytestmark = pytest.mark.integration
 
@@ -323,6 +325,37 @@ async def test_the_poller_lease_is_taken_over_when_the_polling_process_dies(
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
+
+
+async def test_an_update_fetched_but_not_on_the_bus_is_fetched_again_after_a_crash(
+    redis_url: str, redis: Redis, telegram: FakeBotAPI
+) -> None:
+    target = urlsplit(redis_url)
+    proxy = await BlackHoleProxy(target.hostname or "127.0.0.1", target.port or 6379).start()
+    first = await spawn_poller(proxy.url, telegram)
+    second: asyncio.subprocess.Process | None = None
+    try:
+        await telegram.wait_for(lambda: bool(telegram.called("getUpdates")))
+        proxy.black_hole()  # the poller's Redis stops answering: its publish hangs
+        await telegram.push("m0", chat_id=ANN, user_id=ANN)
+        await telegram.wait_for(lambda: 1 in telegram.served)
+        # Its lease lapses unrenewed, so it stops polling: PTB's last getUpdates (timeout 0)
+        # confirms the offset it holds. Then it dies holding an update the bus never got.
+        await telegram.wait_for(lambda: any(_final_poll(p) for p in telegram.called("getUpdates")))
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        second = await spawn_poller(redis_url, telegram)
+        assert await published_texts(redis, 1) == ["m0"]  # not confirmed, so fetched again
+    finally:
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
+        await proxy.close()
+
+
+def _final_poll(params: dict[str, Any]) -> bool:
+    return str(params.get("timeout")) in ("0", "0.0")
 
 
 SLOW_REPLY = " ".join(f"word{i}" for i in range(60))
