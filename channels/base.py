@@ -254,6 +254,7 @@ class BaseChannel(ABC):
             attachments=list(msg.attachments),
             reply_to=msg.reply_to,
             platform_event_id=msg.event_id,
+            quote_id=msg.quote_id,
             session_key=await self.sessions.key(msg.chat_id, msg.thread_id),
             agent=self.agent,
         )

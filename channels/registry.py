@@ -83,6 +83,7 @@ BUILTIN_CHANNELS: tuple[ChannelSpec, ...] = (
     ChannelSpec("sdk"),
     ChannelSpec("cli"),
     ChannelSpec("web"),
+    ChannelSpec("telegram", "channels.telegram:build_channel"),
 )
 
 REGISTRY = ChannelRegistry(BUILTIN_CHANNELS)

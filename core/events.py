@@ -93,11 +93,18 @@ class ChatAddress(BaseModel):
     channel: str
     chat_id: str
     thread_id: str | None = None
+    quote_id: str | None = None
+    """The platform message a reply quotes (adapters set it in groups; Telegram)."""
 
     @classmethod
     def of(cls, message: Addressed) -> ChatAddress:
         """The address of an inbound message (anything with its three fields)."""
-        return cls(channel=message.channel, chat_id=message.chat_id, thread_id=message.thread_id)
+        return cls(
+            channel=message.channel,
+            chat_id=message.chat_id,
+            thread_id=message.thread_id,
+            quote_id=getattr(message, "quote_id", None),
+        )
 
 
 class Addressed(Protocol):

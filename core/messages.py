@@ -146,6 +146,8 @@ class InboundMessage(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list, max_length=16)
     reply_to: str | None = None
     platform_event_id: str | None = None
+    quote_id: str | None = None
+    """The platform's id of this message when its reply should quote it (groups)."""
     received_at: float = Field(default_factory=time.time)
     session_key: str = ""
     agent: str | None = None

@@ -38,6 +38,8 @@ class PlatformMessage:
     event_id: str | None = None
     """The platform's id of this delivery (Telegram ``update_id``, Slack ``event_id``…)."""
     reply_to: str | None = None
+    quote_id: str | None = None
+    """This message's platform id, when the reply should quote it (in groups)."""
     attachments: Sequence[Attachment] = field(default_factory=tuple)
 
 

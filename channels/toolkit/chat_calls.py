@@ -16,7 +16,12 @@ from typing import TypeVar
 
 from channels.base import Renderer
 from channels.toolkit.ratelimit import RateLimiter
-from channels.toolkit.renderer import FormattingRenderer, ParseRejected, PlatformCalls
+from channels.toolkit.renderer import (
+    FormattingRenderer,
+    ParseRejected,
+    PlatformCalls,
+    QuotingRenderer,
+)
 from core.events import ChatAddress
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,11 @@ class ChatCalls:
 
     def _send_call(self) -> PlatformCall[str]:
         renderer, chat, thread = self.renderer, self.address.chat_id, self.address.thread_id
+        quote = self.address.quote_id
+        if quote is not None and isinstance(renderer, QuotingRenderer):
+            return lambda text, plain: renderer.send(
+                chat, text, thread_id=thread, plain=plain, reply_to=quote
+            )
         if isinstance(renderer, FormattingRenderer):
             return lambda text, plain: renderer.send(chat, text, thread_id=thread, plain=plain)
         return lambda text, _plain: renderer.send(chat, text, thread_id=thread)

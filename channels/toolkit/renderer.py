@@ -91,6 +91,23 @@ class FormattingRenderer(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class QuotingRenderer(FormattingRenderer, Protocol):
+    """A formatting renderer whose sends can quote the message they answer."""
+
+    quotes_replies: bool
+
+    async def send(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        thread_id: str | None = None,
+        plain: bool = False,
+        reply_to: str | None = None,
+    ) -> str: ...
+
+
 def is_transient(exc: BaseException) -> bool:
     """Worth calling again at once: ``Transient`` and errors the renderer did not type.
 
