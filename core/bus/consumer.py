@@ -4,8 +4,9 @@
 own task, at most ``concurrency`` at a time. A semaphore gates the reads (as arq's
 worker does): a consumer with no free slot does not read, so signals it could not
 start wait in the stream for its peers. Every few seconds it calls ``tick`` (the
-worker's heartbeat) and takes over signals any consumer left pending for
-``claim_idle_ms`` (``XAUTOCLAIM``: that consumer died, or its job gave up).
+worker's heartbeat), marks the signals of its running jobs as just delivered, and
+takes over signals any consumer left pending for ``claim_idle_ms`` (``XAUTOCLAIM``:
+that consumer died, or its job gave up).
 
 Redis errors back off exponentially, with one log line when an outage begins and one
 when it ends; a consumer group that Redis lost (a restart without its data) is
@@ -25,10 +26,12 @@ from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, RedisError
 
 from core.bus.signals import (
+    ClaimScan,
     Signal,
     claim_stale,
     ensure_groups,
     is_missing_group,
+    keep_claimed,
     read_signals,
 )
 
@@ -103,6 +106,8 @@ class SignalConsumer:
         self._claim_due = False
         """A claim found no free slot: the next free slot claims before reading new work,
         so signals a dead consumer left are never starved by a steady inflow."""
+        self._scan = ClaimScan()
+        """Where the next claim resumes, so every stale signal is reached in turn."""
         self.outage = Outage(f"{group} consumer {consumer}")
 
     @property
@@ -199,6 +204,8 @@ class SignalConsumer:
             try:
                 if self._tick is not None:
                     await self._tick()
+                # Running jobs are not stale, however long they take.
+                await keep_claimed(self.redis, list(self._jobs.values()), self.group, self.consumer)
                 if self.concurrency - self.active <= 0:
                     self._claim_due = True  # the read loop claims with its next free slot
                     continue
@@ -234,6 +241,7 @@ class SignalConsumer:
             self.consumer,
             min_idle_ms=self.claim_idle_ms,
             count=free,
+            scan=self._scan,
         )
 
     async def _after_error(self, exc: BaseException) -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from channels.delivery import Deliverer
 from core.bus.client import RedisTarget
 from core.bus.consumer import SignalConsumer
-from core.bus.signals import Signal, ack, read_signals, signal
+from core.bus.signals import Signal, ack, claim_stale, read_signals, signal
 from core.settings import RedisSettings
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.fakes.redis_server import RedisServer
@@ -172,3 +172,47 @@ async def test_stale_signals_are_not_starved_by_a_steady_inflow(redis: Redis) ->
     # The claim timer fires every 20 ms; the stale signal must be taken at the first free
     # slot after that, long before the 60 fresh ones (10 ms each) are through.
     assert handled.index("stale") < fresh // 2, handled
+
+
+async def test_a_running_job_is_not_claimed_however_long_it_takes(redis: Redis) -> None:
+    # Regression (make chaos on a busy machine: replies minutes late): a job running
+    # longer than claim_idle_ms looked dead to XAUTOCLAIM, so peers (and its own
+    # consumer) claimed its signal again and again, ahead of new work.
+    streams = ["gw:test:long"]
+    await redis.xgroup_create(streams[0], "g", id="0", mkstream=True)
+    started, release = asyncio.Event(), asyncio.Event()
+    ticks = 0
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        ticked.set()
+
+    async def job(signal: Signal) -> None:
+        started.set()
+        await release.wait()
+        await ack(redis, signal, "g")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "live", job, concurrency=1, claim_idle_ms=200, block_ms=100, tick=tick
+    )
+    consumer.start()
+    try:
+        sent = await signal(redis, streams[0], "long", "test")
+        async with asyncio.timeout(10):
+            await started.wait()
+        # As if the job had run for ten minutes already.
+        await redis.xclaim(streams[0], "g", "live", 0, [sent], idle=600_000, justid=True)
+        seen = ticks
+        async with asyncio.timeout(10):
+            while ticks < seen + 2:  # a whole claim round after the change
+                ticked.clear()
+                await ticked.wait()
+        peer = await claim_stale(redis, streams, "g", "peer", min_idle_ms=60_000, count=10)
+        assert [s.session_key for s in peer] == []
+        release.set()
+        await consumer.wait_idle()
+    finally:
+        await consumer.stop()
+    assert (await redis.xpending(streams[0], "g"))["pending"] == 0
