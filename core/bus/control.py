@@ -61,9 +61,14 @@ async def wait_for_stop(
     in flight costs its connection. A turn shorter than ``poll_s`` costs no read.
     """
     stream = keys.control(session_key)
+    task = asyncio.current_task()
     while True:
         await asyncio.sleep(poll_s)
         entries = await redis.xrange(stream, count=CONTROL_MAXLEN)
+        if task is not None and task.cancelling():
+            # A cancellation that landed inside the command was swallowed (seen in make
+            # chaos): polling on would keep the turn, and its lease, alive for ever.
+            raise asyncio.CancelledError
         if any(_covers(fields, first_id) for _, fields in entries):
             return
 
