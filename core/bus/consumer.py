@@ -4,8 +4,9 @@
 own task, at most ``concurrency`` at a time. A semaphore gates the reads (as arq's
 worker does): a consumer with no free slot does not read, so signals it could not
 start wait in the stream for its peers. Every few seconds it calls ``tick`` (the
-worker's heartbeat) and takes over signals any consumer left pending for
-``claim_idle_ms`` (``XAUTOCLAIM``: that consumer died, or its job gave up).
+worker's heartbeat), marks the signals of its running jobs as just delivered, and
+takes over signals any consumer left pending for ``claim_idle_ms`` (``XAUTOCLAIM``:
+that consumer died, or its job gave up).
 
 Redis errors back off exponentially, with one log line when an outage begins and one
 when it ends; a consumer group that Redis lost (a restart without its data) is
@@ -23,13 +24,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, RedisError
-from redis.typing import StreamIdT
 
 from core.bus.signals import (
+    ClaimScan,
     Signal,
     claim_stale,
     ensure_groups,
     is_missing_group,
+    keep_claimed,
     read_signals,
 )
 
@@ -104,6 +106,8 @@ class SignalConsumer:
         self._claim_due = False
         """A claim found no free slot: the next free slot claims before reading new work,
         so signals a dead consumer left are never starved by a steady inflow."""
+        self._scan = ClaimScan()
+        """Where the next claim resumes, so every stale signal is reached in turn."""
         self.outage = Outage(f"{group} consumer {consumer}")
 
     @property
@@ -200,7 +204,8 @@ class SignalConsumer:
             try:
                 if self._tick is not None:
                     await self._tick()
-                await self._refresh_running()
+                # Running jobs are not stale, however long they take.
+                await keep_claimed(self.redis, list(self._jobs.values()), self.group, self.consumer)
                 if self.concurrency - self.active <= 0:
                     self._claim_due = True  # the read loop claims with its next free slot
                     continue
@@ -233,18 +238,6 @@ class SignalConsumer:
             return True
         return False
 
-    async def _refresh_running(self) -> None:
-        """Reset the idle time of the signals whose jobs run here (``XCLAIM`` with
-        min-idle 0, ``JUSTID``: no delivery is counted). XAUTOCLAIM goes by idle time,
-        which a running job does not refresh: without this, every long turn's signal
-        was claimed by the other consumers each ``claim_idle_ms``, each claim a job that
-        found the lease held, took a slot and starved dead consumers' work."""
-        by_stream: dict[str, list[StreamIdT]] = {}
-        for job in self._jobs.values():
-            by_stream.setdefault(job.stream, []).append(job.id)
-        for stream, ids in by_stream.items():
-            await self.redis.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
-
     async def _claim(self, free: int) -> list[Signal]:
         return await claim_stale(
             self.redis,
@@ -253,6 +246,7 @@ class SignalConsumer:
             self.consumer,
             min_idle_ms=self.claim_idle_ms,
             count=free,
+            scan=self._scan,
         )
 
     async def _after_error(self, exc: BaseException) -> None:

@@ -61,9 +61,15 @@ async def wait_for_stop(
     beside every turn and is cancelled when the turn ends, and cancelling a command
     in flight costs its connection. A turn shorter than ``poll_s`` costs no read.
     """
+    task = asyncio.current_task()
     while True:
         await asyncio.sleep(STOP_POLL_S if poll_s is None else poll_s)
-        if (upto := await stop_requested(redis, session_key, last_id)) is not None:
+        upto = await stop_requested(redis, session_key, last_id)
+        if task is not None and task.cancelling():
+            # A cancellation that landed inside the command was swallowed (seen in make
+            # chaos): polling on would keep the turn, and its lease, alive for ever.
+            raise asyncio.CancelledError
+        if upto is not None:
             return upto
 
 

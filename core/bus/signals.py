@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from core.bus import keys
 from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD, pairs_to_dict
@@ -142,6 +142,31 @@ def _first_delivery(_entry_id: str) -> int:
     return 1
 
 
+@dataclass(slots=True)
+class ClaimScan:
+    """Where a consumer's next ``claim_stale`` resumes; kept by the caller between calls.
+
+    ``XAUTOCLAIM`` looks at no more than ten times ``count`` pending entries per call,
+    and a claimed signal whose session is busy stays pending (claimed again and again).
+    A scan that always began at ``0-0`` of the first stream could therefore never reach
+    a dead consumer's signal behind enough in-flight or re-claimed ones, and a stream
+    listed later never got the few free slots: its chat waited until its next message.
+    So each stream's scan continues where the last one stopped, and the first stream
+    scanned rotates.
+    """
+
+    first: int = 0
+    starts: dict[str, str] = field(default_factory=dict)
+
+    def order(self, streams: Sequence[str]) -> list[str]:
+        """``streams`` starting at this scan's turn; the next call starts one later."""
+        if not streams:
+            return []
+        first = self.first % len(streams)
+        self.first = first + 1
+        return [*streams[first:], *streams[:first]]
+
+
 async def claim_stale(
     redis: Redis,
     streams: Sequence[str],
@@ -150,15 +175,23 @@ async def claim_stale(
     *,
     min_idle_ms: int,
     count: int,
+    scan: ClaimScan | None = None,
 ) -> list[Signal]:
-    """Take over up to ``count`` signals left unacked for ``min_idle_ms`` by any consumer."""
+    """Take over up to ``count`` signals left unacked for ``min_idle_ms`` by any consumer.
+
+    With ``scan``, resume where the previous call stopped (see ``ClaimScan``); without,
+    scan every stream from its start.
+    """
     claimed: list[Signal] = []
-    for stream in streams:
+    for stream in scan.order(streams) if scan is not None else streams:
         wanted = count - len(claimed)
         if wanted <= 0:
             break
-        raw = await redis.xautoclaim(stream, group, consumer, min_idle_ms, "0-0", count=wanted)
+        start = scan.starts.get(stream, "0-0") if scan is not None else "0-0"
+        raw = await redis.xautoclaim(stream, group, consumer, min_idle_ms, start, count=wanted)
         reply = parse_autoclaim(cast(Sequence[object], raw))
+        if scan is not None:
+            scan.starts[stream] = reply.next_start  # "0-0" once the scan went round
         if reply.deleted_ids:
             log.warning("signals %s of %s were deleted while pending", reply.deleted_ids, stream)
         if not reply.entries:
@@ -166,6 +199,26 @@ async def claim_stale(
         counts = await _times_delivered(redis, stream, group, [i for i, _ in reply.entries])
         claimed.extend(await _to_signals(redis, stream, group, reply.entries, counts.__getitem__))
     return claimed
+
+
+async def keep_claimed(redis: Redis, signals: Iterable[Signal], group: str, consumer: str) -> None:
+    """Mark ``signals`` (jobs ``consumer`` is running) as just delivered to it.
+
+    ``XAUTOCLAIM`` judges a signal stale by the time since its last delivery; a job that
+    runs longer than ``min_idle_ms`` (a long turn, a busy machine) would otherwise look
+    dead and be claimed by every peer in turn (or by its own consumer), each claim
+    taking a slot, and ahead of new work. ``XCLAIM ... JUSTID`` resets that time without
+    counting a delivery.
+    """
+    by_stream: dict[str, list[StreamIdT]] = {}
+    for sig in signals:
+        by_stream.setdefault(sig.stream, []).append(sig.id)
+    if not by_stream:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream, ids in by_stream.items():
+            pipe.xclaim(stream, group, consumer, 0, ids, justid=True)
+        await pipe.execute()
 
 
 async def _times_delivered(redis: Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:

@@ -31,10 +31,12 @@ from typing import cast
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.bus import keys
 from core.events import RunCompleted
 from core.messages import default_session_key
+from tests.e2e import conftest as e2e_conftest
 from tests.e2e.chaos_parts import GatewayProcess, OutboundRecorder, counting_echo, write_config
 from tests.e2e.chaos_report import Accepted, ChaosConfig, ChaosReport, first_difference
 from tests.e2e.conftest import WorkerLauncher, WorkerProcess
@@ -62,6 +64,9 @@ class Chaos:
         self._worker_count = 0
         self.sent = 0
         self.recorder: OutboundRecorder
+        self._redis: Redis
+        self.t0 = time.monotonic()
+        self.events: list[tuple[float, str]] = []
 
     async def run(self) -> ChaosReport:
         started = time.monotonic()
@@ -122,6 +127,7 @@ class Chaos:
         chats = [f"chat{n}" for n in range(self.cfg.chats)]
         session_keys = [default_session_key(CHANNEL, chat) for chat in chats]
         recorder = OutboundRecorder(redis, session_keys)
+        self._redis = redis
         self.recorder = recorder
         watching = asyncio.create_task(recorder.run())
         progress = asyncio.create_task(self._progress()) if self.verbose else None
@@ -142,6 +148,38 @@ class Chaos:
                     task.cancel()
                     await asyncio.wait([task])
         await self._check(redis, recorder)
+        if self.verbose:
+            self._print_slowest(recorder)
+
+    def _print_slowest(self, recorder: OutboundRecorder, n: int = 10) -> None:
+        """The slowest replies with what the workers logged of their chats (diagnosis)."""
+        rows = [
+            (recorder.answered_at[a.answer_key] - a.sent_at, chat, a)
+            for chat, accepted in self.accepted.items()
+            for a in accepted
+            if a.answer_key in recorder.answered_at
+        ]
+        rows.sort(key=lambda row: row[0], reverse=True)
+        wall = time.time() - time.monotonic()
+        for took, chat, a in rows[:n]:
+            answered = recorder.answered_at[a.answer_key]
+            print(
+                f"SLOW {took:.1f}s {chat} {a.text} id {a.message_id} "
+                f"sent {a.sent_at - self.t0:.1f} answered {answered - self.t0:.1f}"
+            )
+            lo = time.strftime("%H:%M:%S", time.gmtime(wall + a.sent_at - 3))
+            hi = time.strftime("%H:%M:%S", time.gmtime(wall + answered + 1))
+            lines = sorted(
+                (line[11:23], w.name, line[24:])
+                for w in self.launcher.started
+                for line in w.output
+                if (a.session_key + " " in line + " " or f"'{a.session_key}'" in line)
+                and lo <= line[11:19] <= hi
+            )
+            for stamp, name, rest in lines:
+                print(f"    {stamp} {name}: {rest[:200]}")
+        for t, what in self.events:
+            print(f"EVENT {t - self.t0:.1f} {what}")
 
     # -- clients -------------------------------------------------------------------
 
@@ -191,6 +229,8 @@ class Chaos:
         while True:
             await asyncio.sleep(10)
             answered = sum(self.recorder.answered_in.values())
+            with contextlib.suppress(RedisError, OSError):  # Redis may be restarting
+                print(f"  pending {await self._pending(self._redis)}", flush=True)
             print(
                 f"  sent {self.sent}, answered {answered}, worker kills "
                 f"{self.report.worker_kills}, Redis restarts {self.report.redis_restarts}, "
@@ -256,18 +296,23 @@ class Chaos:
         while True:
             await asyncio.sleep(self.rng.uniform(*self.cfg.kill_every_s))
             if not self.report.redis_restarts and self.sent >= redis_at:
+                self.events.append((time.monotonic(), "redis kill"))
                 self.server.kill()
                 await asyncio.to_thread(self.server.start)
+                self.events.append((time.monotonic(), "redis up"))
                 self.report.redis_restarts += 1
             elif not self.report.gateway_restarts and self.sent >= gateway_at:
+                self.events.append((time.monotonic(), "gateway kill"))
                 await gateway.kill()
                 await gateway.start(client)
+                self.events.append((time.monotonic(), "gateway up"))
                 self.report.gateway_restarts += 1
             alive = [w for w in self.workers if w.running]
             if len(alive) < 2:
                 continue  # keep one worker working while replacements start
             victim = self.rng.choice(alive)
             await victim.kill()
+            self.events.append((time.monotonic(), f"killed {victim.name}"))
             self.workers.remove(victim)
             self.report.worker_kills += 1
             # Started in the background: the next kill does not wait for it.
@@ -356,6 +401,7 @@ def main() -> None:
         seed=args.seed,
     )
     print(f"chaos: {config}", flush=True)
+    e2e_conftest.OUTPUT_LINES_KEPT = 1_000_000  # whole worker logs, for the slowest replies
     # The fake model logs a traceback for every stream a killed worker leaves behind.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     raise SystemExit(asyncio.run(_main(config)))

@@ -9,7 +9,14 @@ import asyncio
 from redis.asyncio import Redis
 
 from core.bus import keys
-from core.bus.signals import ack, claim_stale, ensure_groups, read_signals, signal
+from core.bus.signals import (
+    ClaimScan,
+    ack,
+    claim_stale,
+    ensure_groups,
+    read_signals,
+    signal,
+)
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 GROUP = keys.WORKER_GROUP
@@ -120,3 +127,46 @@ async def test_malformed_signal_is_dropped_not_returned(redis: Redis) -> None:
 
     assert [s.session_key for s in got] == ["ok"]
     assert await pending_count(redis, STREAMS[0]) == 1
+
+
+async def test_claim_scan_reaches_a_stale_signal_behind_many_in_flight(redis: Redis) -> None:
+    # XAUTOCLAIM looks at ten times COUNT pending entries per call: a scan that always
+    # began at 0-0 never got past 30 in-flight signals to the dead consumer's one.
+    await ensure_groups(redis, STREAMS[:1], GROUP)
+    for n in range(31):
+        await signal(redis, STREAMS[0], f"s{n}", "telegram")
+    in_flight = await read_signals(redis, STREAMS[:1], GROUP, "busy", count=31, block_ms=10)
+    stale = in_flight[-1]
+    await redis.xclaim(STREAMS[0], GROUP, "dead", 0, [stale.id], idle=600_000)
+
+    scan = ClaimScan()
+    found: list[str] = []
+    for _ in range(len(in_flight)):  # each call moves the scan on by at least one entry
+        claimed = await claim_stale(
+            redis, STREAMS[:1], GROUP, "alive", min_idle_ms=60_000, count=1, scan=scan
+        )
+        found += [s.session_key for s in claimed]
+        if found:
+            break
+
+    assert found == ["s30"]
+
+
+async def test_claim_scan_rotates_so_a_later_stream_gets_the_free_slot(redis: Redis) -> None:
+    # A session whose signal is claimed again and again (its lease is busy) sits on the
+    # first stream; with one free slot, the second stream's signal was never claimed.
+    await ensure_groups(redis, STREAMS, GROUP)
+    await signal(redis, STREAMS[0], "busy", "telegram")
+    await signal(redis, STREAMS[1], "waiting", "telegram")
+    await read_signals(redis, STREAMS, GROUP, "dead", count=10, block_ms=10)
+
+    scan = ClaimScan()
+    claimed = [
+        s.session_key
+        for _ in STREAMS
+        for s in await claim_stale(
+            redis, STREAMS, GROUP, "alive", min_idle_ms=0, count=1, scan=scan
+        )
+    ]
+
+    assert sorted(claimed) == ["busy", "waiting"]
