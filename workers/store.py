@@ -6,7 +6,9 @@ events would leave a chat whose turn is committed (never re-run) but whose reply
 never ends. So ``save`` only keeps the session; the worker calls ``commit`` with
 the turn's last events (its terminal event), and those events, the session, the
 cursor, the inbound trim and the attempt counters are written together by one
-fenced script (``SessionWriter.commit``).
+fenced script (``SessionWriter.commit``). The store remembers the session as it
+was read (``StoredSession``), so the commit appends only the messages the turn
+added to the stored log.
 
 ``leased`` holds a session's lease (with keepalive) around a block: the worker's
 turns and the idle compaction job both write a session only inside it.
@@ -20,29 +22,52 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
-from core.bus.session_writer import DeliverySignal, SessionWriter
+from core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
 from core.errors import SessionError
 from core.events import StreamEvent
 from core.sessions.base import Session, SessionInfo, SessionStore
+from core.sessions.redis import RedisSessionStore
+from core.sessions.redis_form import StoredSession, after_write
 
 
 class TurnStore:
     """A ``SessionStore`` for one leased session during one turn (or one compaction)."""
 
-    __slots__ = ("_sessions", "_writer", "cursor", "saved")
+    __slots__ = ("_base", "_loaded", "_sessions", "_writer", "cursor", "saved")
 
-    def __init__(self, sessions: SessionStore, writer: SessionWriter, *, cursor: str) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        writer: SessionWriter,
+        *,
+        cursor: str,
+        base: StoredSession | None = None,
+        loaded: bool = False,
+    ) -> None:
         self._sessions = sessions
         self._writer = writer
         self.cursor = cursor
         """The inbound id the commit moves the cursor to (steering may move it on)."""
         self.saved: Session | None = None
         """The session the runtime saved, waiting for ``commit``."""
+        self._base = base
+        """The session as stored (what a commit appends to), once ``_loaded``."""
+        self._loaded = loaded
+
+    @property
+    def stored(self) -> StoredSession | None:
+        """What is stored once the commit is through: the next turn's base."""
+        return after_write(self.saved) if self.saved is not None else self._base
 
     async def load(self, key: str) -> Session | None:
         if self.saved is not None and key == self.saved.key:
             return self.saved
-        return await self._sessions.load(key)
+        if key != self._writer.session_key:
+            return await self._sessions.load(key)
+        if not self._loaded:
+            self._base = await _load_stored(self._sessions, key)
+            self._loaded = True
+        return None if self._base is None else self._base.session
 
     async def save(self, session: Session) -> None:
         if session.key != self._writer.session_key:
@@ -58,17 +83,20 @@ class TurnStore:
         events: Sequence[StreamEvent] = (),
         maxlen: int = 10_000,
         signal: DeliverySignal | None = None,
-    ) -> None:
-        """Publish ``events`` and write the saved session (if any) and the cursor, all
-        atomically; ``LeaseLostError`` when the lease is no longer ours (nothing is
-        written then)."""
-        await self._writer.commit(
+        finish: Finish | None = None,
+    ) -> Committed:
+        """Publish ``events`` and write the saved session (if any: what the turn added
+        is appended to the stored log) and the cursor, all atomically;
+        ``LeaseLostError`` when the lease is no longer ours (nothing is written then)."""
+        return await self._writer.commit(
             cursor=self.cursor,
             session=self.saved,
+            base=self._base,
             entry_ids=entry_ids,
             events=events,
             maxlen=maxlen,
             signal=signal,
+            finish=finish,
         )
 
     async def delete(self, key: str) -> bool:
@@ -82,6 +110,14 @@ class TurnStore:
 
     async def aclose(self) -> None:
         """Nothing to release: the shared session store is owned by the worker."""
+
+
+async def _load_stored(sessions: SessionStore, key: str) -> StoredSession | None:
+    if isinstance(sessions, RedisSessionStore):
+        return await sessions.load_stored(key)
+    session = await sessions.load(key)
+    # Another store: no stored log to append to, so the commit writes it whole.
+    return None if session is None else StoredSession.of(session, length=0, rewrite=True)
 
 
 @asynccontextmanager

@@ -27,7 +27,6 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from redis.asyncio import Redis
 
 from core.bus.attempts import dead_letter, record_attempt
 from core.bus.control import wait_for_stop
-from core.bus.session_writer import DeliverySignal, SessionWriter
+from core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
 from core.errors import LeaseLostError
 from core.events import (
     ChatAddress,
@@ -46,19 +45,16 @@ from core.events import (
     addressed,
     is_terminal,
 )
-from core.logcontext import log_context
 from core.metrics import GatewayMetrics
 from core.runtime import AgentRuntime, TurnRequest
 from core.sessions.base import SessionStore
+from core.sessions.redis_form import StoredSession
 from core.settings import Settings
 from workers.busy import (
     Entry,
     RedisSteeringInbox,
     TurnPlan,
     known_agent,
-    plan_turn,
-    publish_backlog_notice,
-    read_backlog,
     wait_for_newer,
 )
 from workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
@@ -91,46 +87,6 @@ class TurnDeps:
     metrics: GatewayMetrics | None = None
 
 
-async def drain_turns(
-    deps: TurnDeps,
-    lease: SessionWriter,
-    lost: asyncio.Event,
-    *,
-    page: int,
-    stopping: Callable[[], bool],
-    redelivery_counted: bool = False,
-) -> tuple[int, str] | None:
-    """Run the session's turns until nothing is pending or ``stopping()``.
-
-    Returns ``(attempt, run_id)`` of a failed turn to retry later (draining stops
-    there so the chat's order holds), else None. ``redelivery_counted``: the caller
-    already counted this work as a redelivery (a claimed signal), so the first
-    turn's repeated attempt is not counted again.
-    """
-    while not stopping():
-        if lost.is_set():
-            raise LeaseLostError(f"lease of {lease.session_key!r} lost between turns")
-        pending = await read_backlog(deps.redis, lease.session_key, page=page)
-        if not pending:
-            return None
-        plan = plan_turn(pending, deps.settings)
-        if plan.dropped:
-            await publish_backlog_notice(
-                deps.settings,
-                lease,
-                plan.dropped,
-                plan.max_backlog,
-                deliver_channels=deps.deliver_channels,
-            )
-        runner = TurnRunner(deps, lease, plan, lost, redelivery_counted=redelivery_counted)
-        redelivery_counted = False
-        with log_context(session_key=lease.session_key, run_id=plan.run_id):  # for log records
-            outcome, attempt = await runner.run()
-        if outcome is TurnOutcome.RETRY:
-            return attempt, plan.run_id
-    return None
-
-
 class _Interrupted(Exception):
     """A newer message arrived while an ``interrupt`` turn ran."""
 
@@ -146,8 +102,16 @@ class TurnRunner:
         lost: asyncio.Event,
         *,
         redelivery_counted: bool = False,
+        attempt: int | None = None,
+        store: TurnStore | None = None,
+        finish: Finish | None = None,
     ) -> None:
         self._deps = deps
+        self._counted = attempt
+        """This attempt, when already counted (``BEGIN_TURN``)."""
+        self._finish = finish
+        self.committed: Committed | None = None
+        """The commit of a COMMITTED outcome (with what ``finish`` found)."""
         self._metrics = deps.metrics
         self._redelivery_counted = redelivery_counted
         self._lease = lease
@@ -159,7 +123,7 @@ class TurnRunner:
         cfg = deps.settings.worker
         coalescer = DeltaCoalescer(window_s=cfg.coalesce_ms / 1000, max_chars=cfg.coalesce_chars)
         self._outbox = CoalescingOutbox(coalescer)
-        self._store = TurnStore(deps.sessions, lease, cursor=plan.run_id)
+        self._store = store or TurnStore(deps.sessions, lease, cursor=plan.run_id)
         self._steering: RedisSteeringInbox | None = None
         if plan.steers:
             settings = deps.settings
@@ -181,7 +145,9 @@ class TurnRunner:
 
         ``LeaseLostError`` propagates (nothing more may be written), as does cancellation.
         """
-        attempt = await record_attempt(self._deps.redis, self._key, self._plan.run_id)
+        attempt = self._counted
+        if attempt is None:
+            attempt = await record_attempt(self._deps.redis, self._key, self._plan.run_id)
         if attempt > 1 and not self._redelivery_counted and self._metrics is not None:
             self._metrics.redeliveries.inc()
         if attempt > self._deps.settings.worker.max_deliveries:
@@ -195,6 +161,11 @@ class TurnRunner:
         if self._metrics is not None:
             self._metrics.turn_latency.observe(time.perf_counter() - started)
         return outcome, attempt
+
+    @property
+    def stored(self) -> StoredSession | None:
+        """The session as stored after this turn's commit."""
+        return self._store.stored
 
     async def _attempt(self, attempt: int) -> TurnOutcome:
         """Stream the turn, then commit it, dead-letter it or leave it for a retry."""
@@ -220,11 +191,12 @@ class TurnRunner:
         if self._failure is None:
             covered = [entry_id for entry_id, _ in self._covered()]
             self._store.cursor = covered[-1]
-            await self._store.commit(
+            self.committed = await self._store.commit(
                 entry_ids=covered,
                 events=self._final,
                 maxlen=self._deps.settings.worker.stream_maxlen,
                 signal=self._signal_for(self._final),
+                finish=self._finish,
             )
             return TurnOutcome.COMMITTED
         max_deliveries = self._deps.settings.worker.max_deliveries

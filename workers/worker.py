@@ -6,11 +6,14 @@ running turns finish within a grace period, ``shutdown()`` deregisters the worke
 All four are idempotent; ``async with Worker(...)`` does all of them and cleans up
 when ``start`` fails.
 
-For each signal: take the session's lease (if another holder has it, that holder
-drains, so a fresh signal is acked; a *claimed* stale one stays pending until the
-holder is done or gone), drain the pending messages turn by turn under the busy
-policy, release, re-check once for a message that arrived just before the release,
-and only then ack. Unfinished work is never acked: a crash leaves the signal pending
+For each signal: take the session's lease with what its first turn needs
+(``BEGIN_TURN``; if another holder has it, that holder drains, so a fresh signal is
+acked; a *claimed* stale one stays pending until the holder is done or gone; with
+nothing pending the signal is acked and no lease taken), drain the pending messages
+turn by turn under the busy policy; the last turn's commit finds nothing more, and
+releases the lease and acks the signal in the same script. A drain that ends
+otherwise releases, re-checks once for a message that arrived just before the
+release, and only then acks. Unfinished work is never acked: a crash leaves the signal pending
 and ``claim_stale`` hands it to a live worker once it has been idle for
 ``worker.claim_idle_ms`` (by then the dead holder's lease has lapsed). Reading,
 claiming and backing off are ``core.bus.consumer.SignalConsumer``'s; a live worker
@@ -19,6 +22,7 @@ keeps ``gw:worker:{id}`` alive (it expires ``HEARTBEAT_TTL_MS`` after a crash).
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import secrets
@@ -38,10 +42,11 @@ from core.runtime import AgentRuntime
 from core.sessions.base import SessionStore
 from core.sessions.redis import RedisSessionStore
 from core.settings import Settings
+from workers.begin import Begun, NotBegun, begin_turn
 from workers.busy import backlog_page, hand_off
+from workers.drain import Drained, drain_turns
 from workers.jobs import RetryScheduler
-from workers.store import leased
-from workers.turn import TurnDeps, drain_turns
+from workers.turn import TurnDeps
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +188,7 @@ class Worker:
 
     async def _handle(self, sig: Signal) -> None:
         try:
-            finished = await self._drain_session(sig, sig.claimed)
+            handled = await self._drain_session(sig, sig.claimed)
         except Exception as exc:
             # LeaseLostError, a Redis outage or a bug: the work is unfinished, so the
             # signal stays pending and claim_stale brings it back.
@@ -192,48 +197,71 @@ class Worker:
             what = f"worker {self.worker_id}: {sig.session_key} unfinished, signal left pending"
             log.log(level, "%s: %r", what, exc, exc_info=not expected)
             return
-        if finished:
+        if handled is _Handled.ACK:
             await ack(self.redis, sig, keys.WORKER_GROUP)
 
-    async def _drain_session(self, sig: Signal, claimed: bool) -> bool:
-        """Drain the session; True when the signal may be acked."""
-        cfg = self.settings.worker
+    async def _drain_session(self, sig: Signal, claimed: bool) -> _Handled:
+        """Drain the session; says whether the signal is acked, to ack, or kept pending."""
         if claimed and self._metrics is not None:
             self._metrics.redeliveries.inc()
         # Counted once: the claimed signal's first turn is its re-run, not another one.
         redelivery_counted = claimed
         while True:
-            async with leased(
+            begun = await begin_turn(
                 self.redis,
-                sig.session_key,
-                ttl_ms=cfg.lease_ms,
+                self._deps.sessions,
+                sig,
+                settings=self.settings,
                 owner=self.worker_id,
-                release=lambda: not self._aborting,
-            ) as held:
-                if held is None:
-                    if self._metrics is not None:
-                        self._metrics.lease_waits.inc()
-                    # The holder drains. A claimed signal may be a dead holder's: keep
-                    # it pending until that lease lapsed or was released.
-                    return not claimed
-                retry = await drain_turns(
-                    self._deps,
-                    *held,
-                    page=self._page,
-                    stopping=lambda: self._stopping,
-                    redelivery_counted=redelivery_counted,
-                )
-                redelivery_counted = False
-            if retry is not None:
+                page=self._page,
+            )
+            if begun is NotBegun.EMPTY:
+                return _Handled.ACKED
+            if begun is NotBegun.BUSY:
+                if self._metrics is not None:
+                    self._metrics.lease_waits.inc()
+                # The holder drains (BEGIN_TURN acked a fresh signal). A claimed signal
+                # may be a dead holder's: keep it pending until that lease lapsed.
+                return _Handled.KEPT if claimed else _Handled.ACKED
+            drained = await self._drain_held(begun, sig, redelivery_counted)
+            redelivery_counted = False
+            if drained.released:
+                return _Handled.ACKED
+            if drained.retry is not None:
                 if self._retry is None:
-                    return False  # left pending: claim_stale retries it after claim_idle_ms
-                attempt, run_id = retry
+                    return _Handled.KEPT  # claim_stale retries it after claim_idle_ms
+                attempt, run_id = drained.retry
                 await self._retry.schedule(
                     sig.session_key, sig.channel, attempt=attempt, run_id=run_id
                 )
-                return True
+                return _Handled.ACK
             if self._stopping:
                 await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
-                return True
+                return _Handled.ACK
             if not await pending_inbound(self.redis, sig.session_key, count=1):
-                return True
+                return _Handled.ACK
+
+    async def _drain_held(self, begun: Begun, sig: Signal, redelivery_counted: bool) -> Drained:
+        """Run the turns of a session ``BEGIN_TURN`` gave us; release it unless aborting
+        (a worker stopping as a crash would leaves it to lapse by its ttl)."""
+        writer = begun.writer
+        try:
+            async with writer.keepalive(self.settings.worker.lease_ms / 3000) as lost:
+                return await drain_turns(
+                    self._deps,
+                    begun,
+                    lost,
+                    page=self._page,
+                    stopping=lambda: self._stopping,
+                    signal=sig,
+                    redelivery_counted=redelivery_counted,
+                )
+        finally:
+            if not self._aborting:
+                await writer.release()
+
+
+class _Handled(enum.Enum):
+    ACKED = "acked"  # a script acked the signal already
+    ACK = "ack"  # finished: ack it
+    KEPT = "kept"  # unfinished: leave it pending for claim_stale

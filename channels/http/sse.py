@@ -149,7 +149,7 @@ class EventStream:
         """The last outbound id (start after it); 404 for a session nobody wrote to."""
         s = session_key
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(keys.outbound(s), keys.inbound(s), keys.session(s))
+            pipe.exists(keys.outbound(s), keys.inbound(s), *keys.stored_session(s))
             pipe.xrevrange(keys.outbound(s), count=1)
             found, last = await pipe.execute()
         if not found:

@@ -15,7 +15,7 @@ and are deleted from the chat's stream so they cannot wedge it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -118,16 +118,24 @@ async def pending_inbound(
     else:
         raw = await _range(redis, stream, after, count)
     while True:
-        valid: list[tuple[str, InboundMessage]] = []
-        for entry_id, fields in raw:
-            try:
-                valid.append((entry_id, decode_inbound(fields)))
-            except PayloadError as exc:
-                await _drop_malformed(redis, session_key, entry_id, fields, exc)
+        valid = await decode_entries(redis, session_key, raw)
         # A full batch of only malformed entries says nothing about what follows it.
         if valid or len(raw) < count:
             return valid
         raw = await _range(redis, stream, raw[-1][0], count)
+
+
+async def decode_entries(
+    redis: Redis, session_key: str, raw: Sequence[tuple[str, Mapping[str, str]]]
+) -> list[tuple[str, InboundMessage]]:
+    """The valid messages of ``raw`` entries; malformed ones are dead-lettered and deleted."""
+    valid: list[tuple[str, InboundMessage]] = []
+    for entry_id, fields in raw:
+        try:
+            valid.append((entry_id, decode_inbound(fields)))
+        except PayloadError as exc:
+            await _drop_malformed(redis, session_key, entry_id, fields, exc)
+    return valid
 
 
 async def _range(

@@ -110,8 +110,26 @@ def sent_parts(session_key: str) -> str:
 
 
 def session(session_key: str) -> str:
-    """The stored session (Redis session store)."""
+    """The session in its old form, one JSON value: still read, and replaced by the
+    session's head and log at its first commit (``core.sessions.redis``)."""
     return f"{PREFIX}:session:{{{_tag(session_key)}}}"
+
+
+def session_head(session_key: str) -> str:
+    """Hash of the stored session's small fields: ``created_at``, ``updated_at``,
+    ``summary``, ``metadata`` (JSON) and ``rev`` (commits so far)."""
+    return f"{PREFIX}:shead:{{{_tag(session_key)}}}"
+
+
+def session_log(session_key: str) -> str:
+    """List of the stored session's messages, one JSON value each, oldest first: a turn
+    appends what it added; a compaction rewrites it."""
+    return f"{PREFIX}:slog:{{{_tag(session_key)}}}"
+
+
+def stored_session(session_key: str) -> tuple[str, str, str]:
+    """Every key of a stored session: head, log, old form (``SESSION_*`` scripts' KEYS)."""
+    return session_head(session_key), session_log(session_key), session(session_key)
 
 
 def session_corrupt(session_key: str) -> str:

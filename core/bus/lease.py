@@ -117,16 +117,23 @@ async def _renew_within(
         return await renew(), sent_at
 
 
+def new_token(owner: str) -> str:
+    """A grant's token: unique per grant, which is what makes it a fence."""
+    return f"{owner}:{secrets.token_hex(8)}"
+
+
 class Lease:
     """One grant of an exclusive lease key; obtain it with ``Lease.acquire``."""
 
-    __slots__ = ("key", "redis", "token", "ttl_ms", "what")
+    __slots__ = ("key", "redis", "released", "token", "ttl_ms", "what")
 
     def __init__(self, redis: Redis, key: str, *, token: str, ttl_ms: int, what: str = "") -> None:
         self.redis = redis
         self.key = key
         self.token = token
         self.ttl_ms = ttl_ms
+        self.released = False
+        """Released by a script that wrote with it (``COMMIT_TURN``): nothing to renew."""
         self.what = what or f"lease {key!r}"
         """How logs and errors name it, e.g. ``lease of 'telegram:42'``."""
 
@@ -138,17 +145,22 @@ class Lease:
         cls, redis: Redis, key: str, *, ttl_ms: int, owner: str, what: str = ""
     ) -> Lease | None:
         """The lease, or None while another holder has it."""
-        token = f"{owner}:{secrets.token_hex(8)}"
+        token = new_token(owner)
         if not await redis.set(key, token, nx=True, px=ttl_ms):
             return None
         return cls(redis, key, token=token, ttl_ms=ttl_ms, what=what)
 
     async def renew(self) -> bool:
         """Extend the lease by its ttl; False when it is no longer ours."""
+        if self.released:
+            return True  # let go on purpose: not lost
         return await RENEW_LEASE.run(self.redis, [self.key], [self.token, self.ttl_ms]) == 1
 
     async def release(self) -> bool:
         """Delete the lease if it is still ours; False when it had already gone."""
+        if self.released:
+            return False  # let go already (by this method, or by a script that wrote with it)
+        self.released = True
         return await RELEASE_LEASE.run(self.redis, [self.key], [self.token]) == 1
 
     def keepalive(

@@ -86,6 +86,115 @@ return redis.call('XRANGE', KEYS[2], '(' .. cursor, '+', 'COUNT', ARGV[1])
 """,
 )
 
+# -- the stored session (core.sessions.redis): a head hash and a log list per session.
+# The function below is part of every script that writes one (COMMIT_TURN,
+# SAVE_SESSION): ``mode`` 'append' adds the turn's messages to the log, 'rewrite'
+# replaces the log (a compaction, a session given its history, the first commit of
+# a session stored in the old single-JSON form, which is deleted then).
+_WRITE_SESSION = """
+local function push_slices(key, first, last)
+  -- RPUSH in slices: unpack() of thousands of values would overflow the Lua C stack.
+  while first <= last do
+    local upto = math.min(first + 499, last)
+    redis.call('RPUSH', key, unpack(ARGV, first, upto))
+    first = upto + 1
+  end
+end
+-- head, log, old form: the session's keys; fields at ARGV[f..f+2h-1], messages at
+-- ARGV[m..m+n-1]. Returns false, writing nothing, when an append would not continue
+-- the log the caller read (expected length).
+local function log_continues(mode, log, expected)
+  return mode ~= 'append' or redis.call('LLEN', log) == tonumber(expected)
+end
+local function write_session(mode, head, log, old, f, h, m, n)
+  if mode == 'rewrite' then
+    redis.call('DEL', log, old)
+  end
+  push_slices(log, m, m + n - 1)
+  if h > 0 then
+    redis.call('HSET', head, unpack(ARGV, f, f + 2 * h - 1))
+  end
+  redis.call('HINCRBY', head, 'rev', 1)
+end
+"""
+
+BEGIN_TURN: Final = LuaScript(
+    """
+-- KEYS: lease, cursor, inbound stream, attempts hash, session head, session log,
+--       session (old form), ready stream
+-- ARGV: token, lease ttl ms, count, which entry the turn is guessed to be run as
+--       ('first' / 'last'), worker group, signal id ('' = none), ack when busy (1/0)
+-- -> {0} the lease is held by another (the signal acked when asked);
+--    {1} nothing pending (the signal acked, the lease not taken);
+--    {2, entries, guessed run id, its attempt count, head [field, value...], log,
+--     old-form session or false}: the lease is ours with ARGV token.
+-- The lease grant, the pending read, the attempt counter and the session load in one
+-- step: what a worker needs to start a turn. The attempt is counted for the run id
+-- the worker's busy policy most likely picks; it moves the count when it picks
+-- another (MOVE_ATTEMPT).
+local function ack()
+  if ARGV[6] ~= '' then
+    redis.call('XACK', KEYS[8], ARGV[5], ARGV[6])
+    redis.call('XDEL', KEYS[8], ARGV[6])
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[7] == '1' then ack() end
+  return {0}
+end
+local cursor = redis.call('GET', KEYS[2]) or '0-0'
+local entries = redis.call('XRANGE', KEYS[3], '(' .. cursor, '+', 'COUNT', ARGV[3])
+if #entries == 0 then
+  ack()
+  return {1}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local run_id = entries[1][1]
+if ARGV[4] == 'last' then run_id = entries[#entries][1] end
+local attempt = redis.call('HINCRBY', KEYS[4], run_id, 1)
+return {2, entries, run_id, attempt, redis.call('HGETALL', KEYS[5]),
+  redis.call('LRANGE', KEYS[6], 0, -1), redis.call('GET', KEYS[7])}
+""",
+)
+
+MOVE_ATTEMPT: Final = LuaScript(
+    """
+-- KEYS: lease, attempts hash   ARGV: token, counted id, run id
+-- -> the run id's attempt count, or nil if the lease is not ours.
+-- BEGIN_TURN counted the attempt for another entry than the run the worker planned.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
+end
+if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+""",
+)
+
+LOAD_SESSION: Final = LuaScript(
+    """
+-- KEYS: session head, session log, session (old form)
+-- -> {head [field, value...], log, old-form session or false}, read at one instant.
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
+  redis.call('GET', KEYS[3])}
+""",
+)
+
+SAVE_SESSION: Final = LuaScript(
+    _WRITE_SESSION
+    + """
+-- KEYS: session head, session log, session (old form), sessions index
+-- ARGV: session key, updated_at, number of head fields H, number of messages N,
+--       H field/value pairs, N message json...
+-- The whole session, replaced at once (a save outside a turn: no lease, no fence).
+local h, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+write_session('rewrite', KEYS[1], KEYS[2], KEYS[3], 5, h, 5 + 2 * h, n)
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+return 1
+""",
+)
+
 # -- leases: acquired with SET NX PX (one command, no script); renewed and released
 # only by the holder of the token. Every fenced script below starts with the same
 # token comparison, which is the whole fence: a token is unique per grant.
@@ -132,41 +241,56 @@ return ids
 )
 
 COMMIT_TURN: Final = LuaScript(
-    """
--- KEYS: lease, cursor, inbound stream, attempts hash, session, sessions index,
---       outbound stream, dead-letter stream [, delivery signal stream]
--- ARGV: token, cursor, first id to keep, session json ('' = keep), updated_at,
---       session key, channel, maxlen, dead-letter ids ('' = none), dead-letter reason,
---       dead-letter payload, dead-letter maxlen, number of events N, N event json...,
---       committed entry ids...
--- -> the events' ids, or nil if the lease is not ours (then nothing was written).
+    _WRITE_SESSION
+    + """
+-- KEYS: lease, cursor, inbound stream, attempts hash, session head, session log,
+--       session (old form), sessions index, outbound stream, dead-letter stream
+--       [, delivery signal stream if ARGV[8] ~= ''] [, ready stream if ARGV[16] ~= '']
+-- ARGV: 1 token, 2 cursor, 3 first id to keep, 4 session write ('' none, 'append',
+--       'rewrite'), 5 log length the append continues, 6 updated_at, 7 session key,
+--       8 channel, 9 maxlen, 10 dead-letter ids ('' = none), 11 dead-letter reason,
+--       12 dead-letter payload, 13 dead-letter maxlen, 14 entries to read after the
+--       commit (0: do not look), 15 worker group, 16 signal id, 17 number of events E,
+--       18 number of head fields H, 19 number of messages N, then E event json, H
+--       field/value pairs, N message json, then the committed entry ids.
+-- -> nil if the lease is not ours; {0} if the log is not the one the append
+--    continues; else {1, event ids, entries pending after the cursor} (the lease is
+--    kept) or {2, event ids} (nothing was pending: the lease released and the signal
+--    acked). Nothing is written unless the reply's first element is 1 or 2.
 -- A turn's last events (its terminal event), the dead-letter record, the session and
 -- the cursor are written together: a turn is either not answered and re-runs, or
--- answered once and never re-runs.
+-- answered once and never re-runs. The look for more work, the release and the ack
+-- come with them, so no message can arrive between the look and the release unseen.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return false
 end
-local n = tonumber(ARGV[13])
+local mode = ARGV[4]
+if not log_continues(mode, KEYS[6], ARGV[5]) then
+  return {0}
+end
+local e, h, n = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
 local ids = {}
-for i = 14, 13 + n do
-  ids[#ids + 1] = redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[8], '*', 'd', ARGV[i])
+for i = 20, 19 + e do
+  ids[#ids + 1] = redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[9], '*', 'd', ARGV[i])
 end
-if #KEYS > 8 then
-  redis.call('XADD', KEYS[9], '*', 's', ARGV[6], 'c', ARGV[7])
+local k = 11
+if ARGV[8] ~= '' then
+  redis.call('XADD', KEYS[k], '*', 's', ARGV[7], 'c', ARGV[8])
+  k = k + 1
 end
-if ARGV[9] ~= '' then
-  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[12], '*',
-    's', ARGV[6], 'ids', ARGV[9], 'reason', ARGV[10], 'payload', ARGV[11])
+if ARGV[10] ~= '' then
+  redis.call('XADD', KEYS[10], 'MAXLEN', '~', ARGV[13], '*',
+    's', ARGV[7], 'ids', ARGV[10], 'reason', ARGV[11], 'payload', ARGV[12])
 end
 -- The session write: the one place that stores a turn's history.
-if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[5], ARGV[4])
-  redis.call('ZADD', KEYS[6], ARGV[5], ARGV[6])
+if mode ~= '' then
+  write_session(mode, KEYS[5], KEYS[6], KEYS[7], 20 + e, h, 20 + e + 2 * h, n)
+  redis.call('ZADD', KEYS[8], ARGV[6], ARGV[7])
 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
 -- HDEL in slices: unpack() of thousands of values would overflow the Lua C stack.
-local first = 14 + n
+local first = 20 + e + 2 * h + n
 while first <= #ARGV do
   local last = math.min(first + 499, #ARGV)
   redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
@@ -175,7 +299,19 @@ end
 if redis.call('XLEN', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[4])
 end
-return ids
+if tonumber(ARGV[14]) == 0 then
+  return {1, ids, {}}
+end
+local pending = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2], '+', 'COUNT', ARGV[14])
+if #pending > 0 then
+  return {1, ids, pending}
+end
+redis.call('DEL', KEYS[1])
+if ARGV[16] ~= '' then
+  redis.call('XACK', KEYS[k], ARGV[15], ARGV[16])
+  redis.call('XDEL', KEYS[k], ARGV[16])
+end
+return {2, ids}
 """,
 )
 
@@ -229,8 +365,8 @@ return 1
 
 DISCARD_SESSION: Final = LuaScript(
     """
--- KEYS: cursor, inbound stream, outbound stream, session, attempts hash, api session,
---       session lease
+-- KEYS: cursor, inbound stream, outbound stream, session (old form), attempts hash,
+--       api session, session lease, session head, session log
 -- -> 1 deleted, 0 a message is still waiting for its turn or a worker holds the
 --    session (nothing deleted): a holder (a turn, the compaction job) would write the
 --    session back after the delete.
@@ -247,7 +383,7 @@ if #last > 0 then
     return 0
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[9])
 return 1
 """,
 )

@@ -6,11 +6,13 @@ A ``SessionWriter`` is one grant of the session's lease (``gw:lease:{s}``, a
 - ``publish``: XADD events to ``gw:out:{s}`` (and, with ``signal``, the delivery
   signal that announces them, in the same script).
 - ``commit``: the end of a turn in ONE script: its last events (the terminal
-  ``run.completed``/``run.failed``), an optional ``gw:dead`` record, the session,
-  the cursor, the inbound trim and the attempt counters. Either all of it is
-  written or none of it, so a turn is never answered without being committed (a
-  kill then re-runs it and a second terminal event would follow) nor committed
-  without its answer.
+  ``run.completed``/``run.failed``), an optional ``gw:dead`` record, the session
+  (the turn's messages appended to its log), the cursor, the inbound trim and the
+  attempt counters. Either all of it is written or none of it, so a turn is never
+  answered without being committed (a kill then re-runs it and a second terminal
+  event would follow) nor committed without its answer. With ``Finish`` the same
+  script looks for more work and, finding none, releases the lease and acks the
+  signal.
 
 Both return nil from Redis when the lease no longer holds this grant's token; the
 writer then raises ``LeaseLostError`` and nothing was written.
@@ -19,19 +21,21 @@ writer then raises ``LeaseLostError`` and nothing was written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from core.bus import keys
-from core.bus.codec import encode, next_stream_id
+from core.bus.codec import encode, next_stream_id, pairs_to_dict
 from core.bus.lease import Lease
 from core.bus.scripts import COMMIT_TURN, PUBLISH_EVENTS, ScriptArg
+from core.bus.signals import Signal
 from core.events import StreamEvent
 from core.sessions.base import Session
+from core.sessions.redis_form import SessionWrite, StoredSession, full_write, plan_write
 
 DEAD_LETTER_MAXLEN = 100_000
 """Approximate cap of ``gw:dead``: it is an operator's record, not a queue."""
@@ -43,6 +47,28 @@ class DeliverySignal:
 
     channel: str
     partitions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """What a commit does after the turn: read up to ``page`` entries pending after the
+    cursor and, when there are none, release the lease and ack ``signal`` (the work
+    signal the turn came from, in consumer group ``group``)."""
+
+    page: int
+    signal: Signal | None = None
+    group: str = keys.WORKER_GROUP
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A commit's outcome: the events' ids, and what ``Finish`` found."""
+
+    ids: list[str]
+    pending: list[tuple[str, Mapping[str, str]]]
+    """Raw entries pending after the cursor (the lease is still held then)."""
+    released: bool
+    """Nothing was pending: the lease is released and the signal acked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,40 +142,76 @@ class SessionWriter:
         *,
         cursor: str,
         session: Session | None = None,
+        base: StoredSession | None = None,
         entry_ids: Sequence[str] = (),
         events: Sequence[StreamEvent] = (),
         maxlen: int = 10_000,
         signal: DeliverySignal | None = None,
         dead: DeadLetterRecord | None = None,
-    ) -> list[str]:
-        """End a turn atomically; returns the ids of ``events``.
+        finish: Finish | None = None,
+    ) -> Committed:
+        """End a turn atomically.
 
         Publishes ``events``, records ``dead`` in ``gw:dead``, stores the session (if
-        given, with its sessions-index score) and the cursor, trims inbound entries up
-        to and including ``cursor`` and forgets the attempt counts of ``entry_ids``.
-        One round trip; the index, ``gw:dead`` and the signal stream are outside the
-        session's hash slot (no Redis Cluster, see README).
+        given: what it added since ``base`` was read is appended, else it is rewritten)
+        with its sessions-index score and the cursor, trims inbound entries up to and
+        including ``cursor`` and forgets the attempt counts of ``entry_ids``. With
+        ``finish``, it then reads what is pending after the cursor and, when nothing
+        is, releases the lease and acks ``finish.signal``. One round trip (two when the
+        stored log is not the one ``base`` describes: then it is rewritten); the index,
+        ``gw:dead`` and the signal streams are outside the session's hash slot (no
+        Redis Cluster, see README).
         """
+        write = None if session is None else plan_write(session, base)
+        reply = await self._commit(cursor, write, entry_ids, events, maxlen, signal, dead, finish)
+        if reply == [0] and session is not None:
+            # The log moved under the lease (written outside a turn): store it whole.
+            write = full_write(session)
+            reply = await self._commit(
+                cursor, write, entry_ids, events, maxlen, signal, dead, finish
+            )
+        if reply is None:
+            raise self.lease.lost_error(f"commit cursor {cursor}")
+        code, ids, *rest = cast(list[Any], reply)
+        if code == 2:
+            self.lease.released = True
+        pending = [(str(i), _fields(f)) for i, f in rest[0]] if rest and rest[0] else []
+        return Committed(ids=cast(list[str], ids), pending=pending, released=code == 2)
+
+    async def _commit(
+        self,
+        cursor: str,
+        write: SessionWrite | None,
+        entry_ids: Sequence[str],
+        events: Sequence[StreamEvent],
+        maxlen: int,
+        signal: DeliverySignal | None,
+        dead: DeadLetterRecord | None,
+        finish: Finish | None,
+    ) -> object:
         s = self.session_key
         script_keys = [
             self.lease.key,
             keys.cursor(s),
             keys.inbound(s),
             keys.attempts(s),
-            keys.session(s),
+            *keys.stored_session(s),
             keys.SESSIONS_INDEX,
             keys.outbound(s),
             keys.DEAD_LETTER,
         ]
         if signal is not None:
             script_keys.append(keys.deliver(signal.channel, keys.partition(s, signal.partitions)))
+        ack = finish.signal if finish is not None else None
+        if ack is not None:
+            script_keys.append(ack.stream)
         args: list[ScriptArg] = [
             self.lease.token,
             cursor,
             next_stream_id(cursor),
-            # The session write: one value today (perf may make it an append).
-            session.model_dump_json() if session is not None else "",
-            session.updated_at if session is not None else 0.0,
+            write.mode if write is not None else "",
+            write.expected_length if write is not None else 0,
+            write.updated_at if write is not None else 0.0,
             s,
             signal.channel if signal is not None else "",
             maxlen,
@@ -157,11 +219,19 @@ class SessionWriter:
             dead.reason if dead is not None else "",
             dead.payload if dead is not None else "",
             DEAD_LETTER_MAXLEN,
+            finish.page if finish is not None else 0,
+            finish.group if finish is not None else "",
+            ack.id if ack is not None else "",
             len(events),
+            write.head_fields if write is not None else 0,
+            len(write.messages) if write is not None else 0,
             *(encode(event) for event in events),
-            *entry_ids,
         ]
-        ids = await COMMIT_TURN.run(self.redis, script_keys, args)
-        if ids is None:
-            raise self.lease.lost_error(f"commit cursor {cursor}")
-        return cast(list[str], ids)
+        if write is not None:
+            args += [*write.head, *write.messages]
+        args += entry_ids
+        return await COMMIT_TURN.run(self.redis, script_keys, args)
+
+
+def _fields(flat: object) -> Mapping[str, str]:
+    return pairs_to_dict(cast(list[str], flat)) if isinstance(flat, list) else cast(Any, flat)

@@ -100,6 +100,8 @@ def test_history_and_system_come_from_the_messages(
             time.sleep(0.05)
         assert sync.keys(keys.inbound("oneoff:*")) == []
         assert sync.keys(keys.session("oneoff:*")) == []
+        assert sync.keys(keys.session_log("oneoff:*")) == []
+        assert sync.keys(keys.session_head("oneoff:*")) == []
 
 
 def test_user_binds_a_persistent_session(client: openai.OpenAI, live_gateway: LiveGateway) -> None:

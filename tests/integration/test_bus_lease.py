@@ -21,6 +21,7 @@ from core.errors import LeaseLostError
 from core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextDelta
 from core.messages import InboundMessage
 from core.sessions.base import Session
+from core.sessions.redis import RedisSessionStore
 from tests.fakes.redis_server import (  # noqa: F401
     RedisServer,
     aof_redis_server,
@@ -49,6 +50,10 @@ async def publish(redis: Redis, *texts: str) -> list[str]:
         assert published.entry_id is not None
         ids.append(published.entry_id)
     return ids
+
+
+async def stored_session(redis: Redis) -> Session | None:
+    return await RedisSessionStore(redis).load(SESSION)
 
 
 async def attempts(redis: Redis) -> dict[str, str]:
@@ -172,7 +177,7 @@ async def test_commit_stores_session_cursor_and_trims(redis: Redis) -> None:
     await lease.commit(session=session, cursor=ids[1], entry_ids=ids[:2])
 
     assert await read_cursor(redis, SESSION) == ids[1]
-    stored = Session.model_validate_json(await redis.get(keys.session(SESSION)))
+    stored = await stored_session(redis)
     assert stored == session
     assert await redis.zscore(keys.SESSIONS_INDEX, SESSION) == 123.5
     assert [entry_id for entry_id, _ in await redis.xrange(keys.inbound(SESSION))] == [ids[2]]
@@ -189,7 +194,7 @@ async def test_commit_without_session_keeps_stored_session(redis: Redis) -> None
     await record_attempt(redis, SESSION, "0-1")  # stale count for an id not passed in
     await lease.commit(session=None, cursor=ids[1])
 
-    assert Session.model_validate_json(await redis.get(keys.session(SESSION))) == session
+    assert await stored_session(redis) == session
     assert await read_cursor(redis, SESSION) == ids[1]
     assert await redis.xlen(keys.inbound(SESSION)) == 0
     # Nothing left to retry: the attempts hash goes with the last entry.
@@ -221,7 +226,7 @@ async def test_stale_holder_cannot_publish_or_commit(redis: Redis) -> None:
 
     assert await redis.xlen(keys.outbound(SESSION)) == 0
     assert await read_cursor(redis, SESSION) == ids[0]
-    stored = Session.model_validate_json(await redis.get(keys.session(SESSION)))
+    stored = await stored_session(redis)
     assert stored.summary == "current"
     assert await redis.xlen(keys.inbound(SESSION)) == 1
 
@@ -252,10 +257,10 @@ async def test_commit_publishes_the_final_events_with_the_cursor(redis: Redis) -
     )
 
     [(entry_id, fields)] = await redis.xrange(keys.outbound(SESSION))
-    assert published == [entry_id]
+    assert published.ids == [entry_id]
     assert json.loads(fields["d"])["message_ids"] == ids
     assert await read_cursor(redis, SESSION) == ids[0]
-    assert Session.model_validate_json(await redis.get(keys.session(SESSION))) == session
+    assert await stored_session(redis) == session
 
 
 async def test_a_stale_commit_publishes_no_final_event(redis: Redis) -> None:

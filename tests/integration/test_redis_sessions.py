@@ -127,8 +127,9 @@ async def test_corrupt_value_is_copied_aside(
     store: RedisSessionStore, client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     await store.save(Session(key="good", messages=_messages(2)))
-    await store.save(Session(key="bad", messages=_messages(2)))
+    # A corrupt session in the old single-JSON form, listed in the index.
     await client.set(keys.session("bad"), b'{"key": "bad", "messages": [')
+    await client.zadd(keys.SESSIONS_INDEX, {"bad": 1.0})
 
     with caplog.at_level(logging.WARNING, logger="core.sessions.redis"):
         recovered = await store.load("bad")
@@ -146,6 +147,47 @@ async def test_corrupt_value_is_copied_aside(
     reloaded = await store.load("bad")
     assert reloaded is not None
     assert reloaded.messages == []
+
+
+async def test_corrupt_log_is_copied_aside(
+    store: RedisSessionStore, client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.save(Session(key="bad", messages=_messages(2)))
+    await client.rpush(keys.session_log("bad"), b"{not json")
+
+    with caplog.at_level(logging.WARNING, logger="core.sessions.redis"):
+        recovered = await store.load("bad")
+
+    assert recovered is not None
+    assert (recovered.key, recovered.messages) == ("bad", [])
+    copied = await client.get(keys.session_corrupt("bad"))
+    assert copied is not None and b"{not json" in copied
+    assert "'bad'" in caplog.text
+    await store.save(recovered)
+    assert await client.llen(keys.session_log("bad")) == 0
+
+
+async def test_old_form_is_read_and_replaced_by_a_save(
+    store: RedisSessionStore, client: redis.Redis
+) -> None:
+    """A session stored as one JSON value (before the head and log) still loads and
+    lists; a save stores it in the new form and deletes the old value."""
+    old = Session(key="old", messages=_messages(3), summary="before", created_at=5.0)
+    await client.set(keys.session("old"), old.model_dump_json())
+    await client.zadd(keys.SESSIONS_INDEX, {"old": old.updated_at})
+
+    loaded = await store.load("old")
+    assert loaded is not None
+    assert loaded.model_dump() == old.model_dump()
+    assert [(i.key, i.message_count) for i in await store.list()] == [("old", 3)]
+
+    loaded.messages.append({"role": "assistant", "content": "after"})
+    await store.save(loaded)
+    assert await client.exists(keys.session("old")) == 0
+    assert await client.llen(keys.session_log("old")) == 4
+    again = await store.load("old")
+    assert again is not None
+    assert (again.summary, again.created_at, len(again.messages)) == ("before", 5.0, 4)
 
 
 async def test_many_sessions_concurrently(store: RedisSessionStore) -> None:

@@ -31,7 +31,7 @@ async def test_a_held_session_is_not_discarded(redis: Redis) -> None:
     writer = await committed_session(redis)
     ref = RunRef(session_key=KEY, run_id="1-0", after="0-0")
     assert not await discard_when_committed(redis, ref, within_s=0)
-    assert await redis.exists(keys.session(KEY)) == 1
+    assert await redis.exists(keys.session_head(KEY)) == 1
     await writer.release()
     assert await discard_when_committed(redis, ref, within_s=0)
-    assert await redis.exists(keys.session(KEY), keys.cursor(KEY)) == 0
+    assert await redis.exists(*keys.stored_session(KEY), keys.cursor(KEY)) == 0

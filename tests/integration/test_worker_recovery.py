@@ -114,7 +114,7 @@ async def test_stale_lease_holder_cannot_commit(
         await asyncio.sleep(1.0)  # longer than a keepalive period: the worker notices
         assert await read_cursor(redis, key) == "0-0"
         assert transcript.terminals(key) == []
-        assert await redis.get(keys.session(key)) is None
+        assert await redis.exists(*keys.stored_session(key)) == 0
         await intruder.release()
         # The signal was left pending: claim_stale re-runs the turn with the same run id.
         await transcript.runs_ended(1, seconds=15)

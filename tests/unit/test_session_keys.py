@@ -48,6 +48,8 @@ def session_keys_of(s: str) -> list[str]:
         keys.deliver_cursor(s),
         keys.sent_parts(s),
         keys.session(s),
+        keys.session_head(s),
+        keys.session_log(s),
         keys.session_corrupt(s),
         keys.seen(s, "event}{1"),
     ]

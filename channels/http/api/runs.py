@@ -131,7 +131,7 @@ async def discard_when_committed(redis: Redis, ref: RunRef, *, within_s: float) 
 
 
 def session_keys(session_key: str) -> list[str]:
-    """``DISCARD_SESSION``'s KEYS: the six it removes, then the lease it checks."""
+    """``DISCARD_SESSION``'s KEYS: six it removes, the lease it checks, two more it removes."""
     return [
         keys.cursor(session_key),
         keys.inbound(session_key),
@@ -140,4 +140,6 @@ def session_keys(session_key: str) -> list[str]:
         keys.attempts(session_key),
         keys.api_session(session_key),
         keys.lease(session_key),
+        keys.session_head(session_key),
+        keys.session_log(session_key),
     ]

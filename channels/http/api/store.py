@@ -19,6 +19,7 @@ from channels.http.errors import ApiError
 from core.bus import keys
 from core.bus.scripts import DISCARD_SESSION
 from core.messages import default_session_key, new_id
+from core.sessions.redis import session_documents
 
 from .models import HistoryMessage, MetadataValue, Session, SessionDetail, is_ulid
 from .runs import session_keys
@@ -74,10 +75,10 @@ async def list_sessions(redis: Redis, agent: str | None, limit: int) -> list[Ses
     async with redis.pipeline(transaction=False) as pipe:
         for session_id in ids:
             pipe.get(keys.api_session(session_key_of(session_id)))
-            pipe.get(keys.session(session_key_of(session_id)))
-        raw = await pipe.execute()
+        records = await pipe.execute()
+    histories = await session_documents(redis, [session_key_of(i) for i in ids])
     rows: list[Session] = []
-    for record_json, history_json in zip(raw[::2], raw[1::2], strict=True):
+    for record_json, history_json in zip(records, histories, strict=True):
         if record_json is not None:  # deleted between the two reads
             record = SessionRecord.model_validate_json(record_json)
             rows.append(_summary(record, _history(history_json)))
@@ -86,7 +87,7 @@ async def list_sessions(redis: Redis, agent: str | None, limit: int) -> list[Ses
 
 async def session_detail(redis: Redis, session_id: str) -> SessionDetail:
     record = await get_record(redis, session_id)
-    history = _history(await redis.get(keys.session(record.session_key)))
+    history = _history((await session_documents(redis, [record.session_key]))[0])
     messages = [
         HistoryMessage(role=str(m.get("role", "")), content=_text(m.get("content")))
         for m in history.get("messages", [])

@@ -1,0 +1,160 @@
+"""How a session is stored in Redis: a small head hash and a log of messages.
+
+``keys.session_head(s)`` holds ``created_at``, ``updated_at``, ``summary``,
+``metadata`` (JSON) and ``rev``; ``keys.session_log(s)`` is a list with one JSON
+message per element, oldest first. A turn appends the messages it added (and sets
+the head fields it changed), so the bytes a commit writes do not grow with the
+history; a compaction, or any change that is not an append, rewrites the log. Both
+happen inside one script (``COMMIT_TURN`` under the lease, ``SAVE_SESSION``
+outside a turn), so a reader never sees half a write.
+
+The old form, one JSON value at ``keys.session(s)``, is still read; the first write
+of such a session rewrites it into the new form and deletes the old value.
+
+``StoredSession`` is a session as it was read, with what the next write needs to
+know to append; ``plan_write`` decides between append and rewrite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic_core import to_json
+
+from core.messages import Message
+from core.sessions.base import Session
+
+WriteMode = Literal["append", "rewrite"]
+
+
+@dataclass(slots=True)
+class StoredSession:
+    """A session as read from (or last written to) Redis."""
+
+    session: Session
+    messages: list[Message]
+    """The list handed out as ``session.messages``: a write appends only when the
+    session still holds this very list (the runtime extends it; a compaction or a
+    history given by the request replaces it)."""
+    length: int
+    """Messages in the stored log."""
+    summary: str
+    metadata_json: str
+    created_at: float
+    rewrite: bool = False
+    """The stored form must be rewritten (the old single-JSON form, or corrupt)."""
+
+    @classmethod
+    def of(cls, session: Session, *, length: int, rewrite: bool = False) -> StoredSession:
+        return cls(
+            session=session,
+            messages=session.messages,
+            length=length,
+            summary=session.summary,
+            metadata_json=_json(session.metadata),
+            created_at=session.created_at,
+            rewrite=rewrite,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    """What one write stores: messages appended to (or replacing) the log, head fields."""
+
+    mode: WriteMode
+    expected_length: int
+    """The log length the append continues (the script refuses another)."""
+    updated_at: float
+    head: tuple[str, ...]
+    """Field, value, field, value…"""
+    messages: tuple[str, ...]
+
+    @property
+    def head_fields(self) -> int:
+        return len(self.head) // 2
+
+
+def plan_write(session: Session, base: StoredSession | None) -> SessionWrite:
+    """Append what ``session`` added since ``base`` was read, else rewrite it whole."""
+    messages = session.messages
+    if base is None or base.rewrite or messages is not base.messages or len(messages) < base.length:
+        return full_write(session)
+    head = ["updated_at", repr(session.updated_at)]
+    if session.summary != base.summary:
+        head += ["summary", session.summary]
+    if (metadata := _json(session.metadata)) != base.metadata_json:
+        head += ["metadata", metadata]
+    if session.created_at != base.created_at:
+        head += ["created_at", repr(session.created_at)]
+    return SessionWrite(
+        mode="append",
+        expected_length=base.length,
+        updated_at=session.updated_at,
+        head=tuple(head),
+        messages=tuple(_json(m) for m in messages[base.length :]),
+    )
+
+
+def full_write(session: Session) -> SessionWrite:
+    """The whole session: every head field and every message."""
+    head = (
+        "created_at",
+        repr(session.created_at),
+        "updated_at",
+        repr(session.updated_at),
+        "summary",
+        session.summary,
+        "metadata",
+        _json(session.metadata),
+    )
+    return SessionWrite(
+        mode="rewrite",
+        expected_length=0,
+        updated_at=session.updated_at,
+        head=head,
+        messages=tuple(_json(m) for m in session.messages),
+    )
+
+
+def after_write(session: Session) -> StoredSession:
+    """What is stored once ``session`` was written: the base of the next write."""
+    return StoredSession.of(session, length=len(session.messages))
+
+
+def parse_stored(
+    key: str,
+    head: Sequence[str | bytes],
+    log: Sequence[str | bytes],
+    old: str | bytes | None,
+) -> StoredSession | None:
+    """The session from its head, log and old form (``LOAD_SESSION``'s reply); None
+    when none is stored. ``ValueError`` when what is stored does not parse."""
+    if head:
+        session = Session.model_validate_json(document(key, head, log))
+        return StoredSession.of(session, length=len(log))
+    if old is not None:
+        return StoredSession.of(Session.model_validate_json(old), length=0, rewrite=True)
+    return None
+
+
+def document(key: str, head: Sequence[str | bytes], log: Sequence[str | bytes]) -> str:
+    """The session as one JSON document (what the old form stored), parsed in one call."""
+    flat = [_text(value) for value in head]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return (
+        f'{{"key":{_json(key)},"messages":[{",".join(_text(m) for m in log)}],'
+        f'"metadata":{fields.get("metadata") or "{}"},'
+        f'"created_at":{fields.get("created_at") or "0"},'
+        f'"updated_at":{fields.get("updated_at") or "0"},'
+        f'"summary":{_json(fields.get("summary", ""))}}}'
+    )
+
+
+def _json(value: object) -> str:
+    return to_json(value).decode("utf-8")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

@@ -1,0 +1,113 @@
+"""The start of a session's turns in one round trip (``BEGIN_TURN``).
+
+One script takes the session's lease, reads the entries pending after the committed
+cursor, counts the attempt of the run the busy policy most likely plans, and reads
+the stored session. When the lease is held by another worker it takes nothing (and
+acks a fresh signal: the holder drains); when nothing is pending it takes nothing
+and acks the signal. ``Begun.attempt_for`` gives the attempt of the planned run,
+moving the count (``MOVE_ATTEMPT``, one more round trip) when the plan picked
+another run id than the guess.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis
+
+from core.bus import keys
+from core.bus.codec import pairs_to_dict
+from core.bus.lease import Lease, new_token
+from core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, ScriptArg
+from core.bus.session_writer import SessionWriter
+from core.bus.signals import Signal
+from core.sessions.base import SessionStore
+from core.sessions.redis import RedisSessionStore
+from core.sessions.redis_form import StoredSession
+from core.settings import Settings
+
+RawEntry = tuple[str, Mapping[str, str]]
+
+
+class NotBegun(enum.Enum):
+    BUSY = "busy"  # another holder has the lease (a fresh signal was acked)
+    EMPTY = "empty"  # nothing pending (the signal was acked)
+
+
+@dataclass(slots=True)
+class Begun:
+    """The lease is ours: what is pending, the counted attempt, the stored session."""
+
+    writer: SessionWriter
+    entries: list[RawEntry]
+    counted_id: str
+    counted: int
+    stored: StoredSession | None
+    """None when no session is stored yet (or when not ``preloaded``)."""
+    preloaded: bool
+    """The store is Redis's, so ``stored`` is what the turn continues."""
+
+    async def attempt_for(self, run_id: str) -> int:
+        """The attempt count of ``run_id`` (moved there from the guessed id if needed)."""
+        if run_id == self.counted_id:
+            return self.counted
+        lease = self.writer.lease
+        script_keys = [lease.key, keys.attempts(self.writer.session_key)]
+        args = [lease.token, self.counted_id, run_id]
+        count = await MOVE_ATTEMPT.run(lease.redis, script_keys, args)
+        if count is None:
+            raise lease.lost_error(f"count the attempt of {run_id}")
+        self.counted_id, self.counted = run_id, cast(int, count)
+        return self.counted
+
+
+async def begin_turn(
+    redis: Redis,
+    sessions: SessionStore,
+    sig: Signal,
+    *,
+    settings: Settings,
+    owner: str,
+    page: int,
+) -> Begun | NotBegun:
+    """Take the session of ``sig`` and read what its next turn needs."""
+    s, ttl_ms = sig.session_key, settings.worker.lease_ms
+    token = new_token(owner)
+    script_keys = [
+        keys.lease(s),
+        keys.cursor(s),
+        keys.inbound(s),
+        keys.attempts(s),
+        *keys.stored_session(s),
+        sig.stream,
+    ]
+    args: list[ScriptArg] = [token, ttl_ms, page, _guess(settings, sig.channel)]
+    args += [keys.WORKER_GROUP, sig.id]
+    args.append(0 if sig.claimed else 1)  # a claimed signal may be a dead holder's: keep it
+    reply = cast(list[Any], await BEGIN_TURN.run(redis, script_keys, args))
+    if reply[0] == 0:
+        return NotBegun.BUSY
+    if reply[0] == 1:
+        return NotBegun.EMPTY
+    _, raw, counted_id, counted, head, log, old = reply
+    lease = Lease(redis, keys.lease(s), token=token, ttl_ms=ttl_ms, what=f"lease of {s!r}")
+    preloaded = isinstance(sessions, RedisSessionStore)
+    stored = None
+    if isinstance(sessions, RedisSessionStore):
+        stored = await sessions.parse(s, head, log, old)
+    entries: list[RawEntry] = [(str(entry_id), pairs_to_dict(flat)) for entry_id, flat in raw]
+    writer = SessionWriter(lease, s)
+    return Begun(writer, entries, str(counted_id), int(counted), stored, preloaded)
+
+
+def _guess(settings: Settings, channel: str) -> Literal["first", "last"]:
+    """Which pending entry the run will most likely end at: ``followup`` runs one
+    message (the first), the other policies everything pending (the last)."""
+    channel_settings = settings.channels.get(channel)
+    policy = channel_settings.busy_policy if channel_settings is not None else None
+    if policy is None:
+        policy = settings.agent().busy_policy
+    return "first" if policy == "followup" else "last"
