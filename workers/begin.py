@@ -38,17 +38,13 @@ class NotBegun(enum.Enum):
 
 
 @dataclass(slots=True)
-class Begun:
-    """The lease is ours: what is pending, the counted attempt, the stored session."""
+class CountedAttempt:
+    """An attempt a script counted for the run it guessed (``BEGIN_TURN``, or
+    ``COMMIT_TURN`` for the next turn)."""
 
     writer: SessionWriter
-    entries: list[RawEntry]
     counted_id: str
     counted: int
-    stored: StoredSession | None
-    """None when no session is stored yet (or when not ``preloaded``)."""
-    preloaded: bool
-    """The store is Redis's, so ``stored`` is what the turn continues."""
 
     async def attempt_for(self, run_id: str) -> int:
         """The attempt count of ``run_id`` (moved there from the guessed id if needed)."""
@@ -62,6 +58,19 @@ class Begun:
             raise lease.lost_error(f"count the attempt of {run_id}")
         self.counted_id, self.counted = run_id, cast(int, count)
         return self.counted
+
+
+@dataclass(slots=True)
+class Begun:
+    """The lease is ours: what is pending, the counted attempt, the stored session."""
+
+    writer: SessionWriter
+    entries: list[RawEntry]
+    attempt: CountedAttempt
+    stored: StoredSession | None
+    """None when no session is stored yet (or when not ``preloaded``)."""
+    preloaded: bool
+    """The store is Redis's, so ``stored`` is what the turn continues."""
 
 
 async def begin_turn(
@@ -84,7 +93,7 @@ async def begin_turn(
         *keys.stored_session(s),
         sig.stream,
     ]
-    args: list[ScriptArg] = [token, ttl_ms, page, _guess(settings, sig.channel)]
+    args: list[ScriptArg] = [token, ttl_ms, page, guess_run(settings, sig.channel)]
     args += [keys.WORKER_GROUP, sig.id]
     args.append(0 if sig.claimed else 1)  # a claimed signal may be a dead holder's: keep it
     reply = cast(list[Any], await BEGIN_TURN.run(redis, script_keys, args))
@@ -100,10 +109,11 @@ async def begin_turn(
         stored = await sessions.parse(s, head, log, old)
     entries: list[RawEntry] = [(str(entry_id), pairs_to_dict(flat)) for entry_id, flat in raw]
     writer = SessionWriter(lease, s)
-    return Begun(writer, entries, str(counted_id), int(counted), stored, preloaded)
+    attempt = CountedAttempt(writer, str(counted_id), int(counted))
+    return Begun(writer, entries, attempt, stored, preloaded)
 
 
-def _guess(settings: Settings, channel: str) -> Literal["first", "last"]:
+def guess_run(settings: Settings, channel: str) -> Literal["first", "last"]:
     """Which pending entry the run will most likely end at: ``followup`` runs one
     message (the first), the other policies everything pending (the last)."""
     channel_settings = settings.channels.get(channel)

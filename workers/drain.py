@@ -22,7 +22,7 @@ from core.bus.session_writer import Finish
 from core.bus.signals import Signal
 from core.errors import LeaseLostError
 from core.logcontext import log_context
-from workers.begin import Begun, RawEntry
+from workers.begin import Begun, CountedAttempt, RawEntry, guess_run
 from workers.busy import Entry, plan_turn, publish_backlog_notice, read_backlog
 from workers.store import TurnStore
 from workers.turn import TurnDeps, TurnOutcome, TurnRunner
@@ -61,8 +61,8 @@ async def drain_turns(
     lease = begun.writer
     raw: list[RawEntry] | None = begun.entries
     base, loaded = begun.stored, begun.preloaded
-    first = True
-    finish = Finish(page, signal)
+    counted: CountedAttempt | None = begun.attempt
+    guess = guess_run(deps.settings, signal.channel) if signal is not None else ""
     while not stopping():
         if lost.is_set():
             raise LeaseLostError(f"lease of {lease.session_key!r} lost between turns")
@@ -78,7 +78,9 @@ async def drain_turns(
                 plan.max_backlog,
                 deliver_channels=deps.deliver_channels,
             )
-        attempt = await begun.attempt_for(plan.run_id) if first else None
+        attempt = await counted.attempt_for(plan.run_id) if counted is not None else None
+        # The commit counts the next turn's attempt, unless this worker is stopping.
+        finish = Finish(page, signal, count="" if stopping() else guess)
         runner = TurnRunner(
             deps,
             lease,
@@ -89,16 +91,18 @@ async def drain_turns(
             store=TurnStore(deps.sessions, lease, cursor=plan.run_id, base=base, loaded=loaded),
             finish=finish,
         )
-        redelivery_counted = first = False
+        redelivery_counted = False
         with log_context(session_key=lease.session_key, run_id=plan.run_id):  # for log records
             outcome, attempt = await runner.run()
         if outcome is TurnOutcome.RETRY:
             return Drained(retry=(attempt, plan.run_id))
-        raw, base, loaded = None, None, False
+        raw, base, loaded, counted = None, None, False, None
         if (committed := runner.committed) is not None:
             if committed.released:
                 return Drained(released=True)
             raw, base, loaded = committed.pending, runner.stored, True
+            if committed.counted_id:
+                counted = CountedAttempt(lease, committed.counted_id, committed.counted)
     return Drained()
 
 

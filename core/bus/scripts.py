@@ -250,13 +250,15 @@ COMMIT_TURN: Final = LuaScript(
 --       'rewrite'), 5 log length the append continues, 6 updated_at, 7 session key,
 --       8 channel, 9 maxlen, 10 dead-letter ids ('' = none), 11 dead-letter reason,
 --       12 dead-letter payload, 13 dead-letter maxlen, 14 entries to read after the
---       commit (0: do not look), 15 worker group, 16 signal id, 17 number of events E,
---       18 number of head fields H, 19 number of messages N, then E event json, H
+--       commit (0: do not look), 15 worker group, 16 signal id, 17 which pending
+--       entry to count an attempt for ('' none, 'first', 'last'), 18 number of events
+--       E, 19 number of head fields H, 20 number of messages N, then E event json, H
 --       field/value pairs, N message json, then the committed entry ids.
 -- -> nil if the lease is not ours; {0} if the log is not the one the append
---    continues; else {1, event ids, entries pending after the cursor} (the lease is
---    kept) or {2, event ids} (nothing was pending: the lease released and the signal
---    acked). Nothing is written unless the reply's first element is 1 or 2.
+--    continues; else {1, event ids, entries pending after the cursor, the entry id
+--    whose attempt was counted or '', its count} (the lease is kept: the next turn's
+--    start, as BEGIN_TURN) or {2, event ids} (nothing was pending: the lease released
+--    and the signal acked). Nothing is written unless the reply starts with 1 or 2.
 -- A turn's last events (its terminal event), the dead-letter record, the session and
 -- the cursor are written together: a turn is either not answered and re-runs, or
 -- answered once and never re-runs. The look for more work, the release and the ack
@@ -268,9 +270,9 @@ local mode = ARGV[4]
 if not log_continues(mode, KEYS[6], ARGV[5]) then
   return {0}
 end
-local e, h, n = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
+local e, h, n = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
 local ids = {}
-for i = 20, 19 + e do
+for i = 21, 20 + e do
   ids[#ids + 1] = redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[9], '*', 'd', ARGV[i])
 end
 local k = 11
@@ -284,13 +286,13 @@ if ARGV[10] ~= '' then
 end
 -- The session write: the one place that stores a turn's history.
 if mode ~= '' then
-  write_session(mode, KEYS[5], KEYS[6], KEYS[7], 20 + e, h, 20 + e + 2 * h, n)
+  write_session(mode, KEYS[5], KEYS[6], KEYS[7], 21 + e, h, 21 + e + 2 * h, n)
   redis.call('ZADD', KEYS[8], ARGV[6], ARGV[7])
 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
 -- HDEL in slices: unpack() of thousands of values would overflow the Lua C stack.
-local first = 20 + e + 2 * h + n
+local first = 21 + e + 2 * h + n
 while first <= #ARGV do
   local last = math.min(first + 499, #ARGV)
   redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
@@ -300,11 +302,16 @@ if redis.call('XLEN', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[4])
 end
 if tonumber(ARGV[14]) == 0 then
-  return {1, ids, {}}
+  return {1, ids, {}, '', 0}
 end
 local pending = redis.call('XRANGE', KEYS[3], '(' .. ARGV[2], '+', 'COUNT', ARGV[14])
 if #pending > 0 then
-  return {1, ids, pending}
+  if ARGV[17] == '' then
+    return {1, ids, pending, '', 0}
+  end
+  local run_id = pending[1][1]
+  if ARGV[17] == 'last' then run_id = pending[#pending][1] end
+  return {1, ids, pending, run_id, redis.call('HINCRBY', KEYS[4], run_id, 1)}
 end
 redis.call('DEL', KEYS[1])
 if ARGV[16] ~= '' then

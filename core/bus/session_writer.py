@@ -58,6 +58,9 @@ class Finish:
     page: int
     signal: Signal | None = None
     group: str = keys.WORKER_GROUP
+    count: str = ""
+    """Count an attempt for the ``first`` or ``last`` pending entry ('' none): the run
+    the next turn most likely is (see ``BEGIN_TURN``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,9 @@ class Committed:
     """Raw entries pending after the cursor (the lease is still held then)."""
     released: bool
     """Nothing was pending: the lease is released and the signal acked."""
+    counted_id: str = ""
+    """The pending entry whose attempt was counted ('' none)."""
+    counted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +181,10 @@ class SessionWriter:
         code, ids, *rest = cast(list[Any], reply)
         if code == 2:
             self.lease.released = True
-        pending = [(str(i), _fields(f)) for i, f in rest[0]] if rest and rest[0] else []
-        return Committed(ids=cast(list[str], ids), pending=pending, released=code == 2)
+            return Committed(ids=cast(list[str], ids), pending=[], released=True)
+        raw, counted_id, counted = rest
+        pending = [(str(i), _fields(f)) for i, f in raw]
+        return Committed(cast(list[str], ids), pending, False, str(counted_id), int(counted))
 
     async def _commit(
         self,
@@ -222,6 +230,7 @@ class SessionWriter:
             finish.page if finish is not None else 0,
             finish.group if finish is not None else "",
             ack.id if ack is not None else "",
+            finish.count if finish is not None else "",
             len(events),
             write.head_fields if write is not None else 0,
             len(write.messages) if write is not None else 0,
