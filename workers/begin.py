@@ -4,9 +4,10 @@ One script takes the session's lease, reads the entries pending after the commit
 cursor, counts the attempt of the run the busy policy most likely plans, and reads
 the stored session. When the lease is held by another worker it takes nothing (and
 acks a fresh signal: the holder drains); when nothing is pending it takes nothing
-and acks the signal. ``Begun.attempt_for`` gives the attempt of the planned run,
-moving the count (``MOVE_ATTEMPT``, one more round trip) when the plan picked
-another run id than the guess.
+and acks the signal. ``CountedAttempt.attempt_for`` gives the attempt of the planned
+run, moving the count (``MOVE_ATTEMPT``, one more round trip) when the plan picked
+another run id than the guess. ``COMMIT_TURN`` counts the next turn's attempt the
+same way when it finds more pending (``workers.drain``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.sessions.base import SessionStore
 from core.sessions.redis import RedisSessionStore
 from core.sessions.redis_form import StoredSession
 from core.settings import Settings
+from workers.session_cache import SessionCache
 
 RawEntry = tuple[str, Mapping[str, str]]
 
@@ -81,8 +83,10 @@ async def begin_turn(
     settings: Settings,
     owner: str,
     page: int,
+    cache: SessionCache | None = None,
 ) -> Begun | NotBegun:
-    """Take the session of ``sig`` and read what its next turn needs."""
+    """Take the session of ``sig`` and read what its next turn needs (the session from
+    ``cache`` when the cached copy is still the stored one)."""
     s, ttl_ms = sig.session_key, settings.worker.lease_ms
     token = new_token(owner)
     script_keys = [
@@ -96,17 +100,22 @@ async def begin_turn(
     args: list[ScriptArg] = [token, ttl_ms, page, guess_run(settings, sig.channel)]
     args += [keys.WORKER_GROUP, sig.id]
     args.append(0 if sig.claimed else 1)  # a claimed signal may be a dead holder's: keep it
+    preloaded = isinstance(sessions, RedisSessionStore)
+    # Copied before the call: the entry may be evicted while the script runs.
+    cached = cache.checkout(s) if cache is not None and preloaded else None
+    args.append(cached.stamp if cached is not None else "")
     reply = cast(list[Any], await BEGIN_TURN.run(redis, script_keys, args))
     if reply[0] == 0:
         return NotBegun.BUSY
     if reply[0] == 1:
         return NotBegun.EMPTY
-    _, raw, counted_id, counted, head, log, old = reply
+    _, raw, counted_id, counted, *session = reply
     lease = Lease(redis, keys.lease(s), token=token, ttl_ms=ttl_ms, what=f"lease of {s!r}")
-    preloaded = isinstance(sessions, RedisSessionStore)
-    stored = None
-    if isinstance(sessions, RedisSessionStore):
-        stored = await sessions.parse(s, head, log, old)
+    stored = cached
+    if session and isinstance(sessions, RedisSessionStore):
+        stored = await sessions.parse(s, *session)
+        if cache is not None and stored is not None:
+            cache.put(stored)
     entries: list[RawEntry] = [(str(entry_id), pairs_to_dict(flat)) for entry_id, flat in raw]
     writer = SessionWriter(lease, s)
     attempt = CountedAttempt(writer, str(counted_id), int(counted))

@@ -101,6 +101,8 @@ async def drain_turns(
             if committed.released:
                 return Drained(released=True)
             raw, base, loaded = committed.pending, runner.stored, True
+            if deps.cache is not None and base is not None:
+                deps.cache.put(base)
             if committed.counted_id:
                 counted = CountedAttempt(lease, committed.counted_id, committed.counted)
     return Drained()

@@ -33,7 +33,7 @@ from core.sessions.redis_form import StoredSession, after_write
 class TurnStore:
     """A ``SessionStore`` for one leased session during one turn (or one compaction)."""
 
-    __slots__ = ("_base", "_loaded", "_sessions", "_writer", "cursor", "saved")
+    __slots__ = ("_base", "_loaded", "_sessions", "_stamp", "_writer", "cursor", "saved")
 
     def __init__(
         self,
@@ -53,11 +53,12 @@ class TurnStore:
         self._base = base
         """The session as stored (what a commit appends to), once ``_loaded``."""
         self._loaded = loaded
+        self._stamp = ""
 
     @property
     def stored(self) -> StoredSession | None:
         """What is stored once the commit is through: the next turn's base."""
-        return after_write(self.saved) if self.saved is not None else self._base
+        return after_write(self.saved, self._stamp) if self.saved is not None else self._base
 
     async def load(self, key: str) -> Session | None:
         if self.saved is not None and key == self.saved.key:
@@ -88,7 +89,7 @@ class TurnStore:
         """Publish ``events`` and write the saved session (if any: what the turn added
         is appended to the stored log) and the cursor, all atomically;
         ``LeaseLostError`` when the lease is no longer ours (nothing is written then)."""
-        return await self._writer.commit(
+        committed = await self._writer.commit(
             cursor=self.cursor,
             session=self.saved,
             base=self._base,
@@ -98,6 +99,8 @@ class TurnStore:
             signal=signal,
             finish=finish,
         )
+        self._stamp = committed.stamp
+        return committed
 
     async def delete(self, key: str) -> bool:
         return await self._sessions.delete(key)

@@ -58,6 +58,7 @@ from workers.busy import (
     wait_for_newer,
 )
 from workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
+from workers.session_cache import SessionCache
 from workers.stop import TurnStopped, commit_stopped, stopped_events
 from workers.store import TurnStore
 
@@ -85,6 +86,8 @@ class TurnDeps:
     sessions: SessionStore
     deliver_channels: frozenset[str]
     metrics: GatewayMetrics | None = None
+    cache: SessionCache | None = None
+    """Sessions this worker committed or loaded lately (``BEGIN_TURN`` checks them)."""
 
 
 class _Interrupted(Exception):

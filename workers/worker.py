@@ -46,6 +46,7 @@ from workers.begin import Begun, NotBegun, begin_turn
 from workers.busy import backlog_page, hand_off
 from workers.drain import Drained, drain_turns
 from workers.jobs import RetryScheduler
+from workers.session_cache import SessionCache
 from workers.turn import TurnDeps
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Worker:
             sessions=sessions if sessions is not None else RedisSessionStore(redis),
             deliver_channels=deliver_channels,
             metrics=metrics,
+            cache=SessionCache(),
         )
         self._metrics = metrics
         self._retry = retry
@@ -214,6 +216,7 @@ class Worker:
                 settings=self.settings,
                 owner=self.worker_id,
                 page=self._page,
+                cache=self._deps.cache,
             )
             if begun is NotBegun.EMPTY:
                 return _Handled.ACKED

@@ -123,11 +123,14 @@ BEGIN_TURN: Final = LuaScript(
 -- KEYS: lease, cursor, inbound stream, attempts hash, session head, session log,
 --       session (old form), ready stream
 -- ARGV: token, lease ttl ms, count, which entry the turn is guessed to be run as
---       ('first' / 'last'), worker group, signal id ('' = none), ack when busy (1/0)
+--       ('first' / 'last'), worker group, signal id ('' = none), ack when busy (1/0),
+--       the stamp of the session the worker has cached ('' = none)
 -- -> {0} the lease is held by another (the signal acked when asked);
 --    {1} nothing pending (the signal acked, the lease not taken);
 --    {2, entries, guessed run id, its attempt count, head [field, value...], log,
---     old-form session or false}: the lease is ours with ARGV token.
+--     old-form session or false}: the lease is ours with ARGV token;
+--    {2, entries, guessed run id, its attempt count}: the same, and the session is
+--     the one the worker cached (the head's stamp is the one it sent).
 -- The lease grant, the pending read, the attempt counter and the session load in one
 -- step: what a worker needs to start a turn. The attempt is counted for the run id
 -- the worker's busy policy most likely picks; it moves the count when it picks
@@ -152,6 +155,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local run_id = entries[1][1]
 if ARGV[4] == 'last' then run_id = entries[#entries][1] end
 local attempt = redis.call('HINCRBY', KEYS[4], run_id, 1)
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[5], 'stamp') == ARGV[8] then
+  return {2, entries, run_id, attempt}
+end
 return {2, entries, run_id, attempt, redis.call('HGETALL', KEYS[5]),
   redis.call('LRANGE', KEYS[6], 0, -1), redis.call('GET', KEYS[7])}
 """,

@@ -75,6 +75,8 @@ class Committed:
     counted_id: str = ""
     """The pending entry whose attempt was counted ('' none)."""
     counted: int = 0
+    stamp: str = ""
+    """The stamp of the session write ('' when the session was not written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +181,13 @@ class SessionWriter:
         if reply is None:
             raise self.lease.lost_error(f"commit cursor {cursor}")
         code, ids, *rest = cast(list[Any], reply)
+        stamp = write.stamp if write is not None else ""
         if code == 2:
             self.lease.released = True
-            return Committed(ids=cast(list[str], ids), pending=[], released=True)
+            return Committed(cast(list[str], ids), [], True, stamp=stamp)
         raw, counted_id, counted = rest
         pending = [(str(i), _fields(f)) for i, f in raw]
-        return Committed(cast(list[str], ids), pending, False, str(counted_id), int(counted))
+        return Committed(cast(list[str], ids), pending, False, str(counted_id), int(counted), stamp)
 
     async def _commit(
         self,

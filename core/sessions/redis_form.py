@@ -1,12 +1,14 @@
 """How a session is stored in Redis: a small head hash and a log of messages.
 
 ``keys.session_head(s)`` holds ``created_at``, ``updated_at``, ``summary``,
-``metadata`` (JSON) and ``rev``; ``keys.session_log(s)`` is a list with one JSON
-message per element, oldest first. A turn appends the messages it added (and sets
-the head fields it changed), so the bytes a commit writes do not grow with the
-history; a compaction, or any change that is not an append, rewrites the log. Both
-happen inside one script (``COMMIT_TURN`` under the lease, ``SAVE_SESSION``
-outside a turn), so a reader never sees half a write.
+``metadata`` (JSON), ``rev`` (writes so far) and ``stamp`` (unique per write: a
+worker that cached the session knows from it whether its copy is current);
+``keys.session_log(s)`` is a list with one JSON message per element, oldest first.
+A turn appends the messages it added (and sets the head fields it changed), so the
+bytes a commit writes do not grow with the history; a compaction, or any change
+that is not an append, rewrites the log. Both happen inside one script
+(``COMMIT_TURN`` under the lease, ``SAVE_SESSION`` outside a turn), so a reader
+never sees half a write.
 
 The old form, one JSON value at ``keys.session(s)``, is still read; the first write
 of such a session rewrites it into the new form and deletes the old value.
@@ -17,11 +19,12 @@ know to append; ``plan_write`` decides between append and rewrite.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from core.messages import Message
 from core.sessions.base import Session
@@ -45,9 +48,13 @@ class StoredSession:
     created_at: float
     rewrite: bool = False
     """The stored form must be rewritten (the old single-JSON form, or corrupt)."""
+    stamp: str = ""
+    """The stamp of the write that stored it ('' unknown)."""
 
     @classmethod
-    def of(cls, session: Session, *, length: int, rewrite: bool = False) -> StoredSession:
+    def of(
+        cls, session: Session, *, length: int, rewrite: bool = False, stamp: str = ""
+    ) -> StoredSession:
         return cls(
             session=session,
             messages=session.messages,
@@ -56,7 +63,18 @@ class StoredSession:
             metadata_json=_json(session.metadata),
             created_at=session.created_at,
             rewrite=rewrite,
+            stamp=stamp,
         )
+
+    def copy(self) -> StoredSession:
+        """A copy whose session a turn may change (extend, compact) without touching this."""
+        metadata = from_json(self.metadata_json) if self.session.metadata else {}
+        session = self.session.model_copy(
+            update={"messages": list(self.session.messages), "metadata": metadata}
+        )
+        copied = StoredSession.of(session, length=self.length, rewrite=self.rewrite)
+        copied.stamp = self.stamp
+        return copied
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +88,7 @@ class SessionWrite:
     head: tuple[str, ...]
     """Field, value, field, value…"""
     messages: tuple[str, ...]
+    stamp: str
 
     @property
     def head_fields(self) -> int:
@@ -81,7 +100,8 @@ def plan_write(session: Session, base: StoredSession | None) -> SessionWrite:
     messages = session.messages
     if base is None or base.rewrite or messages is not base.messages or len(messages) < base.length:
         return full_write(session)
-    head = ["updated_at", repr(session.updated_at)]
+    stamp = new_stamp()
+    head = ["stamp", stamp, "updated_at", repr(session.updated_at)]
     if session.summary != base.summary:
         head += ["summary", session.summary]
     if (metadata := _json(session.metadata)) != base.metadata_json:
@@ -94,12 +114,16 @@ def plan_write(session: Session, base: StoredSession | None) -> SessionWrite:
         updated_at=session.updated_at,
         head=tuple(head),
         messages=tuple(_json(m) for m in messages[base.length :]),
+        stamp=stamp,
     )
 
 
 def full_write(session: Session) -> SessionWrite:
     """The whole session: every head field and every message."""
+    stamp = new_stamp()
     head = (
+        "stamp",
+        stamp,
         "created_at",
         repr(session.created_at),
         "updated_at",
@@ -115,12 +139,17 @@ def full_write(session: Session) -> SessionWrite:
         updated_at=session.updated_at,
         head=head,
         messages=tuple(_json(m) for m in session.messages),
+        stamp=stamp,
     )
 
 
-def after_write(session: Session) -> StoredSession:
+def after_write(session: Session, stamp: str = "") -> StoredSession:
     """What is stored once ``session`` was written: the base of the next write."""
-    return StoredSession.of(session, length=len(session.messages))
+    return StoredSession.of(session, length=len(session.messages), stamp=stamp)
+
+
+def new_stamp() -> str:
+    return secrets.token_hex(8)
 
 
 def parse_stored(
@@ -133,7 +162,7 @@ def parse_stored(
     when none is stored. ``ValueError`` when what is stored does not parse."""
     if head:
         session = Session.model_validate_json(document(key, head, log))
-        return StoredSession.of(session, length=len(log))
+        return StoredSession.of(session, length=len(log), stamp=_stamp(head))
     if old is not None:
         return StoredSession.of(Session.model_validate_json(old), length=0, rewrite=True)
     return None
@@ -150,6 +179,13 @@ def document(key: str, head: Sequence[str | bytes], log: Sequence[str | bytes]) 
         f'"updated_at":{fields.get("updated_at") or "0"},'
         f'"summary":{_json(fields.get("summary", ""))}}}'
     )
+
+
+def _stamp(head: Sequence[str | bytes]) -> str:
+    for i in range(0, len(head) - 1, 2):
+        if _text(head[i]) == "stamp":
+            return _text(head[i + 1])
+    return ""
 
 
 def _json(value: object) -> str:

@@ -22,6 +22,7 @@ from core.sessions.redis_form import StoredSession, after_write
 from core.settings import Settings
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 from workers.begin import Begun, NotBegun, begin_turn
+from workers.session_cache import SessionCache
 from workers.store import TurnStore
 
 SESSION = "slack:C1"
@@ -56,9 +57,12 @@ async def pending_signals(redis: Redis) -> int:
     return total
 
 
-async def begin(redis: Redis, sig: Signal, owner: str = "w1") -> Begun | NotBegun:
+async def begin(redis: Redis, sig: Signal, cache: SessionCache | None = None) -> Begun | NotBegun:
     sessions = RedisSessionStore(redis)
-    return await begin_turn(redis, sessions, sig, settings=Settings(), owner=owner, page=100)
+    settings = Settings()
+    return await begin_turn(
+        redis, sessions, sig, settings=settings, owner="w1", page=100, cache=cache
+    )
 
 
 async def begun(redis: Redis, sig: Signal) -> Begun:
@@ -265,3 +269,67 @@ async def test_an_append_to_a_log_that_moved_rewrites_it(redis: Redis) -> None:
     stored = await store.load(SESSION)
     assert stored is not None
     assert [m["content"] for m in stored.messages] == ["a", "b"]
+
+
+async def committed_with_cache(redis: Redis, cache: SessionCache) -> list[str]:
+    """One turn begun and committed with ``cache``: its session cached at its stamp."""
+    ids = await post(redis, "a", "b")
+    sig = await next_signal(redis)
+    started = await begin(redis, sig, cache=cache)
+    assert isinstance(started, Begun) and started.stored is None
+    session = Session(key=SESSION, messages=[{"role": "user", "content": "a"}])
+    store = TurnStore(RedisSessionStore(redis), started.writer, cursor=ids[0], loaded=True)
+    await store.save(session)
+    await store.commit(entry_ids=ids[:1])
+    await started.writer.release()
+    assert store.stored is not None
+    cache.put(store.stored)
+    return ids
+
+
+async def test_begin_leaves_out_a_history_the_worker_has_cached(redis: Redis) -> None:
+    cache = SessionCache()
+    await committed_with_cache(redis, cache)
+    # Changed behind the stamp's back: a begin that used the cache cannot see it.
+    await redis.rpush(keys.session_log(SESSION), '{"role":"user","content":"unseen"}')
+
+    started = await begin(redis, await next_signal(redis), cache=cache)
+
+    assert isinstance(started, Begun) and started.stored is not None
+    assert started.stored.session.messages == [{"role": "user", "content": "a"}]
+    started.stored.session.messages.append({"role": "user", "content": "b"})  # a turn's copy
+    cached = cache.checkout(SESSION)
+    assert cached is not None and len(cached.session.messages) == 1
+
+
+async def test_begin_reloads_a_session_written_since_it_was_cached(redis: Redis) -> None:
+    cache = SessionCache()
+    await committed_with_cache(redis, cache)
+    await RedisSessionStore(redis).save(Session(key=SESSION, summary="written elsewhere"))
+
+    started = await begin(redis, await next_signal(redis), cache=cache)
+
+    assert isinstance(started, Begun) and started.stored is not None
+    assert started.stored.session.summary == "written elsewhere"
+    assert cache.stamp(SESSION) == started.stored.stamp
+
+
+async def test_begin_sees_a_deleted_session_as_gone(redis: Redis) -> None:
+    cache = SessionCache()
+    await committed_with_cache(redis, cache)
+    await RedisSessionStore(redis).delete(SESSION)
+
+    started = await begin(redis, await next_signal(redis), cache=cache)
+
+    assert isinstance(started, Begun) and started.stored is None
+
+
+def test_the_cache_is_bounded_by_messages() -> None:
+    cache = SessionCache(max_messages=5)
+    for key in ("a", "b", "c"):
+        messages = [{"role": "user", "content": key}, {"role": "user", "content": key}]
+        stored = StoredSession.of(Session(key=key, messages=messages), length=2, stamp=key)
+        cache.put(stored)
+    assert (cache.stamp("a"), cache.stamp("b"), cache.stamp("c")) == ("", "b", "c")
+    cache.put(StoredSession.of(Session(key="d"), length=0))  # no stamp: not kept
+    assert cache.stamp("d") == "" and len(cache) == 2
