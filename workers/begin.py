@@ -113,7 +113,8 @@ async def begin_turn(
     lease = Lease(redis, keys.lease(s), token=token, ttl_ms=ttl_ms, what=f"lease of {s!r}")
     stored = cached
     if session and isinstance(sessions, RedisSessionStore):
-        stored = await sessions.parse(s, *session)
+        head, log, count, old = session
+        stored = await sessions.parse(s, head, log, int(count), old)
         if cache is not None and stored is not None:
             cache.put(stored)
     entries: list[RawEntry] = [(str(entry_id), pairs_to_dict(flat)) for entry_id, flat in raw]

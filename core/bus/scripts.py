@@ -127,8 +127,9 @@ BEGIN_TURN: Final = LuaScript(
 --       the stamp of the session the worker has cached ('' = none)
 -- -> {0} the lease is held by another (the signal acked when asked);
 --    {1} nothing pending (the signal acked, the lease not taken);
---    {2, entries, guessed run id, its attempt count, head [field, value...], log,
---     old-form session or false}: the lease is ours with ARGV token;
+--    {2, entries, guessed run id, its attempt count, head [field, value...], the log's
+--     messages joined by ',', their number, old-form session or false}: the lease is
+--     ours with ARGV token;
 --    {2, entries, guessed run id, its attempt count}: the same, and the session is
 --     the one the worker cached (the head's stamp is the one it sent).
 -- The lease grant, the pending read, the attempt counter and the session load in one
@@ -158,8 +159,10 @@ local attempt = redis.call('HINCRBY', KEYS[4], run_id, 1)
 if ARGV[8] ~= '' and redis.call('HGET', KEYS[5], 'stamp') == ARGV[8] then
   return {2, entries, run_id, attempt}
 end
-return {2, entries, run_id, attempt, redis.call('HGETALL', KEYS[5]),
-  redis.call('LRANGE', KEYS[6], 0, -1), redis.call('GET', KEYS[7])}
+-- Joined here: one string to parse instead of one reply element per message.
+local log = redis.call('LRANGE', KEYS[6], 0, -1)
+return {2, entries, run_id, attempt, redis.call('HGETALL', KEYS[5]), table.concat(log, ','),
+  #log, redis.call('GET', KEYS[7])}
 """,
 )
 
@@ -181,8 +184,10 @@ return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
 LOAD_SESSION: Final = LuaScript(
     """
 -- KEYS: session head, session log, session (old form)
--- -> {head [field, value...], log, old-form session or false}, read at one instant.
-return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
+-- -> {head [field, value...], the log's messages joined by ',', their number,
+--     old-form session or false}, read at one instant.
+local log = redis.call('LRANGE', KEYS[2], 0, -1)
+return {redis.call('HGETALL', KEYS[1]), table.concat(log, ','), #log,
   redis.call('GET', KEYS[3])}
 """,
 )

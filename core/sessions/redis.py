@@ -57,26 +57,22 @@ class RedisSessionStore:
         """The stored session with what a later append needs (see ``redis_form``)."""
         async with _storage_errors("load", key):
             reply = await LOAD_SESSION.run(self._redis, keys.stored_session(key), [])
-            head, log_, old = cast(list[list[str | bytes] | str | bytes | None], reply)
-            return await self.parse(
-                key,
-                cast(list[str | bytes], head),
-                cast(list[str | bytes], log_),
-                cast(str | bytes | None, old),
-            )
+            head, log_, count, old = cast(list[Any], reply)
+            return await self.parse(key, head, log_, count, old)
 
     async def parse(
         self,
         key: str,
         head: Sequence[str | bytes],
-        log_: Sequence[str | bytes],
+        log_: str | bytes,
+        count: int,
         old: str | bytes | None,
     ) -> StoredSession | None:
         """A session as read by a script (``LOAD_SESSION``, ``BEGIN_TURN``); a corrupt one
         is copied to ``keys.session_corrupt`` and replaced by an empty session (which
         its next write stores in place of it)."""
         try:
-            return parse_stored(key, head, log_, old)
+            return parse_stored(key, head, log_, count, old)
         except ValueError as exc:
             log.warning(
                 "session %r in redis is corrupt (%s); copied to %s, starting empty",
@@ -87,7 +83,7 @@ class RedisSessionStore:
             raw = old if not head else _raw_document(key, head, log_)
             async with _storage_errors("copy aside", key):
                 await self._redis.set(keys.session_corrupt(key), raw or "")
-            return StoredSession.of(Session(key=key), length=len(log_), rewrite=True)
+            return StoredSession.of(Session(key=key), length=count, rewrite=True)
 
     async def save(self, session: Session) -> None:
         """Persist ``session`` (replacing what is stored) and set its ``updated_at`` to now."""
@@ -181,13 +177,13 @@ async def session_documents(
         head, log_, old = replies[3 * i : 3 * i + 3]
         if head:
             flat = [value for pair in head.items() for value in pair]
-            documents.append(document(key, flat, log_))
+            documents.append(document(key, flat, ",".join(_text(m) for m in log_)))
         else:
             documents.append(None if old is None else _text(old))
     return documents
 
 
-def _raw_document(key: str, head: Sequence[str | bytes], log_: Sequence[str | bytes]) -> str:
+def _raw_document(key: str, head: Sequence[str | bytes], log_: str | bytes) -> str:
     try:
         return document(key, head, log_)
     except ValueError:  # the head itself is broken: keep what can be kept

@@ -155,25 +155,28 @@ def new_stamp() -> str:
 def parse_stored(
     key: str,
     head: Sequence[str | bytes],
-    log: Sequence[str | bytes],
+    log: str | bytes,
+    count: int,
     old: str | bytes | None,
 ) -> StoredSession | None:
-    """The session from its head, log and old form (``LOAD_SESSION``'s reply); None
-    when none is stored. ``ValueError`` when what is stored does not parse."""
+    """The session from its head, its log's ``count`` messages joined by ``,`` and
+    its old form (``LOAD_SESSION``'s reply); None when none is stored. ``ValueError``
+    when what is stored does not parse."""
     if head:
         session = Session.model_validate_json(document(key, head, log))
-        return StoredSession.of(session, length=len(log), stamp=_stamp(head))
+        return StoredSession.of(session, length=count, stamp=_stamp(head))
     if old is not None:
         return StoredSession.of(Session.model_validate_json(old), length=0, rewrite=True)
     return None
 
 
-def document(key: str, head: Sequence[str | bytes], log: Sequence[str | bytes]) -> str:
-    """The session as one JSON document (what the old form stored), parsed in one call."""
+def document(key: str, head: Sequence[str | bytes], log: str | bytes) -> str:
+    """The session as one JSON document (what the old form stored), parsed in one call;
+    ``log`` is the log's messages joined by ``,``."""
     flat = [_text(value) for value in head]
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     return (
-        f'{{"key":{_json(key)},"messages":[{",".join(_text(m) for m in log)}],'
+        f'{{"key":{_json(key)},"messages":[{_text(log)}],'
         f'"metadata":{fields.get("metadata") or "{}"},'
         f'"created_at":{fields.get("created_at") or "0"},'
         f'"updated_at":{fields.get("updated_at") or "0"},'
