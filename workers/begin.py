@@ -19,17 +19,17 @@ from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import pairs_to_dict
-from core.bus.lease import Lease, new_token
-from core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, ScriptArg
-from core.bus.session_writer import SessionWriter
-from core.bus.signals import Signal
-from core.sessions.base import SessionStore
-from core.sessions.redis import RedisSessionStore
-from core.sessions.redis_form import StoredSession
-from core.settings import Settings
-from workers.session_cache import SessionCache
+from gateway.core.bus import keys
+from gateway.core.bus.codec import pairs_to_dict
+from gateway.core.bus.lease import Lease, new_token
+from gateway.core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, ScriptArg
+from gateway.core.bus.session_writer import SessionWriter
+from gateway.core.bus.signals import Signal
+from gateway.core.sessions.base import SessionStore
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.sessions.redis_form import StoredSession
+from gateway.core.settings import Settings
+from gateway.workers.session_cache import SessionCache
 
 RawEntry = tuple[str, Mapping[str, str]]
 

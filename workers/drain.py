@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from core.bus.inbound import decode_entries
-from core.bus.session_writer import Finish
-from core.bus.signals import Signal
-from core.errors import LeaseLostError
-from core.logcontext import log_context
-from workers.begin import Begun, CountedAttempt, RawEntry, guess_run
-from workers.busy import Entry, plan_turn, publish_backlog_notice, read_backlog
-from workers.store import TurnStore
-from workers.turn import TurnDeps, TurnOutcome, TurnRunner
+from gateway.core.bus.inbound import decode_entries
+from gateway.core.bus.session_writer import Finish
+from gateway.core.bus.signals import Signal
+from gateway.core.errors import LeaseLostError
+from gateway.core.logcontext import log_context
+from gateway.workers.begin import Begun, CountedAttempt, RawEntry, guess_run
+from gateway.workers.busy import Entry, plan_turn, publish_backlog_notice, read_backlog
+from gateway.workers.store import TurnStore
+from gateway.workers.turn import TurnDeps, TurnOutcome, TurnRunner
 
 
 @dataclass(frozen=True, slots=True)

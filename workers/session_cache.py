@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from core.sessions.redis_form import StoredSession
+from gateway.core.sessions.redis_form import StoredSession
 
 MAX_CACHED_MESSAGES: Final = 20_000
 """Messages kept over all cached sessions (a few MB for typical messages)."""

@@ -22,12 +22,12 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
-from core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
-from core.errors import SessionError
-from core.events import StreamEvent
-from core.sessions.base import Session, SessionInfo, SessionStore
-from core.sessions.redis import RedisSessionStore
-from core.sessions.redis_form import StoredSession, after_write
+from gateway.core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
+from gateway.core.errors import SessionError
+from gateway.core.events import StreamEvent
+from gateway.core.sessions.base import Session, SessionInfo, SessionStore
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.sessions.redis_form import StoredSession, after_write
 
 
 class TurnStore:

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from core.bus.attempts import dead_letter, record_attempt
-from core.bus.control import wait_for_stop
-from core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
-from core.errors import LeaseLostError
-from core.events import (
+from gateway.core.bus.attempts import dead_letter, record_attempt
+from gateway.core.bus.control import wait_for_stop
+from gateway.core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
+from gateway.core.errors import LeaseLostError
+from gateway.core.events import (
     ChatAddress,
     RunFailed,
     RunResult,
@@ -45,22 +45,22 @@ from core.events import (
     addressed,
     is_terminal,
 )
-from core.metrics import GatewayMetrics
-from core.runtime import AgentRuntime, TurnRequest
-from core.sessions.base import SessionStore
-from core.sessions.redis_form import StoredSession
-from core.settings import Settings
-from workers.busy import (
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.runtime import AgentRuntime, TurnRequest
+from gateway.core.sessions.base import SessionStore
+from gateway.core.sessions.redis_form import StoredSession
+from gateway.core.settings import Settings
+from gateway.workers.busy import (
     Entry,
     RedisSteeringInbox,
     TurnPlan,
     known_agent,
     wait_for_newer,
 )
-from workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
-from workers.session_cache import SessionCache
-from workers.stop import TurnStopped, commit_stopped, stopped_events
-from workers.store import TurnStore
+from gateway.workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
+from gateway.workers.session_cache import SessionCache
+from gateway.workers.stop import TurnStopped, commit_stopped, stopped_events
+from gateway.workers.store import TurnStore
 
 log = logging.getLogger(__name__)
 

@@ -32,22 +32,22 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus import keys
-from core.bus.consumer import SignalConsumer
-from core.bus.inbound import pending_inbound
-from core.bus.signals import Signal, ack
-from core.errors import LeaseLostError
-from core.metrics import GatewayMetrics
-from core.runtime import AgentRuntime
-from core.sessions.base import SessionStore
-from core.sessions.redis import RedisSessionStore
-from core.settings import Settings
-from workers.begin import Begun, NotBegun, begin_turn
-from workers.busy import backlog_page, hand_off
-from workers.drain import Drained, drain_turns
-from workers.jobs import RetryScheduler
-from workers.session_cache import SessionCache
-from workers.turn import TurnDeps
+from gateway.core.bus import keys
+from gateway.core.bus.consumer import SignalConsumer
+from gateway.core.bus.inbound import pending_inbound
+from gateway.core.bus.signals import Signal, ack
+from gateway.core.errors import LeaseLostError
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.base import SessionStore
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import Settings
+from gateway.workers.begin import Begun, NotBegun, begin_turn
+from gateway.workers.busy import backlog_page, hand_off
+from gateway.workers.drain import Drained, drain_turns
+from gateway.workers.jobs import RetryScheduler
+from gateway.workers.session_cache import SessionCache
+from gateway.workers.turn import TurnDeps
 
 log = logging.getLogger(__name__)
 

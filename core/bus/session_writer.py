@@ -28,14 +28,14 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import encode, next_stream_id, pairs_to_dict
-from core.bus.lease import Lease
-from core.bus.scripts import COMMIT_TURN, PUBLISH_EVENTS, ScriptArg
-from core.bus.signals import Signal
-from core.events import StreamEvent
-from core.sessions.base import Session
-from core.sessions.redis_form import SessionWrite, StoredSession, full_write, plan_write
+from gateway.core.bus import keys
+from gateway.core.bus.codec import encode, next_stream_id, pairs_to_dict
+from gateway.core.bus.lease import Lease
+from gateway.core.bus.scripts import COMMIT_TURN, PUBLISH_EVENTS, ScriptArg
+from gateway.core.bus.signals import Signal
+from gateway.core.events import StreamEvent
+from gateway.core.sessions.base import Session
+from gateway.core.sessions.redis_form import SessionWrite, StoredSession, full_write, plan_write
 
 DEAD_LETTER_MAXLEN = 100_000
 """Approximate cap of ``gw:dead``: it is an operator's record, not a queue."""

@@ -20,11 +20,11 @@ from typing import Any, cast
 import redis.asyncio as redis
 from pydantic_core import from_json
 
-from core.bus import keys
-from core.bus.scripts import LOAD_SESSION, SAVE_SESSION, ScriptArg
-from core.errors import SessionError
-from core.sessions.base import Session, SessionInfo
-from core.sessions.redis_form import StoredSession, document, full_write, parse_stored
+from gateway.core.bus import keys
+from gateway.core.bus.scripts import LOAD_SESSION, SAVE_SESSION, ScriptArg
+from gateway.core.errors import SessionError
+from gateway.core.sessions.base import Session, SessionInfo
+from gateway.core.sessions.redis_form import StoredSession, document, full_write, parse_stored
 
 log = logging.getLogger(__name__)
 

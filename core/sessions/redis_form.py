@@ -26,8 +26,8 @@ from typing import Literal
 
 from pydantic_core import from_json, to_json
 
-from core.messages import Message
-from core.sessions.base import Session
+from gateway.core.messages import Message
+from gateway.core.sessions.base import Session
 
 WriteMode = Literal["append", "rewrite"]
 

@@ -8,9 +8,9 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.inbound import read_cursor
-from core.sessions.redis import RedisSessionStore
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import read_cursor
+from gateway.core.sessions.redis import RedisSessionStore
 from tests.e2e.conftest import (
     OutboundWatch,
     WorkerLauncher,

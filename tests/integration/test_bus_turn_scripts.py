@@ -9,21 +9,21 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.inbound import publish_inbound, read_cursor
-from core.bus.lease import Lease
-from core.bus.session_writer import Finish, SessionWriter
-from core.bus.signals import Signal, ensure_groups, read_signals
-from core.errors import LeaseLostError
-from core.messages import InboundMessage
-from core.sessions.base import Session
-from core.sessions.redis import RedisSessionStore
-from core.sessions.redis_form import StoredSession, after_write
-from core.settings import Settings
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import publish_inbound, read_cursor
+from gateway.core.bus.lease import Lease
+from gateway.core.bus.session_writer import Finish, SessionWriter
+from gateway.core.bus.signals import Signal, ensure_groups, read_signals
+from gateway.core.errors import LeaseLostError
+from gateway.core.messages import InboundMessage
+from gateway.core.sessions.base import Session
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.sessions.redis_form import StoredSession, after_write
+from gateway.core.settings import Settings
+from gateway.workers.begin import Begun, NotBegun, begin_turn
+from gateway.workers.session_cache import SessionCache
+from gateway.workers.store import TurnStore
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
-from workers.begin import Begun, NotBegun, begin_turn
-from workers.session_cache import SessionCache
-from workers.store import TurnStore
 
 SESSION = "slack:C1"
 PARTITIONS = 2
