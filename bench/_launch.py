@@ -1,14 +1,15 @@
 """Run a module as ``__main__`` with optional speedups hidden: the bench's A/B switch.
 
-``python -m bench._launch [--no-hiredis] [--no-uvloop] [--no-gc-freeze] MODULE ARGS...``:
-a hidden package fails to import, as where it is not installed, so redis-py falls back
-to its Python reply parser and ``core.process.run`` to asyncio's loop; ``--no-gc-freeze``
-skips ``core.process.freeze_after_start``. With ``BENCH_GC_LOG``
-set, every gen-2 collection is appended to that file at exit (one line each: module,
-start time (epoch s), pause in wall ms and in CPU ms), and so is every event-loop
-stall (``stall <module> <epoch s> <ms>``): a timer due every ``LAG_TICK_S`` that ran
-more than ``STALL_MS`` late, i.e. the loop was busy (or the process descheduled)
-that long. The tail of first-delta latency is made of these.
+``python -m bench._launch [--no-hiredis] [--no-uvloop] [--no-gc-freeze] MODULE
+ARGS...``: a hidden package fails to import, as where it is not installed, so redis-py
+falls back to its Python reply parser and ``core.process.run`` to asyncio's loop;
+``--no-gc-freeze`` skips ``core.process.freeze_after_start`` (the freeze and the raised
+GC thresholds: Python's GC defaults). With ``BENCH_GC_LOG`` set, every gen-2 collection
+is appended to that file at exit (one line each: module, start time (epoch s), pause in
+wall ms and in CPU ms), and so is every event-loop stall (``stall <module> <epoch s>
+<ms>``): a timer due every ``LAG_TICK_S`` that ran more than ``STALL_MS`` late, i.e. the
+loop was busy (or the process descheduled) that long. The tail of first-delta latency is
+made of these.
 """
 
 from __future__ import annotations

@@ -19,6 +19,33 @@ import aiohttp
 
 CHATS = 200
 DRAIN_TIMEOUT_S = 600
+LAG_TICK_S = 0.01
+STALL_MS = 5.0
+
+
+class LoopProbe:
+    """Stalls of this process's own loop (as ``bench._launch`` records them for the
+    gateway and the worker): a late first delta may be the load generator's lateness."""
+
+    def __init__(self) -> None:
+        self.stalls: list[tuple[float, float]] = []
+        """(start epoch s, ms) of each tick more than ``STALL_MS`` late."""
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_at(loop.time() + LAG_TICK_S, self._tick, loop.time() + LAG_TICK_S)
+
+    def _tick(self, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        late_ms = (loop.time() - due) * 1000
+        if late_ms > STALL_MS:
+            self.stalls.append((time.time() - late_ms / 1000, late_ms))
+        self._handle = loop.call_at(loop.time() + LAG_TICK_S, self._tick, loop.time() + LAG_TICK_S)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 class Watcher:
@@ -35,6 +62,7 @@ class Watcher:
         self.failed: list[str] = []
         self.done = asyncio.Event()
         self.expected = expected
+        self.probe = LoopProbe()
 
     async def follow(self, http: aiohttp.ClientSession, url: str, chat: str) -> None:
         waiting: set[str] = set()  # runs started whose first delta has not come yet
@@ -106,6 +134,7 @@ async def through_http(
         await asyncio.sleep(0.5)  # let every SSE stream attach
         gc.collect()  # the client's own collections must not land inside the measurement
         gc.freeze()
+        watcher.probe.start()
         start = time.perf_counter()
         if rate is None:
             posts = []
@@ -127,6 +156,7 @@ async def through_http(
         if watcher.failed:
             raise RuntimeError(f"{phase}: {len(watcher.failed)} runs failed: {watcher.failed[0]}")
         elapsed = time.perf_counter() - start
+        watcher.probe.stop()
         for task in followers:
             task.cancel()
         await asyncio.gather(*followers, return_exceptions=True)

@@ -65,25 +65,41 @@ def pause_lines(pauses: Pauses) -> list[str]:
     return lines
 
 
-def tail_line(
-    first_delta_ms: Sequence[float], first_delta_at: Sequence[float], pauses: Pauses, over: float
-) -> str:
-    """How many first deltas over ``over`` ms waited through a gen-2 GC, or else an
-    event-loop stall, of the gateway or the worker (one overlapping the time from the
-    POST to the first delta)."""
+@dataclass
+class LatencySample:
+    """One latency run's first deltas and what else happened meanwhile."""
+
+    first_delta_ms: Sequence[float]
+    first_delta_at: Sequence[float]
+    client_stalls: list[tuple[float, float]]
+    """The load generator's own loop stalls (``bench._load.LoopProbe``)."""
+    others_cores: float
+    """Cores the machine spent on processes other than the benchmark's during the run."""
+
+
+def tail_line(sample: LatencySample, pauses: Pauses, over: float) -> str:
+    """How many first deltas over ``over`` ms waited through a gen-2 GC, else an
+    event-loop stall of the gateway or the worker, else one of the load generator
+    (a pause overlapping the time from the POST to the first delta)."""
     gcs = sorted(event for events in pauses.gc.values() for event in events)
     stalls = sorted(event for events in pauses.stalls.values() for event in events)
-    slow = [(at, ms) for ms, at in zip(first_delta_ms, first_delta_at, strict=True) if ms > over]
-    behind_gc = behind_stall = 0
+    client = sorted(sample.client_stalls)
+    slow = [
+        (at, ms)
+        for ms, at in zip(sample.first_delta_ms, sample.first_delta_at, strict=True)
+        if ms > over
+    ]
+    counts = [0, 0, 0]
     for at, ms in slow:
-        if _overlaps(gcs, at - ms / 1000, at):
-            behind_gc += 1
-        elif _overlaps(stalls, at - ms / 1000, at):
-            behind_stall += 1
+        for i, events in enumerate((gcs, stalls, client)):
+            if _overlaps(events, at - ms / 1000, at):
+                counts[i] += 1
+                break
     return (
-        f"first deltas over {over:g} ms: {len(slow)}; waited through a gen-2 GC {behind_gc},"
-        f" through another event-loop stall {behind_stall}, through neither"
-        f" {len(slow) - behind_gc - behind_stall}"
+        f"first deltas over {over:g} ms: {len(slow)}; waited through a gen-2 GC {counts[0]},"
+        f" a gateway/worker loop stall {counts[1]}, a load-generator stall {counts[2]},"
+        f" none of these {len(slow) - sum(counts)}; other jobs on the machine used"
+        f" {sample.others_cores:.2f} cores meanwhile"
     )
 
 

@@ -7,12 +7,16 @@ an OpenAI-compatible server in its own process reached over HTTP by the worker's
 
 Per variant (``BENCH_BUS_VARIANTS``, default ``default,no-hiredis,no-uvloop,neither,
 no-gc-freeze``; ``default`` uses hiredis and uvloop when installed, the others hide
-them, or skip the GC freeze, through ``bench._launch``): the sustained rate and the CPU
-time per message of every process over that phase (utime+stime from /proc). The
-``default`` variant also runs the first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
+them, or keep Python's GC defaults (no freeze, no thresholds), through
+``bench._launch``): the sustained rate and the CPU time per message of every process
+over that phase (utime+stime from /proc). The ``default`` variant also runs the
+first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
 ``BENCH_LATENCY_SECONDS`` s; ``BENCH_VARIANT_LATENCY=1`` for every variant) and the
-memory soak (``BENCH_MEMORY_MESSAGES``, 0 skips it). Gen-2 GC pauses of the gateway and
-the worker are reported from the processes themselves.
+memory soak (``BENCH_MEMORY_MESSAGES``, 0 skips it). Gen-2 GC pauses and event-loop
+stalls of the gateway and the worker are reported from the processes themselves, the
+latency tail is split by what it waited through, and the CPU budget (CPU per message
+summed over every process against the cores) explains the sustained rate
+(``bench._tail``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from bench._load import CHATS, through_http
 from bench._memory import memory_soak
 from bench._procs import cpu_seconds, model_server
 from bench._stats import Figure, Target
-from bench._tail import budget_lines, machine_cpu_s, pause_lines, read_pauses, tail_line
+from bench._tail import (
+    LatencySample,
+    budget_lines,
+    machine_cpu_s,
+    pause_lines,
+    read_pauses,
+    tail_line,
+)
 from core.settings import Settings
 from gateway.redis_launcher import resolve_redis
 
@@ -157,18 +168,23 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 @dataclass
 class LatencyRun:
     figure: Figure
-    at: list[float]
-    """Epoch seconds of each first delta, in the order of ``figure.latencies_ms``."""
+    sample: LatencySample
 
 
 async def _latency_runs(stack: Stack) -> list[LatencyRun]:
     total = LATENCY_RATE * LATENCY_SECONDS
     runs = []
     for i in range(LATENCY_RUNS):
+        before, machine_before = sum(_cpu(stack.pids).values()), machine_cpu_s()
         elapsed, watcher = await through_http(stack.url, total, LATENCY_RATE, f"lat{i}", WINDOW)
+        ours = sum(_cpu(stack.pids).values()) - before
+        others = max(0.0, machine_cpu_s() - machine_before - ours) / elapsed
         name = f"bus: first delta at {LATENCY_RATE} msgs/s, run {i + 1}"
         figure = Figure(name, total, elapsed, watcher.first_delta_ms)
-        runs.append(LatencyRun(figure, watcher.first_delta_at))
+        sample = LatencySample(
+            watcher.first_delta_ms, watcher.first_delta_at, watcher.probe.stalls, others
+        )
+        runs.append(LatencyRun(figure, sample))
     return runs
 
 
@@ -210,7 +226,7 @@ async def _variant(variant: str, with_latency: bool, with_memory: bool) -> Varia
     rate, cpu = sustained.figure, sustained.cpu_ms
     cpu_text = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
     tails = [
-        f"run {i + 1}: " + tail_line(run.figure.latencies_ms, run.at, pauses, TARGET_P99_MS)
+        f"run {i + 1}: " + tail_line(run.sample, pauses, TARGET_P99_MS)
         for i, run in enumerate(latency)
     ]
     lines = [
