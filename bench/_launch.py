@@ -55,7 +55,7 @@ def _watch_loop_lag(path: str, module: str) -> None:
     the first call both processes make inside it); the stalls go to ``path`` at exit."""
     import asyncio
 
-    from core import process
+    from gateway.core import process
 
     stalls: list[tuple[float, float]] = []
     freeze = process.freeze_after_start
@@ -92,7 +92,7 @@ def _census(path: str) -> None:
 def _skip_gc_freeze() -> None:
     import asyncio
 
-    from core import process
+    from gateway.core import process
 
     def no_freeze() -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(0, lambda: None)

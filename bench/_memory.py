@@ -8,8 +8,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.bus.inbound import publish_inbound
-from core.messages import InboundMessage
+from gateway.core.bus.inbound import publish_inbound
+from gateway.core.messages import InboundMessage
 
 MEMORY_SESSIONS = 10_000
 

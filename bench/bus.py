@@ -1,6 +1,6 @@
 """The whole bus path (issue: the message bus), with real processes on loopback.
 
-``gateway start --no-worker`` (HTTP ingress + SSE) and ``python -m workers`` run as two
+``gateway start --no-worker`` (HTTP ingress + SSE) and ``python -m gateway.workers`` run as two
 processes on a redis-server this benchmark starts; the model is ``bench.model_server``,
 an OpenAI-compatible server in its own process reached over HTTP by the worker's real
 ``openai`` client. What is measured: HTTP -> Redis -> worker -> model -> Redis -> SSE.
@@ -48,7 +48,7 @@ from bench._tail import (
     read_pauses,
     tail_line,
 )
-from core.settings import Settings
+from gateway.core.settings import Settings
 from gateway.redis_launcher import resolve_redis
 
 THROUGHPUT_MESSAGES = int(os.environ.get("BENCH_BUS_MESSAGES", "6000"))

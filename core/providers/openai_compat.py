@@ -16,10 +16,10 @@ import openai
 from pydantic import SecretStr
 from pydantic_core import PydanticSerializationError, to_json
 
-from core.attachments import with_attachments
-from core.errors import PermanentProviderError, ProviderError, RetryableProviderError
-from core.messages import OPENAI_MESSAGE_KEYS, Message, new_id
-from core.providers.base import (
+from gateway.core.attachments import with_attachments
+from gateway.core.errors import PermanentProviderError, ProviderError, RetryableProviderError
+from gateway.core.messages import OPENAI_MESSAGE_KEYS, Message, new_id
+from gateway.core.providers.base import (
     FinishChunk,
     ModelRequest,
     ProviderChunk,
@@ -28,8 +28,8 @@ from core.providers.base import (
     ToolCallChunk,
     UsageChunk,
 )
-from core.providers.openai_sdk import ChatClient, chat_options_template, post_chat
-from core.settings import ProviderSettings
+from gateway.core.providers.openai_sdk import ChatClient, chat_options_template, post_chat
+from gateway.core.settings import ProviderSettings
 
 _API_KEYS = OPENAI_MESSAGE_KEYS
 """The message keys the API accepts; history entries also carry timestamp, metadata…"""

@@ -16,10 +16,10 @@ from aiohttp import web
 from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion
 
-from core.errors import ProviderError
-from core.providers.base import ModelRequest, ModelSpec, TextChunk
-from core.providers.openai_compat import OpenAICompatProvider
-from core.providers.openai_sdk import (
+from gateway.core.errors import ProviderError
+from gateway.core.providers.base import ModelRequest, ModelSpec, TextChunk
+from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.providers.openai_sdk import (
     CHAT_PATH,
     OPTIONS,
     ChatClient,
@@ -28,7 +28,7 @@ from core.providers.openai_sdk import (
     chat_options_template,
     post_chat,
 )
-from core.settings import ProviderSettings
+from gateway.core.settings import ProviderSettings
 from tests.fakes.openai_server import FakeModelServer, fake_model  # noqa: F401
 
 pytestmark = pytest.mark.integration
