@@ -113,6 +113,8 @@ class Handled(enum.Enum):
     PAIRING = "pairing"
     """The sender was offered a pairing code (or the channel's codes are all taken)."""
     IGNORED = "ignored"
+    BUFFERED = "buffered"
+    """Kept to be published with the rest of its group (a Telegram album's part)."""
 
 
 SEEN_TTL_S = 86_400
