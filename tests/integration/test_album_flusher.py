@@ -25,13 +25,32 @@ ALBUM = "100:mg1"
 SESSION = f"{CHANNEL}:100"
 
 
+class WatchedBuffer(AlbumBuffer):
+    """Counts finished batches, so a test waits for the flusher's last step."""
+
+    def __init__(self, redis: Redis, *, window_s: float, claim_s: float = 30.0) -> None:
+        super().__init__(redis, CHANNEL, window_s=window_s, claim_s=claim_s)
+        self.finished = 0
+        self.changed = asyncio.Event()
+
+    async def finish(self, album: Album) -> None:
+        await super().finish(album)
+        self.finished += 1
+        self.changed.set()
+
+    async def wait_finished(self, count: int) -> None:
+        async with asyncio.timeout(20):
+            while self.finished < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
 class Publisher:
     """Publishes an album as one inbound message (text: its parts joined)."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.results: list[tuple[Album, Published]] = []
-        self.changed = asyncio.Event()
 
     async def __call__(self, album: Album) -> None:
         msg = InboundMessage(
@@ -43,16 +62,6 @@ class Publisher:
         )
         published = await publish_inbound(self.redis, msg, partitions=2, maxlen=1000)
         self.results.append((album, published))
-        self.changed.set()
-
-    async def wait_for(self, count: int) -> None:
-        """Until ``count`` publishes were made and the flusher finished the album."""
-        async with asyncio.timeout(20):
-            while len(self.results) < count:
-                self.changed.clear()
-                await self.changed.wait()
-            while await self.redis.zcard(keys.album_due(CHANNEL)):  # the finish follows
-                await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -71,13 +80,14 @@ async def stash_all(buffer: AlbumBuffer, *ids: int) -> None:
 
 
 async def claim_when_due(buffer: AlbumBuffer) -> Album:
-    """Claim as the flusher would once the window passed (bounded: a test helper)."""
-    for _ in range(500):
-        claimed = await buffer.claim(ALBUM)
-        if claimed is not None:
-            return claimed
-        await asyncio.sleep(0.01)
-    raise AssertionError("the album never came due")
+    """Claim as a flusher does: once Redis's clock says the album is due."""
+    albums, wait_s = await buffer.due(1)
+    if not albums:
+        assert wait_s is not None
+        await asyncio.sleep(wait_s)
+    claimed = await buffer.claim(ALBUM)
+    assert claimed is not None
+    return claimed
 
 
 async def published_texts(redis: Redis) -> list[str]:
@@ -100,9 +110,9 @@ async def test_parts_left_by_a_dead_process_are_published_by_another_flusher(
     dead = AlbumBuffer(redis, CHANNEL, window_s=0.05)
     await stash_all(dead, 3, 1, 2)  # stored, then the process died before its flush
     publisher = Publisher(redis)
-    survivor = AlbumFlusher(AlbumBuffer(redis, CHANNEL, window_s=0.05), publisher, rescan_s=5)
-    async with running(survivor):
-        await publisher.wait_for(1)
+    buffer = WatchedBuffer(redis, window_s=0.05)
+    async with running(AlbumFlusher(buffer, publisher, rescan_s=5)):
+        await buffer.wait_finished(1)
     ((album, published),) = publisher.results
     assert album.parts == ["part1", "part2", "part3"]  # in update order
     assert album.event_id == f"album:{ALBUM}:1"
@@ -118,11 +128,9 @@ async def test_a_crash_after_the_publish_before_the_finish_does_not_duplicate(
     await stash_all(dead, 1, 2)
     publisher = Publisher(redis)
     await publisher(await claim_when_due(dead))  # published, then killed before finish
-    survivor = AlbumFlusher(
-        AlbumBuffer(redis, CHANNEL, window_s=0.001, claim_s=0.1), publisher, rescan_s=0.2
-    )
-    async with running(survivor):
-        await publisher.wait_for(2)  # once the dead claim lapsed: the same batch again
+    buffer = WatchedBuffer(redis, window_s=0.001, claim_s=0.1)
+    async with running(AlbumFlusher(buffer, publisher, rescan_s=0.2)):
+        await buffer.wait_finished(1)  # once the dead claim lapsed: the same batch again
     (first, one), (again, other) = publisher.results
     assert again.event_id == first.event_id and again.parts == first.parts
     assert not one.duplicate and other.duplicate
@@ -135,11 +143,9 @@ async def test_a_crash_after_the_claim_before_the_publish_loses_nothing(redis: R
     await stash_all(dead, 1, 2)
     await claim_when_due(dead)  # claimed, then killed
     publisher = Publisher(redis)
-    survivor = AlbumFlusher(
-        AlbumBuffer(redis, CHANNEL, window_s=0.001, claim_s=0.1), publisher, rescan_s=0.2
-    )
-    async with running(survivor):
-        await publisher.wait_for(1)
+    buffer = WatchedBuffer(redis, window_s=0.001, claim_s=0.1)
+    async with running(AlbumFlusher(buffer, publisher, rescan_s=0.2)):
+        await buffer.wait_finished(1)
     assert await published_texts(redis) == ["part1 part2"]
     await assert_forgotten(redis, 1, 2)
 
@@ -147,7 +153,7 @@ async def test_a_crash_after_the_claim_before_the_publish_loses_nothing(redis: R
 async def test_a_part_that_arrives_during_a_flush_is_published_next_not_lost(
     redis: Redis,
 ) -> None:
-    buffer = AlbumBuffer(redis, CHANNEL, window_s=0.001)
+    buffer = WatchedBuffer(redis, window_s=0.001)
     await stash_all(buffer, 1, 2)
     claimed = await claim_when_due(buffer)
     assert not await buffer.stash(ALBUM, 2, "part2")  # a redelivery while claimed
@@ -157,7 +163,7 @@ async def test_a_part_that_arrives_during_a_flush_is_published_next_not_lost(
     await buffer.finish(claimed)
     assert not await buffer.stash(ALBUM, 1, "part1")  # a redelivery after the publish
     async with running(AlbumFlusher(buffer, publisher, rescan_s=5)):
-        await publisher.wait_for(2)
+        await buffer.wait_finished(2)
     assert [album.event_id for album, _ in publisher.results] == [
         f"album:{ALBUM}:1",
         f"album:{ALBUM}:3",
