@@ -36,6 +36,7 @@ the claim period only keeps replicas from downloading the same files twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -132,16 +133,22 @@ class AlbumFlusher:
     The timer is the next due time read from Redis, bounded by ``rescan_s``: an album
     left by a dead process (or stashed by another webhook replica that died) wakes
     nobody, so it is found by that bounded re-read (one script call per ``rescan_s``
-    when idle), the same way a lapsed connection lease is.
+    when idle), the same way a lapsed connection lease is. Each album is flushed in a
+    task of its own: a slow download holds up only its album.
     """
 
-    most_per_round = 32
+    most_per_look = 32
 
     def __init__(self, buffer: AlbumBuffer, publish: PublishAlbum, *, rescan_s: float) -> None:
         self.buffer = buffer
         self._publish = publish
         self.rescan_s = rescan_s
         self._wake = asyncio.Event()
+        self._flushing: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return self.buffer.channel
 
     async def stash(self, album: str, update_id: int, payload: str) -> bool:
         stored = await self.buffer.stash(album, update_id, payload)
@@ -150,27 +157,27 @@ class AlbumFlusher:
         return stored
 
     async def run(self) -> None:
-        """Flush due albums until cancelled; albums left by a dead process included."""
-        while True:
-            self._wake.clear()  # before reading: a part stashed meanwhile wakes us again
-            try:
-                wait_s = await self.flush_due()
-            except (RedisError, OSError) as exc:
-                log.warning("channel %s: album flush failed, retrying: %r", self.name, exc)
-                wait_s = self.rescan_s
-            if wait_s > 0:
-                await self._sleep(wait_s)
+        """Flush due albums until cancelled (flushes under way are cancelled with it)."""
+        async with asyncio.TaskGroup() as flushes:
+            while True:
+                self._wake.clear()  # before reading: a part stashed meanwhile wakes us again
+                try:
+                    wait_s = await self._start_due(flushes)
+                except (RedisError, OSError) as exc:
+                    log.warning("channel %s: albums unreadable, retrying: %r", self.name, exc)
+                    wait_s = self.rescan_s
+                # Not wait_for: on 3.11 it swallows a cancel that meets a wake-up.
+                with contextlib.suppress(TimeoutError):  # the timer: time to look
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
 
-    @property
-    def name(self) -> str:
-        return self.buffer.channel
-
-    async def flush_due(self) -> float:
-        """Flush every album due now; seconds until the next look."""
-        albums, next_s = await self.buffer.due(self.most_per_round)
-        if albums:
-            await asyncio.gather(*(self._flush(album) for album in albums))
-            return 0.0  # look again at once: finishing may have left an album due
+    async def _start_due(self, flushes: asyncio.TaskGroup) -> float:
+        """Start a flush for every album due now; seconds until the next look."""
+        albums, next_s = await self.buffer.due(self.most_per_look)
+        for album in albums:
+            if album not in self._flushing:  # still ours after its claim lapsed: not twice
+                self._flushing.add(album)
+                flushes.create_task(self._flush(album), name=f"album {album}")
         return self.rescan_s if next_s is None else min(next_s, self.rescan_s)
 
     async def _flush(self, album: str) -> None:
@@ -184,9 +191,6 @@ class AlbumFlusher:
             log.warning(
                 "channel %s: album %s not published yet, retried later: %r", self.name, album, exc
             )
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            return  # the timer: time to look
+        finally:
+            self._flushing.discard(album)
+            self._wake.set()  # look again: the finish may have left parts due

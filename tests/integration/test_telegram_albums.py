@@ -4,6 +4,12 @@ parts reach the model as one message."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from core.bus import keys
+from core.bus.codec import decode_inbound
 from tests.fakes.fake_telegram import FakeBotAPI
 from tests.fakes.openai_server import FakeModelServer
 from tests.integration.test_telegram import (  # noqa: F401
@@ -130,3 +137,44 @@ async def test_webhook_album_parts_posted_separately_to_two_replicas_are_one_mes
     assert len(images) == 3
     assert len(telegram.called("sendMessage")) == 1
     assert telegram.called("getUpdates") == []
+
+
+async def spawn_poller(
+    redis_url: str, telegram: FakeBotAPI, workspace: Path
+) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fakes.telegram_channel_process",
+        redis_url, telegram.url, telegram.token, "60",
+        stdout=subprocess.PIPE, env={**os.environ, "GATEWAY_WORKSPACE": str(workspace)},
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert (await process.stdout.readline()).strip() == b"ready"
+    return process
+
+
+async def test_an_album_stashed_by_a_killed_poller_is_published_by_the_next_one(
+    redis_url: str, redis: Redis, telegram: FakeBotAPI, tmp_path: Path
+) -> None:
+    first = await spawn_poller(redis_url, telegram, tmp_path)
+    second: asyncio.subprocess.Process | None = None
+    try:
+        await telegram.wait_for(lambda: bool(telegram.called("getUpdates")))
+        await telegram.push_album(PHOTOS, caption="kept", chat_id=ANN, user_id=ANN)
+        await telegram.wait_for(lambda: telegram.confirmed >= 4)  # all three handed off
+        first.send_signal(signal.SIGKILL)  # long before its 60 s window ends
+        await first.wait()
+        due = keys.album_due("telegram")
+        assert await redis.zrange(due, 0, -1) == [f"{ANN}:mg1"]  # stored, not published
+        await redis.zadd(due, {f"{ANN}:mg1": 0})  # as if the window passed while nobody ran
+        second = await spawn_poller(redis_url, telegram, tmp_path)  # takes over the lease
+        stream = keys.inbound(f"telegram:{ANN}")
+        async with asyncio.timeout(30):
+            (entry,) = (await redis.xread({stream: "0-0"}, block=30_000))[0][1]
+        msg = decode_inbound(entry[1])
+        assert msg.text == "kept" and len(msg.attachments) == 3
+        assert telegram.served == [1, 2, 3]  # never fetched again: the offset was confirmed
+    finally:
+        for process in (first, second):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
