@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from telegram import Update
 
@@ -10,10 +12,10 @@ from channels.telegram.inbound import Media, album_of, merge_album
 from channels.toolkit.access import PlatformMessage
 
 
-def part(n: int, text: str = "", **fields: object) -> tuple[PlatformMessage, list[Media]]:
+def part(n: int, text: str = "", **fields: Any) -> tuple[PlatformMessage, list[Media]]:
     msg = PlatformMessage(
         chat_id="-100", sender_id="7", text=text, direct=False, event_id=str(n),
-        quote_id=str(10 + n), **fields,  # type: ignore[arg-type]
+        quote_id=str(10 + n), **fields,
     )  # fmt: skip
     return msg, [Media(f"f{n}", f"photo-{n}.jpg", "image/jpeg", 10)]
 
