@@ -45,8 +45,14 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus import keys
-from core.bus.scripts import CLAIM_ALBUM, DUE_ALBUMS, FINISH_ALBUM, STASH_ALBUM_PART, ScriptArg
+from gateway.core.bus import keys
+from gateway.core.bus.scripts import (
+    CLAIM_ALBUM,
+    DUE_ALBUMS,
+    FINISH_ALBUM,
+    STASH_ALBUM_PART,
+    ScriptArg,
+)
 
 log = logging.getLogger(__name__)
 

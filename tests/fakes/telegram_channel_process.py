@@ -11,7 +11,7 @@ import asyncio
 import sys
 from typing import Any
 
-from channels.telegram import build_channel
+from gateway.channels.telegram import build_channel
 from tests.fakes.channel_process import run_channel
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from channels.telegram.albums import Album, AlbumBuffer, AlbumFlusher
-from core.bus import keys
-from core.bus.inbound import Published, publish_inbound
-from core.messages import InboundMessage
+from gateway.channels.telegram.albums import Album, AlbumBuffer, AlbumFlusher
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import Published, publish_inbound
+from gateway.core.messages import InboundMessage
 
 pytestmark = pytest.mark.integration
 

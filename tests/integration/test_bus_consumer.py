@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from channels.delivery import Deliverer
-from core.bus.client import RedisTarget
-from core.bus.consumer import SignalConsumer
-from core.bus.signals import Signal, ack, claim_stale, read_signals, signal
-from core.settings import RedisSettings
+from gateway.channels.delivery import Deliverer
+from gateway.core.bus.client import RedisTarget
+from gateway.core.bus.consumer import SignalConsumer
+from gateway.core.bus.signals import Signal, ack, claim_stale, read_signals, signal
+from gateway.core.settings import RedisSettings
+from gateway.workers.worker import Worker
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.fakes.redis_server import RedisServer
 from tests.integration.test_worker_kit import bus_settings, runtime_for
-from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import decode_inbound
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_inbound
 from tests.fakes.fake_telegram import FakeBotAPI
 from tests.fakes.openai_server import FakeModelServer
 from tests.integration.test_telegram import (  # noqa: F401

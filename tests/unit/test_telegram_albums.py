@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from telegram import Update
 
-from channels.telegram.albums import album_event_id
-from channels.telegram.inbound import Media, album_of, merge_album
-from channels.toolkit.access import PlatformMessage
+from gateway.channels.telegram.albums import album_event_id
+from gateway.channels.telegram.inbound import Media, album_of, merge_album
+from gateway.channels.toolkit.access import PlatformMessage
 
 
 def part(n: int, text: str = "", **fields: Any) -> tuple[PlatformMessage, list[Media]]:
