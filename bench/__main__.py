@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from bench import sdk
 from bench._stats import Target, target_table
-from core.process import event_loop_name
+from gateway.core.process import event_loop_name
 
 
 def _hiredis() -> str:

@@ -55,7 +55,7 @@ def _census(path: str) -> None:
 def _skip_gc_freeze() -> None:
     import asyncio
 
-    from core import process
+    from gateway.core import process
 
     def no_freeze() -> asyncio.TimerHandle:
         return asyncio.get_running_loop().call_later(0, lambda: None)

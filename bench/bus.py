@@ -1,6 +1,6 @@
 """The whole bus path (issue: the message bus), with real processes on loopback.
 
-``gateway start --no-worker`` (HTTP ingress + SSE) and ``python -m workers`` run as two
+``gateway start --no-worker`` (HTTP ingress + SSE) and ``python -m gateway.workers`` run as two
 processes on a redis-server this benchmark starts; the model is ``bench.model_server``,
 an OpenAI-compatible server in its own process reached over HTTP by the worker's real
 ``openai`` client. What is measured: HTTP -> Redis -> worker -> model -> Redis -> SSE.
@@ -37,9 +37,9 @@ from redis.asyncio import Redis
 
 from bench._procs import cpu_seconds, model_server
 from bench._stats import Figure, Target
-from core.bus.inbound import publish_inbound
-from core.messages import InboundMessage
-from core.settings import Settings
+from gateway.core.bus.inbound import publish_inbound
+from gateway.core.messages import InboundMessage
+from gateway.core.settings import Settings
 from gateway.redis_launcher import resolve_redis
 
 CHATS = 200
@@ -121,7 +121,7 @@ async def _stack(tmp: Path, variant: str) -> AsyncIterator[Stack]:
         )
         worker = await asyncio.create_subprocess_exec(
             *launch,
-            "workers",
+            "gateway.workers",
             "--config",
             str(config),
             "--no-jobs",
@@ -330,7 +330,7 @@ def _gc_lines(log: Path, since: float) -> list[str]:
             if float(at) >= since:
                 pauses[module].append((float(wall), float(cpu)))
     lines = []
-    for module in ("gateway", "workers"):
+    for module in ("gateway", "gateway.workers"):
         found = pauses.get(module, [])
         worst = max(found, default=(0.0, 0.0))
         lines.append(

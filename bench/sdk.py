@@ -29,12 +29,12 @@ import aiohttp
 
 from bench._procs import model_server
 from bench._stats import Figure, Target, median_of, percentile
-from core.messages import Message
-from core.sessions.base import Session
-from core.sessions.file import FileSessionStore
-from core.settings import Settings
-from core.tools.builtin import builtin_tools
 from gateway import Bot
+from gateway.core.messages import Message
+from gateway.core.sessions.base import Session
+from gateway.core.sessions.file import FileSessionStore
+from gateway.core.settings import Settings
+from gateway.core.tools.builtin import builtin_tools
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 TURNS = int(os.environ.get("BENCH_SDK_TURNS", "40"))

@@ -22,14 +22,14 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from channels.toolkit.access import Access, PlatformMessage, Verdict
-from channels.toolkit.commands import Sessions, parse_command, run_command
-from channels.toolkit.connection import ConnectionLease
-from channels.toolkit.pairing import CODE_TTL_S, PairingStore
-from core.bus import keys
-from core.bus.inbound import Published
-from core.messages import InboundMessage
-from core.settings import ChannelSettings, Settings
+from gateway.channels.toolkit.access import Access, PlatformMessage, Verdict
+from gateway.channels.toolkit.commands import Sessions, parse_command, run_command
+from gateway.channels.toolkit.connection import ConnectionLease
+from gateway.channels.toolkit.pairing import CODE_TTL_S, PairingStore
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import Published
+from gateway.core.messages import InboundMessage
+from gateway.core.settings import ChannelSettings, Settings
 
 log = logging.getLogger(__name__)
 

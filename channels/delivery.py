@@ -24,18 +24,18 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from channels.base import Renderer, TypingIndicator
-from channels.delivery_lease import DeliveryLease
-from channels.delivery_run import DeliveryMetrics, SessionRenderer
-from channels.render import chat_address
-from channels.toolkit.ratelimit import PLATFORM_LIMITS, RateLimiter, RateLimits
-from core.bus import keys
-from core.bus.codec import parse_stream_id
-from core.bus.consumer import READ_BLOCK_MS, SignalConsumer
-from core.bus.signals import Signal, ack
-from core.errors import LeaseLostError
-from core.events import ChatAddress, RunStarted
-from core.settings import ChannelSettings, WorkerSettings
+from gateway.channels.base import Renderer, TypingIndicator
+from gateway.channels.delivery_lease import DeliveryLease
+from gateway.channels.delivery_run import DeliveryMetrics, SessionRenderer
+from gateway.channels.render import chat_address
+from gateway.channels.toolkit.ratelimit import PLATFORM_LIMITS, RateLimiter, RateLimits
+from gateway.core.bus import keys
+from gateway.core.bus.codec import parse_stream_id
+from gateway.core.bus.consumer import READ_BLOCK_MS, SignalConsumer
+from gateway.core.bus.signals import Signal, ack
+from gateway.core.errors import LeaseLostError
+from gateway.core.events import ChatAddress, RunStarted
+from gateway.core.settings import ChannelSettings, WorkerSettings
 
 __all__ = ["AckDecision", "Deliverer", "DeliveryMetrics", "Outcome", "decide_ack"]
 

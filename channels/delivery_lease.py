@@ -18,11 +18,11 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import pairs_to_dict
-from core.bus.lease import Lease
-from core.bus.scripts import ADVANCE_DELIVERY, BEGIN_DELIVERY_RUN, RECORD_SENT_PART
-from core.errors import LeaseLostError
+from gateway.core.bus import keys
+from gateway.core.bus.codec import pairs_to_dict
+from gateway.core.bus.lease import Lease
+from gateway.core.bus.scripts import ADVANCE_DELIVERY, BEGIN_DELIVERY_RUN, RECORD_SENT_PART
+from gateway.core.errors import LeaseLostError
 
 SENT_RECORDS_TTL_S = 7 * 86_400
 

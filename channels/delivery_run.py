@@ -27,19 +27,25 @@ from typing import Protocol, cast
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from channels.base import Renderer, TypingIndicator
-from channels.delivery_lease import DeliveryLease
-from channels.render import SUPERSEDED_TEXT, ReplyText, edit_delay, failure_text, split_message
-from channels.toolkit.chat_calls import ChatCalls
-from channels.toolkit.format import format_parts
-from channels.toolkit.ratelimit import RateLimiter
-from channels.toolkit.renderer import ChatGone, FormattingRenderer, MessageGone, Throttled
-from channels.toolkit.typing import TypingLoop
-from core.bus.codec import parse_stream_id
-from core.bus.consumer import READ_BLOCK_MS
-from core.bus.outbound import read_events
-from core.errors import LeaseLostError
-from core.events import (
+from gateway.channels.base import Renderer, TypingIndicator
+from gateway.channels.delivery_lease import DeliveryLease
+from gateway.channels.render import (
+    SUPERSEDED_TEXT,
+    ReplyText,
+    edit_delay,
+    failure_text,
+    split_message,
+)
+from gateway.channels.toolkit.chat_calls import ChatCalls
+from gateway.channels.toolkit.format import format_parts
+from gateway.channels.toolkit.ratelimit import RateLimiter
+from gateway.channels.toolkit.renderer import ChatGone, FormattingRenderer, MessageGone, Throttled
+from gateway.channels.toolkit.typing import TypingLoop
+from gateway.core.bus.codec import parse_stream_id
+from gateway.core.bus.consumer import READ_BLOCK_MS
+from gateway.core.bus.outbound import read_events
+from gateway.core.errors import LeaseLostError
+from gateway.core.events import (
     ChatAddress,
     RunCompleted,
     RunFailed,

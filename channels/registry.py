@@ -13,9 +13,9 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from channels.base import Channel, ChannelContext
-from core.errors import ConfigError
-from core.settings import ChannelSettings
+from gateway.channels.base import Channel, ChannelContext
+from gateway.core.errors import ConfigError
+from gateway.core.settings import ChannelSettings
 
 ChannelFactory = Callable[[ChannelContext], Channel]
 
@@ -83,7 +83,7 @@ BUILTIN_CHANNELS: tuple[ChannelSpec, ...] = (
     ChannelSpec("sdk"),
     ChannelSpec("cli"),
     ChannelSpec("web"),
-    ChannelSpec("telegram", "channels.telegram:build_channel"),
+    ChannelSpec("telegram", "gateway.channels.telegram:build_channel"),
 )
 
 REGISTRY = ChannelRegistry(BUILTIN_CHANNELS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.messages import parse_session_key
+from gateway.core.messages import parse_session_key
 
 FENCE = "```"
 _CLOSE = "\n" + FENCE

@@ -15,7 +15,7 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from core.messages import Message, content_text
+from gateway.core.messages import Message, content_text
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from core.memory import MemoryStore
-from core.messages import Message, content_text
-from core.sessions.base import Session
-from core.tokens import HISTORY_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_tokens
+from gateway.core.memory import MemoryStore
+from gateway.core.messages import Message, content_text
+from gateway.core.sessions.base import Session
+from gateway.core.tokens import HISTORY_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 log = logging.getLogger(__name__)
 

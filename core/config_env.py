@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
-from core.errors import ConfigError
+from gateway.core.errors import ConfigError
 
 ENV_PREFIX = "GATEWAY_"
 NESTED = "__"

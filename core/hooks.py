@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.events import Usage
-from core.messages import Message
-from core.providers.base import ToolCallChunk
+from gateway.core.events import Usage
+from gateway.core.messages import Message
+from gateway.core.providers.base import ToolCallChunk
 
 log = logging.getLogger(__name__)
 

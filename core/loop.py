@@ -19,8 +19,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import PermanentProviderError, ProviderError, ToolError
-from core.events import (
+from gateway.core.errors import PermanentProviderError, ProviderError, ToolError
+from gateway.core.events import (
     ReasoningCompleted,
     ReasoningDelta,
     RunCompleted,
@@ -36,11 +36,11 @@ from core.events import (
     ToolFailed,
     ToolStarted,
 )
-from core.hooks import AgentHookContext, CompositeHook
-from core.messages import Message
-from core.providers.base import ModelSpec, ProviderChunk, ToolCallChunk
-from core.tokens import estimate_message_tokens, estimate_tokens
-from core.tools.base import ToolContext, ToolRegistry, truncate_result
+from gateway.core.hooks import AgentHookContext, CompositeHook
+from gateway.core.messages import Message
+from gateway.core.providers.base import ModelSpec, ProviderChunk, ToolCallChunk
+from gateway.core.tokens import estimate_message_tokens, estimate_tokens
+from gateway.core.tools.base import ToolContext, ToolRegistry, truncate_result
 
 
 class SteeringInbox(Protocol):

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 from types import TracebackType
 
-from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
+from gateway.core.events import RunCompleted, RunFailed, RunResult, StreamEvent
 
 _END = object()
 

@@ -21,21 +21,21 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.compaction import compact, needs_compaction
-from core.errors import ProviderError
-from core.events import RunCompleted, RunFailed, RunResult, StreamEvent
-from core.hooks import AgentHook, CompositeHook
-from core.loop import LoopSpec, SteeringInbox, run_loop
-from core.memory import MemoryStore
-from core.messages import Message, RunOptions, new_id
-from core.providers.base import ModelSpec
-from core.providers.router import ModelRouter
-from core.runs import RunStream
-from core.sessions.base import Session, SessionStore
-from core.sessions.locks import Hold, SessionLocks
-from core.settings import AgentSettings, Settings
-from core.tools.base import ToolContext, ToolRegistry
-from core.tools.builtin import builtin_tools
+from gateway.core.compaction import compact, needs_compaction
+from gateway.core.errors import ProviderError
+from gateway.core.events import RunCompleted, RunFailed, RunResult, StreamEvent
+from gateway.core.hooks import AgentHook, CompositeHook
+from gateway.core.loop import LoopSpec, SteeringInbox, run_loop
+from gateway.core.memory import MemoryStore
+from gateway.core.messages import Message, RunOptions, new_id
+from gateway.core.providers.base import ModelSpec
+from gateway.core.providers.router import ModelRouter
+from gateway.core.runs import RunStream
+from gateway.core.sessions.base import Session, SessionStore
+from gateway.core.sessions.locks import Hold, SessionLocks
+from gateway.core.settings import AgentSettings, Settings
+from gateway.core.tools.base import ToolContext, ToolRegistry
+from gateway.core.tools.builtin import builtin_tools
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from core.channel_settings import BusyPolicy, ChannelSettings, validate_channels
-from core.config_env import EnvRefs, GatewayEnvSource
-from core.errors import ConfigError
+from gateway.core.channel_settings import BusyPolicy, ChannelSettings, validate_channels
+from gateway.core.config_env import EnvRefs, GatewayEnvSource
+from gateway.core.errors import ConfigError
 
 __all__ = ["BusyPolicy", "ChannelSettings"]  # re-exported: the historical home of both
 

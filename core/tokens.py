@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-from core.messages import Message, content_text
+from gateway.core.messages import Message, content_text
 
 MESSAGE_OVERHEAD_TOKENS = 4
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:
-    from core.errors import (
+    from gateway._bot import Bot
+    from gateway.core.errors import (
         BusError,
         ConfigError,
         CorruptSessionError,
@@ -25,7 +26,7 @@ if _TYPE_CHECKING:
         UnknownModelError,
         WorkspaceEscapeError,
     )
-    from core.events import (
+    from gateway.core.events import (
         STREAM_EVENT_REASONING_COMPLETED,
         STREAM_EVENT_REASONING_DELTA,
         STREAM_EVENT_RUN_COMPLETED,
@@ -41,50 +42,49 @@ if _TYPE_CHECKING:
         StreamEvent,
         StreamEventType,
     )
-    from core.hooks import AgentHook, AgentHookContext
-    from core.runs import RunStream
-    from core.sessions.base import SessionInfo, SessionSnapshot
-    from core.tools.base import Tool, ToolContext, ToolRegistry, tool
-    from gateway._bot import Bot
+    from gateway.core.hooks import AgentHook, AgentHookContext
+    from gateway.core.runs import RunStream
+    from gateway.core.sessions.base import SessionInfo, SessionSnapshot
+    from gateway.core.tools.base import Tool, ToolContext, ToolRegistry, tool
 
 _EXPORTS: dict[str, str] = {
-    "AgentHook": "core.hooks",
-    "AgentHookContext": "core.hooks",
+    "AgentHook": "gateway.core.hooks",
+    "AgentHookContext": "gateway.core.hooks",
     "Bot": "gateway._bot",
-    "BusError": "core.errors",
-    "ConfigError": "core.errors",
-    "CorruptSessionError": "core.errors",
-    "GatewayError": "core.errors",
-    "LeaseLostError": "core.errors",
-    "PayloadError": "core.errors",
-    "ProviderError": "core.errors",
-    "RetryableProviderError": "core.errors",
-    "RunResult": "core.events",
-    "RunStream": "core.runs",
-    "STREAM_EVENT_REASONING_COMPLETED": "core.events",
-    "STREAM_EVENT_REASONING_DELTA": "core.events",
-    "STREAM_EVENT_RUN_COMPLETED": "core.events",
-    "STREAM_EVENT_RUN_FAILED": "core.events",
-    "STREAM_EVENT_RUN_STARTED": "core.events",
-    "STREAM_EVENT_TEXT_COMPLETED": "core.events",
-    "STREAM_EVENT_TEXT_DELTA": "core.events",
-    "STREAM_EVENT_TOOL_COMPLETED": "core.events",
-    "STREAM_EVENT_TOOL_FAILED": "core.events",
-    "STREAM_EVENT_TOOL_STARTED": "core.events",
-    "STREAM_EVENT_TYPES": "core.events",
-    "SessionError": "core.errors",
-    "SessionInfo": "core.sessions.base",
-    "SessionLockReentryError": "core.errors",
-    "SessionSnapshot": "core.sessions.base",
-    "StreamEvent": "core.events",
-    "StreamEventType": "core.events",
-    "Tool": "core.tools.base",
-    "ToolContext": "core.tools.base",
-    "ToolError": "core.errors",
-    "ToolRegistry": "core.tools.base",
-    "UnknownModelError": "core.errors",
-    "WorkspaceEscapeError": "core.errors",
-    "tool": "core.tools.base",
+    "BusError": "gateway.core.errors",
+    "ConfigError": "gateway.core.errors",
+    "CorruptSessionError": "gateway.core.errors",
+    "GatewayError": "gateway.core.errors",
+    "LeaseLostError": "gateway.core.errors",
+    "PayloadError": "gateway.core.errors",
+    "ProviderError": "gateway.core.errors",
+    "RetryableProviderError": "gateway.core.errors",
+    "RunResult": "gateway.core.events",
+    "RunStream": "gateway.core.runs",
+    "STREAM_EVENT_REASONING_COMPLETED": "gateway.core.events",
+    "STREAM_EVENT_REASONING_DELTA": "gateway.core.events",
+    "STREAM_EVENT_RUN_COMPLETED": "gateway.core.events",
+    "STREAM_EVENT_RUN_FAILED": "gateway.core.events",
+    "STREAM_EVENT_RUN_STARTED": "gateway.core.events",
+    "STREAM_EVENT_TEXT_COMPLETED": "gateway.core.events",
+    "STREAM_EVENT_TEXT_DELTA": "gateway.core.events",
+    "STREAM_EVENT_TOOL_COMPLETED": "gateway.core.events",
+    "STREAM_EVENT_TOOL_FAILED": "gateway.core.events",
+    "STREAM_EVENT_TOOL_STARTED": "gateway.core.events",
+    "STREAM_EVENT_TYPES": "gateway.core.events",
+    "SessionError": "gateway.core.errors",
+    "SessionInfo": "gateway.core.sessions.base",
+    "SessionLockReentryError": "gateway.core.errors",
+    "SessionSnapshot": "gateway.core.sessions.base",
+    "StreamEvent": "gateway.core.events",
+    "StreamEventType": "gateway.core.events",
+    "Tool": "gateway.core.tools.base",
+    "ToolContext": "gateway.core.tools.base",
+    "ToolError": "gateway.core.errors",
+    "ToolRegistry": "gateway.core.tools.base",
+    "UnknownModelError": "gateway.core.errors",
+    "WorkspaceEscapeError": "gateway.core.errors",
+    "tool": "gateway.core.tools.base",
 }
 
 __all__ = [

@@ -8,16 +8,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypedDict, Unpack
 
-from core.events import RunResult, StreamEvent
-from core.hooks import AgentHook
-from core.memory import MemoryStore
-from core.messages import Message
-from core.runs import RunStream
-from core.runtime import AgentRuntime, TurnRequest
-from core.sessions.file import FileSessionStore
-from core.settings import Settings, load_settings
-from core.tools.base import ToolRegistry
 from gateway._helpers import RuntimeAPI, SessionsAPI
+from gateway.core.events import RunResult, StreamEvent
+from gateway.core.hooks import AgentHook
+from gateway.core.memory import MemoryStore
+from gateway.core.messages import Message
+from gateway.core.runs import RunStream
+from gateway.core.runtime import AgentRuntime, TurnRequest
+from gateway.core.sessions.file import FileSessionStore
+from gateway.core.settings import Settings, load_settings
+from gateway.core.tools.base import ToolRegistry
 
 DEFAULT_SESSION_KEY = "sdk:default"
 

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from core.errors import ConfigError, GatewayError
-from core.settings import Settings, check_redis_url, load_settings
+from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.settings import Settings, check_redis_url, load_settings
 from gateway.logsetup import LOG_FORMATS, LogFormat, setup_logging
 
 err_console = Console(stderr=True, soft_wrap=True)
@@ -66,7 +66,7 @@ def cli_settings(config: Path | None, *, redis_url: str | None = None) -> Settin
 
 def check_redis_config(settings: Settings) -> None:
     """A malformed ``REDIS_URL`` is a config error up front, not "unreachable" later."""
-    from core.bus.client import configured_redis
+    from gateway.core.bus.client import configured_redis
 
     try:
         configured_redis(settings)

@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, Message
-from core.runtime import AgentRuntime
-from core.sessions.base import Session, SessionInfo, SessionSnapshot
-from core.sessions.file import FileSessionStore
+from gateway.core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, Message
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.base import Session, SessionInfo, SessionSnapshot
+from gateway.core.sessions.file import FileSessionStore
 
 
 def _ingested(raw: Mapping[str, Any], index: int, source: str | None) -> Message:

@@ -1,5 +1,5 @@
 """Seed 000 imports hooks from ``<package>.agent``; the same classes as ``gateway``."""
 
-from core.hooks import AgentHook, AgentHookContext
+from gateway.core.hooks import AgentHook, AgentHookContext
 
 __all__ = ["AgentHook", "AgentHookContext"]

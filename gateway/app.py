@@ -3,7 +3,7 @@
 Two-phase lifecycle, every step idempotent:
 
 - ``initialize()``: refuse an unsafe bind, find or start Redis, create the consumer
-  groups, build the worker (unless ``with_worker`` is off) as ``python -m workers``
+  groups, build the worker (unless ``with_worker`` is off) as ``python -m gateway.workers``
   does (``workers.assemble``: runtime with the ``schedule`` tool, arq retries, the
   app's metrics), the enabled platform channels and the aiohttp application (more
   routes may be added to ``web`` before start).
@@ -33,9 +33,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from channels.base import Channel, ChannelContext
-from channels.delivery import Deliverer
-from channels.http import (
+from gateway.channels.base import Channel, ChannelContext
+from gateway.channels.delivery import Deliverer
+from gateway.channels.http import (
     BUS_OUTAGE,
     BusOutage,
     EventStream,
@@ -44,27 +44,27 @@ from channels.http import (
     api_key_middleware,
     error_middleware,
 )
-from channels.http.api import mount_api
-from channels.http.outage import UNAVAILABLE_ERRORS
-from channels.http.parsing import identity_bodies_only
-from channels.http.server import app_runner
-from channels.registry import REGISTRY, ChannelRegistry
-from channels.webchat import WebChat
-from core.bus import keys
-from core.bus.client import RedisTarget, configured_redis, redact_url
-from core.bus.inbound import Published, publish_inbound
-from core.bus.signals import ensure_groups
-from core.errors import ConfigError
-from core.messages import InboundMessage
-from core.metrics import GatewayMetrics
-from core.runtime import AgentRuntime
-from core.sessions.redis import RedisSessionStore
-from core.settings import HttpSettings, Settings
+from gateway.channels.http.api import mount_api
+from gateway.channels.http.outage import UNAVAILABLE_ERRORS
+from gateway.channels.http.parsing import identity_bodies_only
+from gateway.channels.http.server import app_runner
+from gateway.channels.registry import REGISTRY, ChannelRegistry
+from gateway.channels.webchat import WebChat
+from gateway.core.bus import keys
+from gateway.core.bus.client import RedisTarget, configured_redis, redact_url
+from gateway.core.bus.inbound import Published, publish_inbound
+from gateway.core.bus.signals import ensure_groups
+from gateway.core.errors import ConfigError
+from gateway.core.messages import InboundMessage
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import HttpSettings, Settings
 from gateway.health import HealthRoutes, collect_status, required_groups
 from gateway.redis_launcher import RedisHandle, existing_redis, resolve_redis
 from gateway.redis_state import data_dir_of, describe, read_state
-from workers.assemble import WorkerAssembly, assemble_worker
-from workers.worker import Worker
+from gateway.workers.assemble import WorkerAssembly, assemble_worker
+from gateway.workers.worker import Worker
 
 log = logging.getLogger(__name__)
 

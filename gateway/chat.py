@@ -33,10 +33,10 @@ def chat(
     ] = None,
 ) -> None:
     """Chat with the agent in the terminal (through a running gateway, else in-process)."""
-    from core.errors import GatewayError
     from gateway._cli_common import cli_settings, err_console
     from gateway.chat_repl import run_chat
     from gateway.cli import console
+    from gateway.core.errors import GatewayError
 
     settings = cli_settings(config)
     try:

@@ -18,11 +18,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from core.errors import GatewayError
-from core.events import StreamEvent, parse_event
-from core.messages import default_session_key
-from core.runs import RunStream
-from core.runtime import AgentRuntime, TurnRequest
+from gateway.core.errors import GatewayError
+from gateway.core.events import StreamEvent, parse_event
+from gateway.core.messages import default_session_key
+from gateway.core.runs import RunStream
+from gateway.core.runtime import AgentRuntime, TurnRequest
 
 CHANNEL = "cli"
 PROBE_TIMEOUT_S = 1.5

@@ -25,10 +25,6 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.text import Text
 
-from core.events import StreamEvent
-from core.runtime import AgentRuntime
-from core.sessions.file import FileSessionStore
-from core.settings import Settings, gateway_home
 from gateway.chat_backends import (
     ChatBackend,
     ChatError,
@@ -36,6 +32,10 @@ from gateway.chat_backends import (
     LocalChat,
     gateway_answers,
 )
+from gateway.core.events import StreamEvent
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.file import FileSessionStore
+from gateway.core.settings import Settings, gateway_home
 
 HELP = """\
 /new   start a new conversation

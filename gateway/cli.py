@@ -17,9 +17,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core import process
-from core.errors import ConfigError, GatewayError
-from core.settings import Settings, default_config_path
 from gateway._cli_common import (
     EXIT_FAILURE,
     ConfigOption,
@@ -34,6 +31,9 @@ from gateway._cli_common import (
     fail,
 )
 from gateway.chat import chat
+from gateway.core import process
+from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.settings import Settings, default_config_path
 from gateway.pairing_cli import pairing_app
 
 app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
@@ -185,7 +185,7 @@ def worker(
 
 
 def worker_main() -> None:
-    """``python -m workers``: the ``worker`` command on its own."""
+    """``python -m gateway.workers``: the ``worker`` command on its own."""
     typer.run(worker)
 
 

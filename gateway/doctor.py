@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import openai
 
-from core.errors import GatewayError
-from core.providers.router import ModelRouter
-from core.settings import ProviderSettings, Settings
+from gateway.core.errors import GatewayError
+from gateway.core.providers.router import ModelRouter
+from gateway.core.settings import ProviderSettings, Settings
 
 OPENAI = "openai"
 ECHO = "echo"

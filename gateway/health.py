@@ -17,8 +17,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from channels.http.outage import RETRY_AFTER_S, report_unavailable
-from core.bus import keys
+from gateway.channels.http.outage import RETRY_AFTER_S, report_unavailable
+from gateway.core.bus import keys
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Literal, TextIO
 
-from core.logcontext import run_id_var, session_key_var
+from gateway.core.logcontext import run_id_var, session_key_var
 
 LogFormat = Literal["auto", "plain", "json", "rich"]
 LOG_FORMATS: tuple[str, ...] = ("auto", "plain", "json", "rich")

@@ -19,11 +19,11 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from channels.toolkit.pairing import PairingStore, pending_codes
-from core.bus.client import RedisTarget
-from core.errors import ConfigError
-from core.settings import Settings
 from gateway._cli_common import cli_settings
+from gateway.channels.toolkit.pairing import PairingStore, pending_codes
+from gateway.core.bus.client import RedisTarget
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 from gateway.redis_launcher import existing_redis, target_of
 
 pairing_app = typer.Typer(help="Admit unknown senders by their pairing code.", no_args_is_help=True)

@@ -29,9 +29,9 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus.client import RedisSource, RedisTarget, configured_redis
-from core.errors import ConfigError
-from core.settings import Settings
+from gateway.core.bus.client import RedisSource, RedisTarget, configured_redis
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 from gateway.redis_state import (
     RedisState,
     clear_state,

@@ -27,7 +27,7 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.settings import gateway_home
+from gateway.core.settings import gateway_home
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """One standalone bus worker process: what ``gateway worker`` (and its alias
-``python -m workers``) runs.
+``python -m gateway.workers``) runs.
 
 Runs a ``Worker`` and, unless ``jobs`` is off, the arq side jobs (reminders, deferred
 retries, idle compaction) in the same process, with its own metrics served on
@@ -20,16 +20,16 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from channels.registry import REGISTRY
-from core import process
-from core.bus.client import RedisTarget
-from core.errors import ConfigError
-from core.metrics import GatewayMetrics
-from core.settings import Settings
 from gateway._signals import GracefulStop
-from workers.assemble import assemble_worker
+from gateway.channels.registry import REGISTRY
+from gateway.core import process
+from gateway.core.bus.client import RedisTarget
+from gateway.core.errors import ConfigError
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.settings import Settings
+from gateway.workers.assemble import assemble_worker
 
-log = logging.getLogger("workers")
+log = logging.getLogger("gateway.workers")
 
 
 async def run_worker(

@@ -4,7 +4,7 @@
 workers``) runs one as a process (``gateway.worker_process.run_worker``).
 """
 
-from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
-from workers.worker import Worker
+from gateway.workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
+from gateway.workers.worker import Worker
 
 __all__ = ["RetryScheduler", "Worker", "arq_worker_settings", "create_job_pool", "schedule_tool"]

@@ -1,4 +1,4 @@
-"""``python -m workers``: the same command as ``gateway worker`` (one worker CLI).
+"""``python -m gateway.workers``: the same command as ``gateway worker`` (one worker CLI).
 
 Kept as an alias for scripts and tests that start workers by module; every option,
 default and exit code is ``gateway worker``'s (see ``gateway.cli``).

@@ -1,4 +1,4 @@
-"""One bus worker with everything it runs with, for ``python -m workers`` and ``gateway start``.
+"""One bus worker with everything it runs with (``python -m gateway.workers``, ``gateway start``).
 
 ``assemble_worker`` builds, for one process: the arq job pool (unless ``jobs`` is
 off), the built-in tools plus ``schedule`` (which needs that pool), the agent runtime,
@@ -8,7 +8,7 @@ block closes all of it, in reverse order.
 ``WorkerAssembly.running()`` then runs the worker together with the arq side jobs
 (scheduled messages, deferred retries, idle compaction). Building and running are
 two steps so that ``GatewayApp`` keeps its ``initialize()``/``start()`` split; the
-``python -m workers`` process simply does both.
+``python -m gateway.workers`` process simply does both.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ import arq
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from core.bus.client import RedisTarget
-from core.metrics import GatewayMetrics
-from core.runtime import AgentRuntime
-from core.sessions.redis import RedisSessionStore
-from core.settings import Settings
-from core.tools import builtin_tools
-from workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
-from workers.worker import Worker
+from gateway.core.bus.client import RedisTarget
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import Settings
+from gateway.core.tools import builtin_tools
+from gateway.workers.jobs import RetryScheduler, arq_worker_settings, create_job_pool, schedule_tool
+from gateway.workers.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus import keys
-from core.bus.codec import decode_inbound
-from core.bus.inbound import pending_inbound
-from core.bus.session_writer import DeliverySignal, SessionWriter
-from core.bus.signals import signal_ready, stream_batches
-from core.errors import PayloadError
-from core.events import (
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_inbound
+from gateway.core.bus.inbound import pending_inbound
+from gateway.core.bus.session_writer import DeliverySignal, SessionWriter
+from gateway.core.bus.signals import signal_ready, stream_batches
+from gateway.core.errors import PayloadError
+from gateway.core.events import (
     RunCompleted,
     RunResult,
     RunStarted,
@@ -46,8 +46,8 @@ from core.events import (
     TextCompleted,
     TextDelta,
 )
-from core.messages import InboundMessage, Message
-from core.settings import BusyPolicy, Settings
+from gateway.core.messages import InboundMessage, Message
+from gateway.core.settings import BusyPolicy, Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from core.events import TERMINAL_EVENT_TYPES, ReasoningDelta, StreamEvent, TextDelta
+from gateway.core.events import TERMINAL_EVENT_TYPES, ReasoningDelta, StreamEvent, TextDelta
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,18 @@ from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.client import RedisTarget
-from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.signals import signal_ready
-from core.errors import ToolError
-from core.messages import InboundMessage
-from core.runtime import AgentRuntime
-from core.sessions.redis import RedisSessionStore
-from core.settings import Settings
-from core.tools.base import Tool, ToolContext, tool
-from workers.busy import hand_off
-from workers.store import TurnStore, leased
+from gateway.core.bus import keys
+from gateway.core.bus.client import RedisTarget
+from gateway.core.bus.inbound import pending_inbound, publish_inbound, read_cursor
+from gateway.core.bus.signals import signal_ready
+from gateway.core.errors import ToolError
+from gateway.core.messages import InboundMessage
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import Settings
+from gateway.core.tools.base import Tool, ToolContext, tool
+from gateway.workers.busy import hand_off
+from gateway.workers.store import TurnStore, leased
 
 log = logging.getLogger(__name__)
 

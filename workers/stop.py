@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import decode_event, parse_stream_id
-from core.bus.session_writer import DeliverySignal, SessionWriter
-from core.errors import PayloadError
-from core.events import RunFailed, RunResult, RunStarted, StreamEvent, TextDelta
-from core.messages import InboundMessage, Message
-from core.sessions.base import Session, SessionStore
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_event, parse_stream_id
+from gateway.core.bus.session_writer import DeliverySignal, SessionWriter
+from gateway.core.errors import PayloadError
+from gateway.core.events import RunFailed, RunResult, RunStarted, StreamEvent, TextDelta
+from gateway.core.messages import InboundMessage, Message
+from gateway.core.sessions.base import Session, SessionStore
 
 STOPPED_TEXT = "stopped by the user"
 SHOWN_SCAN = 2_000

@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
-from core.bus.session_writer import DeliverySignal, SessionWriter
-from core.errors import SessionError
-from core.events import StreamEvent
-from core.sessions.base import Session, SessionInfo, SessionStore
+from gateway.core.bus.session_writer import DeliverySignal, SessionWriter
+from gateway.core.errors import SessionError
+from gateway.core.events import StreamEvent
+from gateway.core.sessions.base import Session, SessionInfo, SessionStore
 
 
 class TurnStore:

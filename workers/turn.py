@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from core.bus.attempts import dead_letter, record_attempt
-from core.bus.control import wait_for_stop
-from core.bus.session_writer import DeliverySignal, SessionWriter
-from core.errors import LeaseLostError
-from core.events import (
+from gateway.core.bus.attempts import dead_letter, record_attempt
+from gateway.core.bus.control import wait_for_stop
+from gateway.core.bus.session_writer import DeliverySignal, SessionWriter
+from gateway.core.errors import LeaseLostError
+from gateway.core.events import (
     ChatAddress,
     RunFailed,
     RunResult,
@@ -46,12 +46,12 @@ from core.events import (
     addressed,
     is_terminal,
 )
-from core.logcontext import log_context
-from core.metrics import GatewayMetrics
-from core.runtime import AgentRuntime, TurnRequest
-from core.sessions.base import SessionStore
-from core.settings import Settings
-from workers.busy import (
+from gateway.core.logcontext import log_context
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.runtime import AgentRuntime, TurnRequest
+from gateway.core.sessions.base import SessionStore
+from gateway.core.settings import Settings
+from gateway.workers.busy import (
     Entry,
     RedisSteeringInbox,
     TurnPlan,
@@ -61,9 +61,9 @@ from workers.busy import (
     read_backlog,
     wait_for_newer,
 )
-from workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
-from workers.stop import TurnStopped, commit_stopped, stopped_events
-from workers.store import TurnStore
+from gateway.workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
+from gateway.workers.stop import TurnStopped, commit_stopped, stopped_events
+from gateway.workers.store import TurnStore
 
 log = logging.getLogger(__name__)
 

@@ -28,20 +28,20 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus import keys
-from core.bus.consumer import SignalConsumer
-from core.bus.inbound import pending_inbound
-from core.bus.signals import Signal, ack
-from core.errors import LeaseLostError
-from core.metrics import GatewayMetrics
-from core.runtime import AgentRuntime
-from core.sessions.base import SessionStore
-from core.sessions.redis import RedisSessionStore
-from core.settings import Settings
-from workers.busy import backlog_page, hand_off
-from workers.jobs import RetryScheduler
-from workers.store import leased
-from workers.turn import TurnDeps, drain_turns
+from gateway.core.bus import keys
+from gateway.core.bus.consumer import SignalConsumer
+from gateway.core.bus.inbound import pending_inbound
+from gateway.core.bus.signals import Signal, ack
+from gateway.core.errors import LeaseLostError
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.base import SessionStore
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import Settings
+from gateway.workers.busy import backlog_page, hand_off
+from gateway.workers.jobs import RetryScheduler
+from gateway.workers.store import leased
+from gateway.workers.turn import TurnDeps, drain_turns
 
 log = logging.getLogger(__name__)
 

@@ -41,11 +41,11 @@ The second ``XADD`` is the ready signal that wakes a worker: ``crc32`` is zlib's
 
 from __future__ import annotations
 
-from channels.http.auth import api_key_middleware
-from channels.http.errors import ApiError, error_middleware, error_response
-from channels.http.ingress import IngressConfig, MessageIngress, PostMessage
-from channels.http.outage import BUS_OUTAGE, BusOutage
-from channels.http.sse import EventStream
+from gateway.channels.http.auth import api_key_middleware
+from gateway.channels.http.errors import ApiError, error_middleware, error_response
+from gateway.channels.http.ingress import IngressConfig, MessageIngress, PostMessage
+from gateway.channels.http.outage import BUS_OUTAGE, BusOutage
+from gateway.channels.http.sse import EventStream
 
 __all__ = [
     "BUS_OUTAGE",

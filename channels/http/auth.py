@@ -20,9 +20,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import SecretStr
 
-from channels.http.errors import ApiError
-from core.errors import ConfigError
-from core.settings import HASHED_KEY_PREFIX, api_key_problem
+from gateway.channels.http.errors import ApiError
+from gateway.core.errors import ConfigError
+from gateway.core.settings import HASHED_KEY_PREFIX, api_key_problem
 
 
 def _digest_of_configured(key: str) -> bytes:

@@ -15,8 +15,8 @@ from typing import Final, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from channels.http.outage import RETRY_AFTER_S, UNAVAILABLE_ERRORS, report_unavailable
-from core.errors import GatewayError
+from gateway.channels.http.outage import RETRY_AFTER_S, UNAVAILABLE_ERRORS, report_unavailable
+from gateway.core.errors import GatewayError
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,11 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from channels.http.parsing import read_json_body
-from core.bus.inbound import Published, publish_inbound
-from core.errors import PayloadError
-from core.messages import MAX_TEXT_CHARS, Attachment, InboundMessage
+from gateway.channels.http.errors import ApiError
+from gateway.channels.http.parsing import read_json_body
+from gateway.core.bus.inbound import Published, publish_inbound
+from gateway.core.errors import PayloadError
+from gateway.core.messages import MAX_TEXT_CHARS, Attachment, InboundMessage
 
 log = logging.getLogger(__name__)
 

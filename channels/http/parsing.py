@@ -19,9 +19,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from channels.http.errors import ApiError
-from core.bus.codec import parse_stream_id
-from core.errors import PayloadError
+from gateway.channels.http.errors import ApiError
+from gateway.core.bus.codec import parse_stream_id
+from gateway.core.errors import PayloadError
 
 MAX_SESSION_KEY_CHARS: Final = 600
 """Longer than any key ``channel:chat_id:thread_id`` can make (64 + 256 + 256 + 2)."""

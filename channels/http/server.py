@@ -23,9 +23,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from channels.http.errors import code_for_status, error_response
-from channels.http.parsing import first_line
-from core.settings import HttpSettings
+from gateway.channels.http.errors import code_for_status, error_response
+from gateway.channels.http.parsing import first_line
+from gateway.core.settings import HttpSettings
 
 log = logging.getLogger(__name__)
 

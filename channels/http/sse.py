@@ -25,14 +25,14 @@ from aiohttp import web
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from channels.http.outage import UNAVAILABLE_ERRORS, report_unavailable
-from channels.http.parsing import session_key_param, stream_id_param
-from core.bus import keys
-from core.bus.codec import parse_stream_id
-from core.bus.outbound import read_events
-from core.errors import PayloadError
-from core.events import RunCompleted, RunFailed, StreamEvent
+from gateway.channels.http.errors import ApiError
+from gateway.channels.http.outage import UNAVAILABLE_ERRORS, report_unavailable
+from gateway.channels.http.parsing import session_key_param, stream_id_param
+from gateway.core.bus import keys
+from gateway.core.bus.codec import parse_stream_id
+from gateway.core.bus.outbound import read_events
+from gateway.core.errors import PayloadError
+from gateway.core.events import RunCompleted, RunFailed, StreamEvent
 
 log = logging.getLogger(__name__)
 

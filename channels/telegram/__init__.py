@@ -1,5 +1,5 @@
 """Telegram (python-telegram-bot 22): client glue over the channel toolkit."""
 
-from channels.telegram.adapter import TelegramChannel, TelegramWebhookChannel, build_channel
+from gateway.channels.telegram.adapter import TelegramChannel, TelegramWebhookChannel, build_channel
 
 __all__ = ["TelegramChannel", "TelegramWebhookChannel", "build_channel"]

@@ -25,16 +25,16 @@ from telegram.error import TelegramError
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
-from channels.base import BaseChannel, ChannelContext, Handled, Renderer
-from channels.http.errors import error_response
-from channels.telegram.inbound import Media, normalize
-from channels.telegram.renderer import TelegramRenderer
-from channels.toolkit.access import PlatformMessage, Verdict
-from channels.toolkit.commands import command_list
-from channels.toolkit.media import AttachmentTooLarge, save_attachment
-from core.channel_settings import TelegramSettings
-from core.errors import ConfigError
-from core.messages import Attachment
+from gateway.channels.base import BaseChannel, ChannelContext, Handled, Renderer
+from gateway.channels.http.errors import error_response
+from gateway.channels.telegram.inbound import Media, normalize
+from gateway.channels.telegram.renderer import TelegramRenderer
+from gateway.channels.toolkit.access import PlatformMessage, Verdict
+from gateway.channels.toolkit.commands import command_list
+from gateway.channels.toolkit.media import AttachmentTooLarge, save_attachment
+from gateway.core.channel_settings import TelegramSettings
+from gateway.core.errors import ConfigError
+from gateway.core.messages import Attachment
 
 log = logging.getLogger(__name__)
 

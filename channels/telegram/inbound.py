@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from telegram import Message, MessageEntity, Update, User
 from telegram.constants import ChatType
 
-from channels.toolkit.access import PlatformMessage
+from gateway.channels.toolkit.access import PlatformMessage
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from telegram import error as tg
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.warnings import PTBDeprecationWarning
 
-from channels.toolkit import renderer as outcome
-from channels.toolkit.format import telegram_html
+from gateway.channels.toolkit import renderer as outcome
+from gateway.channels.toolkit.format import telegram_html
 
 NOT_MODIFIED = "message is not modified"
 PARSE_ERROR = "can't parse entities"

@@ -14,9 +14,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from channels.toolkit.pairing import PairingStore
-from core.channel_settings import OPEN_TO_ALL, ChannelSettings
-from core.messages import Attachment
+from gateway.channels.toolkit.pairing import PairingStore
+from gateway.core.channel_settings import OPEN_TO_ALL, ChannelSettings
+from gateway.core.messages import Attachment
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,15 +14,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from channels.base import Renderer
-from channels.toolkit.ratelimit import RateLimiter
-from channels.toolkit.renderer import (
+from gateway.channels.base import Renderer
+from gateway.channels.toolkit.ratelimit import RateLimiter
+from gateway.channels.toolkit.renderer import (
     FormattingRenderer,
     ParseRejected,
     PlatformCalls,
     QuotingRenderer,
 )
-from core.events import ChatAddress
+from gateway.core.events import ChatAddress
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.control import request_stop
-from core.messages import default_session_key
+from gateway.core.bus import keys
+from gateway.core.bus.control import request_stop
+from gateway.core.messages import default_session_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from contextlib import AbstractAsyncContextManager
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.lease import Lease
+from gateway.core.bus import keys
+from gateway.core.bus.lease import Lease
 
 
 def token_digest(token: str | None, channel: str) -> str:

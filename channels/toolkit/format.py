@@ -14,7 +14,7 @@ import html
 import re
 from collections.abc import Callable
 
-from channels.render import split_message
+from gateway.channels.render import split_message
 
 Formatter = Callable[[str], str]
 

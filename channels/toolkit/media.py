@@ -16,7 +16,7 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from core.messages import Attachment, new_id
+from gateway.core.messages import Attachment, new_id
 
 MEDIA_DIR = "media"
 AttachmentKind: TypeAlias = Literal["image", "file", "audio", "video"]

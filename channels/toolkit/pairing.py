@@ -18,8 +18,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.scripts import APPROVE_PAIRING_CODE, ISSUE_PAIRING_CODE, ScriptArg
+from gateway.core.bus import keys
+from gateway.core.bus.scripts import APPROVE_PAIRING_CODE, ISSUE_PAIRING_CODE, ScriptArg
 
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 """No 0/O, 1/I/L: a code read aloud or copied by hand is not mistyped."""

@@ -14,8 +14,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.scripts import RATE_LIMIT
+from gateway.core.bus import keys
+from gateway.core.bus.scripts import RATE_LIMIT
 
 MAX_SLEEP_S = 5.0
 """Longest single wait for a token (taken again after it: a pause may have been extended)."""

@@ -24,8 +24,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from channels.toolkit.ratelimit import RateLimiter
-from core.errors import LeaseLostError
+from gateway.channels.toolkit.ratelimit import RateLimiter
+from gateway.core.errors import LeaseLostError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 
-from channels.base import TypingIndicator
+from gateway.channels.base import TypingIndicator
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,6 @@ request goes through the bus to the worker running the turn. See ``routes``.
 
 from __future__ import annotations
 
-from channels.webchat.routes import WebChat
+from gateway.channels.webchat.routes import WebChat
 
 __all__ = ["WebChat"]

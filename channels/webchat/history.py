@@ -19,12 +19,12 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import decode_event, decode_inbound, parse_stream_id
-from core.errors import PayloadError
-from core.events import is_terminal
-from core.messages import Message
-from core.sessions.base import Session, SessionStore
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_event, decode_inbound, parse_stream_id
+from gateway.core.errors import PayloadError
+from gateway.core.events import is_terminal
+from gateway.core.messages import Message
+from gateway.core.sessions.base import Session, SessionStore
 
 log = logging.getLogger(__name__)
 

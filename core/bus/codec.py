@@ -12,9 +12,9 @@ from typing import Final
 
 from pydantic import BaseModel, ValidationError
 
-from core.errors import PayloadError
-from core.events import StreamEvent, parse_event
-from core.messages import InboundMessage
+from gateway.core.errors import PayloadError
+from gateway.core.events import StreamEvent, parse_event
+from gateway.core.messages import InboundMessage
 
 PAYLOAD_FIELD: Final = "d"
 SESSION_FIELD: Final = "s"

@@ -25,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, RedisError
 
-from core.bus.signals import (
+from gateway.core.bus.signals import (
     ClaimScan,
     Signal,
     claim_stale,

@@ -18,9 +18,9 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import parse_stream_id
-from core.errors import PayloadError
+from gateway.core.bus import keys
+from gateway.core.bus.codec import parse_stream_id
+from gateway.core.errors import PayloadError
 
 CONTROL_MAXLEN = 32
 """Stop requests kept per chat (only the newest can still matter)."""

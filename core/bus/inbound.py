@@ -22,12 +22,12 @@ from typing import cast
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.attempts import add_dead_letter
-from core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode, pairs_to_dict
-from core.bus.scripts import PENDING_INBOUND, PUBLISH_INBOUND, ScriptArg
-from core.errors import PayloadError
-from core.messages import InboundMessage
+from gateway.core.bus import keys
+from gateway.core.bus.attempts import add_dead_letter
+from gateway.core.bus.codec import PAYLOAD_FIELD, decode_inbound, encode, pairs_to_dict
+from gateway.core.bus.scripts import PENDING_INBOUND, PUBLISH_INBOUND, ScriptArg
+from gateway.core.errors import PayloadError
+from gateway.core.messages import InboundMessage
 
 log = logging.getLogger(__name__)
 

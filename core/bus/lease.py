@@ -26,8 +26,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus.scripts import RELEASE_LEASE, RENEW_LEASE
-from core.errors import LeaseLostError
+from gateway.core.bus.scripts import RELEASE_LEASE, RENEW_LEASE
+from gateway.core.errors import LeaseLostError
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ import logging
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import decode_event
-from core.bus.signals import signal, stream_batches
-from core.errors import PayloadError
-from core.events import StreamEvent
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_event
+from gateway.core.bus.signals import signal, stream_batches
+from gateway.core.errors import PayloadError
+from gateway.core.events import StreamEvent
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import encode, next_stream_id
-from core.bus.lease import Lease
-from core.bus.scripts import COMMIT_TURN, PUBLISH_EVENTS, ScriptArg
-from core.events import StreamEvent
-from core.sessions.base import Session
+from gateway.core.bus import keys
+from gateway.core.bus.codec import encode, next_stream_id
+from gateway.core.bus.lease import Lease
+from gateway.core.bus.scripts import COMMIT_TURN, PUBLISH_EVENTS, ScriptArg
+from gateway.core.events import StreamEvent
+from gateway.core.sessions.base import Session
 
 DEAD_LETTER_MAXLEN = 100_000
 """Approximate cap of ``gw:dead``: it is an operator's record, not a queue."""

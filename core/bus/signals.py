@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, StreamIdT
 
-from core.bus import keys
-from core.bus.codec import CHANNEL_FIELD, SESSION_FIELD, pairs_to_dict
+from gateway.core.bus import keys
+from gateway.core.bus.codec import CHANNEL_FIELD, SESSION_FIELD, pairs_to_dict
 
 log = logging.getLogger(__name__)
 

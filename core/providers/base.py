@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.messages import Message
+from gateway.core.messages import Message
 
 
 class ModelSpec(BaseModel):

@@ -9,9 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from core.messages import Message, content_text
-from core.providers.base import FinishChunk, ModelRequest, ProviderChunk, TextChunk, UsageChunk
-from core.tokens import estimate_message_tokens, estimate_tokens
+from gateway.core.messages import Message, content_text
+from gateway.core.providers.base import (
+    FinishChunk,
+    ModelRequest,
+    ProviderChunk,
+    TextChunk,
+    UsageChunk,
+)
+from gateway.core.tokens import estimate_message_tokens, estimate_tokens
 
 EMPTY_REPLY = "(empty message)"
 

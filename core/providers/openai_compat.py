@@ -17,10 +17,10 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 from pydantic_core import PydanticSerializationError, to_json
 
-from core.attachments import with_attachments
-from core.errors import PermanentProviderError, ProviderError, RetryableProviderError
-from core.messages import OPENAI_MESSAGE_KEYS, Message, new_id
-from core.providers.base import (
+from gateway.core.attachments import with_attachments
+from gateway.core.errors import PermanentProviderError, ProviderError, RetryableProviderError
+from gateway.core.messages import OPENAI_MESSAGE_KEYS, Message, new_id
+from gateway.core.providers.base import (
     FinishChunk,
     ModelRequest,
     ProviderChunk,
@@ -29,7 +29,7 @@ from core.providers.base import (
     ToolCallChunk,
     UsageChunk,
 )
-from core.settings import ProviderSettings
+from gateway.core.settings import ProviderSettings
 
 _API_KEYS = OPENAI_MESSAGE_KEYS
 """The message keys the API accepts; history entries also carry timestamp, metadata…"""

@@ -14,12 +14,12 @@ from contextlib import aclosing, asynccontextmanager
 from functools import cached_property
 from typing import Any, TypeVar
 
-from core.errors import RetryableProviderError, UnknownModelError
-from core.messages import Message
-from core.providers.base import ModelRequest, ModelSpec, Provider, ProviderChunk, TextChunk
-from core.providers.echo import EchoProvider
-from core.providers.openai_compat import OpenAICompatProvider
-from core.settings import ECHO_MODEL, ProviderSettings, Settings
+from gateway.core.errors import RetryableProviderError, UnknownModelError
+from gateway.core.messages import Message
+from gateway.core.providers.base import ModelRequest, ModelSpec, Provider, ProviderChunk, TextChunk
+from gateway.core.providers.echo import EchoProvider
+from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.settings import ECHO_MODEL, ProviderSettings, Settings
 
 log = logging.getLogger(__name__)
 

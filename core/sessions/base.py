@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.messages import Message
+from gateway.core.messages import Message
 
 
 class Session(BaseModel):

@@ -35,10 +35,10 @@ from pathlib import Path
 
 from pydantic_core import from_json, to_json
 
-from core.errors import SessionError
-from core.messages import Message
-from core.sessions.base import Session, SessionInfo
-from core.sessions.jsonl import (
+from gateway.core.errors import SessionError
+from gateway.core.messages import Message
+from gateway.core.sessions.base import Session, SessionInfo
+from gateway.core.sessions.jsonl import (
     append_payload,
     decode_stem,
     encode_key,

@@ -20,8 +20,8 @@ from urllib.parse import quote, unquote
 
 from pydantic_core import from_json, to_json
 
-from core.errors import SessionError
-from core.sessions.base import SessionInfo
+from gateway.core.errors import SessionError
+from gateway.core.sessions.base import SessionInfo
 
 MAX_ENCODED_NAME = 200
 """Longer encoded keys are shortened with a hash (file names stop at 255 bytes)."""

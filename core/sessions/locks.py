@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from core.errors import SessionLockReentryError
+from gateway.core.errors import SessionLockReentryError
 
 _HELD: ContextVar[frozenset[str]] = ContextVar("gateway_held_session_keys", default=frozenset())
 """Keys held by the current task; tasks it creates inherit the set (a copied context)."""

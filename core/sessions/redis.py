@@ -19,9 +19,9 @@ from typing import Any
 import redis.asyncio as redis
 from pydantic_core import from_json
 
-from core.bus import keys
-from core.errors import SessionError
-from core.sessions.base import Session, SessionInfo
+from gateway.core.bus import keys
+from gateway.core.errors import SessionError
+from gateway.core.sessions.base import Session, SessionInfo
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Tools the model can call: the ``@tool`` decorator, the registry and the built-in tools."""
 
-from core.tools.base import Tool, ToolContext, ToolRegistry, tool, truncate_result
-from core.tools.builtin import builtin_tools
-from core.tools.workspace import resolve_in_workspace
+from gateway.core.tools.base import Tool, ToolContext, ToolRegistry, tool, truncate_result
+from gateway.core.tools.builtin import builtin_tools
+from gateway.core.tools.workspace import resolve_in_workspace
 
 __all__ = [
     "Tool",

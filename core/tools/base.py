@@ -25,7 +25,7 @@ from typing import Any, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_json
 
-from core.errors import ConfigError, ToolError
+from gateway.core.errors import ConfigError, ToolError
 
 
 @dataclass(frozen=True, slots=True)

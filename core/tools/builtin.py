@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from core.settings import ToolsSettings
-from core.tools.base import ToolRegistry
-from core.tools.shell import make_exec_tool
-from core.tools.web import make_web_fetch_tool
-from core.tools.workspace import WORKSPACE_TOOLS
+from gateway.core.settings import ToolsSettings
+from gateway.core.tools.base import ToolRegistry
+from gateway.core.tools.shell import make_exec_tool
+from gateway.core.tools.web import make_web_fetch_tool
+from gateway.core.tools.workspace import WORKSPACE_TOOLS
 
 
 def builtin_tools(settings: ToolsSettings) -> ToolRegistry:

@@ -15,9 +15,9 @@ import signal
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT
 from pathlib import Path
 
-from core.errors import ToolError
-from core.settings import ExecToolSettings
-from core.tools.base import Tool, ToolContext, tool
+from gateway.core.errors import ToolError
+from gateway.core.settings import ExecToolSettings
+from gateway.core.tools.base import Tool, ToolContext, tool
 
 _READ_CHUNK = 64 * 1024
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|^GATEWAY_", re.IGNORECASE)

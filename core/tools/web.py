@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from core.errors import ToolError
-from core.settings import WebFetchToolSettings
-from core.tools.base import Tool, tool
+from gateway.core.errors import ToolError
+from gateway.core.settings import WebFetchToolSettings
+from gateway.core.tools.base import Tool, tool
 
 _READ_CHUNK = 64 * 1024
 _MAX_REDIRECTS = 5

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from core.errors import ToolError, WorkspaceEscapeError
-from core.tools.base import ToolContext, tool
+from gateway.core.errors import ToolError, WorkspaceEscapeError
+from gateway.core.tools.base import ToolContext, tool
 
 READ_MAX_CHARS = 100_000
 """A single read returns at most this many characters; the note says where to continue."""

@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from core.settings import Settings
 from gateway.app import GatewayApp
+from gateway.core.settings import Settings
 from tests.fakes.openai_server import FakeModelServer
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

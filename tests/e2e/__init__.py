@@ -1,1 +1,1 @@
-"""End-to-end tests: real ``python -m workers`` processes on a real redis-server."""
+"""End-to-end tests: real ``python -m gateway.workers`` processes on a real redis-server."""

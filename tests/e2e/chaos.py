@@ -33,9 +33,9 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus import keys
-from core.events import RunCompleted
-from core.messages import default_session_key
+from gateway.core.bus import keys
+from gateway.core.events import RunCompleted
+from gateway.core.messages import default_session_key
 from tests.e2e import conftest as e2e_conftest
 from tests.e2e.chaos_parts import GatewayProcess, OutboundRecorder, counting_echo, write_config
 from tests.e2e.chaos_report import Accepted, ChaosConfig, ChaosReport, first_difference

@@ -15,10 +15,10 @@ import yaml
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.bus import keys
-from core.bus.codec import decode_event
-from core.bus.signals import stream_batches
-from core.events import RunCompleted, RunFailed
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_event
+from gateway.core.bus.signals import stream_batches
+from gateway.core.events import RunCompleted, RunFailed
 from tests.e2e.conftest import PROJECT_ROOT, _worker_env, die_with_parent
 from tests.fakes.openai_server import Reply, last_user_text
 

@@ -1,6 +1,6 @@
 """Helpers of the end-to-end tests: worker processes, their config, waiting on the bus.
 
-``worker_launcher`` starts real ``python -m workers`` processes (each waits for its
+``worker_launcher`` starts real ``python -m gateway.workers`` processes (each waits for its
 ``worker <id> ready`` line) and kills whatever is still running when the test ends.
 ``OutboundWatch`` follows chats' outbound streams with blocking ``XREAD``s.
 """
@@ -23,13 +23,13 @@ import yaml
 from redis.asyncio import Redis
 from redis.typing import KeyT, StreamIdT
 
-from core.bus import keys
-from core.bus.codec import decode_event
-from core.bus.inbound import Published, publish_inbound
-from core.bus.signals import stream_batches
-from core.events import RunCompleted, RunFailed, StreamEvent
-from core.messages import InboundMessage
-from core.settings import Settings, load_settings
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_event
+from gateway.core.bus.inbound import Published, publish_inbound
+from gateway.core.bus.signals import stream_batches
+from gateway.core.events import RunCompleted, RunFailed, StreamEvent
+from gateway.core.messages import InboundMessage
+from gateway.core.settings import Settings, load_settings
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ def _worker_env() -> dict[str, str]:
 
 
 class WorkerProcess:
-    """One ``python -m workers`` child; its merged stdout/stderr is drained continuously."""
+    """One ``python -m gateway.workers`` child; its merged stdout/stderr is drained continuously."""
 
     def __init__(self, name: str, process: asyncio.subprocess.Process) -> None:
         self.name = name
@@ -155,7 +155,7 @@ class WorkerLauncher:
         deliver_channels: Sequence[str] = (),
     ) -> WorkerProcess:
         args = [
-            "-m", "workers",
+            "-m", "gateway.workers",
             "--redis-url", redis_url,
             "--config", str(config),
             "--worker-id", name,

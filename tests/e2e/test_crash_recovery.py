@@ -6,13 +6,13 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from channels.delivery import Deliverer
-from core.bus import keys
-from core.bus.inbound import pending_inbound, read_cursor
-from core.bus.outbound import read_events
-from core.events import RunCompleted, RunFailed, TextDelta
-from core.sessions.redis import RedisSessionStore
-from core.settings import Settings
+from gateway.channels.delivery import Deliverer
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import pending_inbound, read_cursor
+from gateway.core.bus.outbound import read_events
+from gateway.core.events import RunCompleted, RunFailed, TextDelta
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import Settings
 from tests.e2e.conftest import (
     OutboundWatch,
     WorkerLauncher,

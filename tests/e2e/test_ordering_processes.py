@@ -7,10 +7,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.inbound import read_cursor
-from core.sessions.base import Session
-from core.sessions.redis import RedisSessionStore
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import read_cursor
+from gateway.core.sessions.base import Session
+from gateway.core.sessions.redis import RedisSessionStore
 from tests.e2e.conftest import (
     OutboundWatch,
     WorkerLauncher,

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 from redis.asyncio import Redis
 
-from core.events import RunCompleted
+from gateway.core.events import RunCompleted
 from tests.e2e.conftest import (
     OutboundWatch,
     eventually_equal,

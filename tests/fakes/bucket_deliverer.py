@@ -16,8 +16,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from channels.delivery import Deliverer
-from channels.toolkit.ratelimit import Bucket, RateLimits
+from gateway.channels.delivery import Deliverer
+from gateway.channels.toolkit.ratelimit import Bucket, RateLimits
 from tests.fakes.recording_renderer import RecordingRenderer
 
 BOT = Bucket(capacity=2, per_s=10.0)

@@ -15,10 +15,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from channels.base import Channel, ChannelContext
-from core.bus.inbound import Published, publish_inbound
-from core.messages import InboundMessage
-from core.settings import Settings
+from gateway.channels.base import Channel, ChannelContext
+from gateway.core.bus.inbound import Published, publish_inbound
+from gateway.core.messages import InboundMessage
+from gateway.core.settings import Settings
 
 PARTITIONS = 2
 

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from channels.base import BaseChannel, ChannelContext, Renderer
-from channels.toolkit.access import PlatformMessage
-from core.errors import ConfigError
+from gateway.channels.base import BaseChannel, ChannelContext, Renderer
+from gateway.channels.toolkit.access import PlatformMessage
+from gateway.core.errors import ConfigError
 
 POLL_TIMEOUT_S = 0.5
 

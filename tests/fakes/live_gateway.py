@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from core.settings import Settings
 from gateway.app import GatewayApp
+from gateway.core.settings import Settings
 from tests.fakes.openai_server import FakeModelServer
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest_asyncio
 from aiohttp import web
 
-from core.tokens import estimate_message_tokens, estimate_tokens
+from gateway.core.tokens import estimate_message_tokens, estimate_tokens
 
 FAKE_MODEL_ID = "fake-model"
 

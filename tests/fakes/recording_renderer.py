@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from channels.toolkit.renderer import Forbidden, MessageGone, ParseRejected, RetryAfter
+from gateway.channels.toolkit.renderer import Forbidden, MessageGone, ParseRejected, RetryAfter
 
 
 class PlatformDown(Exception):

@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from core.messages import Message
-from core.providers.base import (
+from gateway.core.messages import Message
+from gateway.core.providers.base import (
     FinishChunk,
     ModelSpec,
     ProviderChunk,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from channels.telegram import build_channel
+from gateway.channels.telegram import build_channel
 from tests.fakes.channel_process import run_channel
 
 if __name__ == "__main__":

@@ -28,11 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import decode_inbound
-from core.messages import InboundMessage
-from core.settings import Settings
 from gateway.app import GatewayApp
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_inbound
+from gateway.core.messages import InboundMessage
+from gateway.core.settings import Settings
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channels.http.api.openapi import OPERATIONS, Op
+from gateway.channels.http.api.openapi import OPERATIONS, Op
 from tests.fakes.live_gateway import API_KEY, LiveGateway, live_gateway  # noqa: F401
 from tests.fakes.redis_server import redis_server, redis_url  # noqa: F401
 

@@ -8,7 +8,7 @@ import openai
 import pytest
 from redis import Redis as SyncRedis
 
-from core.bus import keys
+from gateway.core.bus import keys
 from tests.fakes.live_gateway import API_KEY, LiveGateway, live_gateway  # noqa: F401
 from tests.fakes.openai_server import Reply
 from tests.fakes.redis_server import redis_server, redis_url  # noqa: F401

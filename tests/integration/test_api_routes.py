@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from channels.http.api.openapi import build_document
-from core.errors import ConfigError
-from core.settings import Settings
 from gateway.app import GatewayApp
+from gateway.channels.http.api.openapi import build_document
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 from tests.fakes.live_gateway import api_settings
 from tests.fakes.openai_server import FakeModelServer, Reply, fake_model  # noqa: F401
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401

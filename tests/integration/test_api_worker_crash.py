@@ -9,11 +9,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.outbound import read_events
-from core.events import RunCompleted, RunFailed
-from core.settings import HttpSettings, RedisSettings
 from gateway.app import GatewayApp
+from gateway.core.bus import keys
+from gateway.core.bus.outbound import read_events
+from gateway.core.events import RunCompleted, RunFailed
+from gateway.core.settings import HttpSettings, RedisSettings
 from tests.e2e.conftest import WorkerLauncher, worker_launcher, write_worker_config  # noqa: F401
 from tests.fakes.openai_server import FakeModelServer, Reply, fake_model  # noqa: F401
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401

@@ -19,14 +19,14 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.bus import keys, scripts
-from core.bus.codec import decode_event
-from core.bus.inbound import publish_inbound, read_cursor
-from core.events import RunCompleted, RunFailed
-from core.messages import InboundMessage
-from core.sessions.redis import RedisSessionStore
-from core.settings import AgentSettings, BusyPolicy, Settings
 from gateway.app import GatewayApp
+from gateway.core.bus import keys, scripts
+from gateway.core.bus.codec import decode_event
+from gateway.core.bus.inbound import publish_inbound, read_cursor
+from gateway.core.events import RunCompleted, RunFailed
+from gateway.core.messages import InboundMessage
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import AgentSettings, BusyPolicy, Settings
 from tests.e2e.conftest import eventually_equal
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401

@@ -9,13 +9,13 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.attempts import dead_letter, record_attempt
-from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.session_writer import SessionWriter
-from core.errors import LeaseLostError
-from core.events import RunFailed
-from core.messages import InboundMessage
+from gateway.core.bus import keys
+from gateway.core.bus.attempts import dead_letter, record_attempt
+from gateway.core.bus.inbound import pending_inbound, publish_inbound, read_cursor
+from gateway.core.bus.session_writer import SessionWriter
+from gateway.core.errors import LeaseLostError
+from gateway.core.events import RunFailed
+from gateway.core.messages import InboundMessage
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 SESSION = "discord:9"

@@ -14,15 +14,15 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.bus.client import RedisTarget, configured_redis
-from core.bus.lease import renewing
-from core.errors import ConfigError
-from core.settings import RedisSettings, Settings, load_settings
 from gateway.app import bus_status
+from gateway.core.bus.client import RedisTarget, configured_redis
+from gateway.core.bus.lease import renewing
+from gateway.core.errors import ConfigError
+from gateway.core.settings import RedisSettings, Settings, load_settings
+from gateway.workers.jobs import create_job_pool
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.sentinel import SERVICE, SentinelGroup
 from tests.fakes.tcp_proxy import BlackHoleProxy
-from workers.jobs import create_job_pool
 
 pytestmark = pytest.mark.integration
 

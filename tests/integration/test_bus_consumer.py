@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from channels.delivery import Deliverer
-from core.bus.client import RedisTarget
-from core.bus.consumer import SignalConsumer
-from core.bus.signals import Signal, ack, claim_stale, read_signals, signal
-from core.settings import RedisSettings
+from gateway.channels.delivery import Deliverer
+from gateway.core.bus.client import RedisTarget
+from gateway.core.bus.consumer import SignalConsumer
+from gateway.core.bus.signals import Signal, ack, claim_stale, read_signals, signal
+from gateway.core.settings import RedisSettings
+from gateway.workers.worker import Worker
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.fakes.redis_server import RedisServer
 from tests.integration.test_worker_kit import bus_settings, runtime_for
-from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,10 @@ async def test_an_outage_is_logged_once_and_its_end_once(running: Running, tmp_p
     server = RedisServer(data_dir=tmp_path).start()
     redis = RedisTarget(RedisSettings(), server.url, "config").client()
     records = _Records()
-    loggers = [logging.getLogger(name) for name in ("core.bus", "channels", "workers")]
+    loggers = [
+        logging.getLogger(name)
+        for name in ("gateway.core.bus", "gateway.channels", "gateway.workers")
+    ]
     for logger in loggers:
         logger.addHandler(records)
         logger.setLevel(logging.DEBUG)

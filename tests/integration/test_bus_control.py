@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.bus.control import wait_for_stop
+from gateway.core.bus.control import wait_for_stop
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 

@@ -8,10 +8,10 @@ import json
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.session_writer import SessionWriter
-from core.messages import InboundMessage
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import pending_inbound, publish_inbound, read_cursor
+from gateway.core.bus.session_writer import SessionWriter
+from gateway.core.messages import InboundMessage
 from tests.fakes.redis_server import (  # noqa: F401
     RedisServer,
     aof_redis_server,

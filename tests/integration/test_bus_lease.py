@@ -12,15 +12,15 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.attempts import record_attempt
-from core.bus.inbound import pending_inbound, publish_inbound, read_cursor
-from core.bus.lease import Lease
-from core.bus.session_writer import DeliverySignal, SessionWriter
-from core.errors import LeaseLostError
-from core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextDelta
-from core.messages import InboundMessage
-from core.sessions.base import Session
+from gateway.core.bus import keys
+from gateway.core.bus.attempts import record_attempt
+from gateway.core.bus.inbound import pending_inbound, publish_inbound, read_cursor
+from gateway.core.bus.lease import Lease
+from gateway.core.bus.session_writer import DeliverySignal, SessionWriter
+from gateway.core.errors import LeaseLostError
+from gateway.core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextDelta
+from gateway.core.messages import InboundMessage
+from gateway.core.sessions.base import Session
 from tests.fakes.redis_server import (  # noqa: F401
     RedisServer,
     aof_redis_server,

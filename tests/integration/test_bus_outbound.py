@@ -8,10 +8,10 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.outbound import read_events, signal_delivery
-from core.bus.session_writer import SessionWriter
-from core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextDelta
+from gateway.core.bus import keys
+from gateway.core.bus.outbound import read_events, signal_delivery
+from gateway.core.bus.session_writer import SessionWriter
+from gateway.core.events import RunCompleted, RunResult, RunStarted, StreamEvent, TextDelta
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 SESSION = "web:abc"

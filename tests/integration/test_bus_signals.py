@@ -8,8 +8,8 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.signals import (
+from gateway.core.bus import keys
+from gateway.core.bus.signals import (
     ClaimScan,
     ack,
     claim_stale,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import control
-from core.bus.control import request_stop
-from core.bus.inbound import read_cursor
-from core.events import RunCompleted, RunFailed, TextDelta
+from gateway.core.bus import control
+from gateway.core.bus.control import request_stop
+from gateway.core.bus.inbound import read_cursor
+from gateway.core.events import RunCompleted, RunFailed, TextDelta
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
     Transcript,

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import decode_inbound
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_inbound
 from tests.fakes.fake_platform import FakePlatform
 
 pytestmark = pytest.mark.integration

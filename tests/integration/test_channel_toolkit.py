@@ -18,16 +18,16 @@ import yaml
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from channels.registry import BUILTIN_CHANNELS, ChannelRegistry, ChannelSpec
-from channels.toolkit.commands import HELP_TEXT, NEW_TEXT, STOPPING_TEXT, command_list
-from channels.toolkit.pairing import ALPHABET
-from core.bus import keys
-from core.bus.codec import decode_event
-from core.events import RunFailed
-from core.messages import MAX_TEXT_CHARS
-from core.sessions.redis import RedisSessionStore
 from gateway.app import GatewayApp
+from gateway.channels.registry import BUILTIN_CHANNELS, ChannelRegistry, ChannelSpec
+from gateway.channels.toolkit.commands import HELP_TEXT, NEW_TEXT, STOPPING_TEXT, command_list
+from gateway.channels.toolkit.pairing import ALPHABET
 from gateway.cli import app as cli_app
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_event
+from gateway.core.events import RunFailed
+from gateway.core.messages import MAX_TEXT_CHARS
+from gateway.core.sessions.redis import RedisSessionStore
 from tests.fakes.fake_platform import FakePlatform
 from tests.fakes.live_gateway import api_settings
 from tests.fakes.openai_server import FakeModelServer, Reply

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from core.providers.router import ModelRouter
-from core.settings import ECHO_MODEL, OPENAI_ENV_MODEL, Settings, load_settings
 from gateway import Bot
 from gateway import cli as cli_module
 from gateway.cli import app
+from gateway.core.providers.router import ModelRouter
+from gateway.core.settings import ECHO_MODEL, OPENAI_ENV_MODEL, Settings, load_settings
 from tests.fakes.openai_server import FakeModelServer
 
 pytestmark = pytest.mark.integration

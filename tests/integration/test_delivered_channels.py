@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from channels.registry import REGISTRY
-from core.bus import keys
-from core.bus.client import configured_redis
-from core.bus.inbound import publish_inbound
-from core.messages import InboundMessage, default_session_key
-from core.settings import ChannelSettings, Settings
+from gateway.channels.registry import REGISTRY
+from gateway.core.bus import keys
+from gateway.core.bus.client import configured_redis
+from gateway.core.bus.inbound import publish_inbound
+from gateway.core.messages import InboundMessage, default_session_key
+from gateway.core.settings import ChannelSettings, Settings
 from gateway.worker_process import run_worker
 from tests.integration.test_worker_kit import Transcript, bus_settings
 

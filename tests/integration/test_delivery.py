@@ -9,13 +9,13 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from channels.delivery import Deliverer, Outcome
-from channels.delivery_run import SessionRenderer
-from channels.render import FAILED_TEXT, SUPERSEDED_TEXT
-from core.bus import keys
-from core.bus.codec import encode
-from core.bus.outbound import signal_delivery
-from core.events import (
+from gateway.channels.delivery import Deliverer, Outcome
+from gateway.channels.delivery_run import SessionRenderer
+from gateway.channels.render import FAILED_TEXT, SUPERSEDED_TEXT
+from gateway.core.bus import keys
+from gateway.core.bus.codec import encode
+from gateway.core.bus.outbound import signal_delivery
+from gateway.core.events import (
     RunCompleted,
     RunFailed,
     RunResult,

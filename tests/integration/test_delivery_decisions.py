@@ -10,11 +10,11 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from channels.delivery import AckDecision, Deliverer, Outcome, decide_ack
-from core.bus import keys
-from core.bus.signals import Signal, ensure_groups, read_signals
-from core.events import TextDelta
-from core.settings import WorkerSettings
+from gateway.channels.delivery import AckDecision, Deliverer, Outcome, decide_ack
+from gateway.core.bus import keys
+from gateway.core.bus.signals import Signal, ensure_groups, read_signals
+from gateway.core.events import TextDelta
+from gateway.core.settings import WorkerSettings
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.integration.test_delivery import (
     CHANNEL,
@@ -96,7 +96,7 @@ async def test_a_silent_run_is_retried_then_given_up(
     signal = await one_signal(redis, deliverer, MAX - 1)
     await deliverer.handle(signal)
     assert await pending(redis) == 1  # another delivery will try again
-    with caplog.at_level(logging.ERROR, logger="channels.delivery"):
+    with caplog.at_level(logging.ERROR, logger="gateway.channels.delivery"):
         await deliverer.handle(dataclasses.replace(signal, times_delivered=MAX))
     assert await pending(redis) == 0
     assert f"giving up delivering {SESSION} to {CHANNEL} after {MAX} deliveries" in caplog.text

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from core.settings import Settings
 from gateway._cli_common import EXIT_FAILURE
 from gateway.cli import app
+from gateway.core.settings import Settings
 from gateway.doctor import static_problems
 from tests.fakes.openai_server import FakeModelServer
 

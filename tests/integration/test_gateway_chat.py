@@ -13,9 +13,9 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from core.sessions.redis import RedisSessionStore
-from core.settings import Settings, load_settings
 from gateway.app import GatewayApp
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import Settings, load_settings
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 

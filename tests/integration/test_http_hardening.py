@@ -20,11 +20,11 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
-from channels.http import api_key_middleware
-from channels.http.auth import KeyRing
-from core.errors import ConfigError
-from core.settings import Settings, load_settings
 from gateway.app import GatewayApp
+from gateway.channels.http import api_key_middleware
+from gateway.channels.http.auth import KeyRing
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings, load_settings
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 from tests.integration.test_http_ingress import MESSAGE, enqueued, make_settings, read_sse
 
@@ -354,6 +354,6 @@ async def test_invalid_http_is_refused_in_the_error_shape_with_one_quiet_line(
         assert status == 400
         assert json.loads(body)["error"]["code"] == "invalid_request"
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
-    refusals = [r for r in caplog.records if r.name == "channels.http.server"]
+    refusals = [r for r in caplog.records if r.name == "gateway.channels.http.server"]
     assert len(refusals) == 4
     assert all("\n" not in r.getMessage() and "secret" not in r.getMessage() for r in refusals)

@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from channels.http import ingress
-from core.bus import keys
-from core.errors import ConfigError
-from core.messages import MAX_TEXT_CHARS
-from core.settings import Settings
 from gateway.app import GatewayApp, bus_status
+from gateway.channels.http import ingress
+from gateway.core.bus import keys
+from gateway.core.errors import ConfigError
+from gateway.core.messages import MAX_TEXT_CHARS
+from gateway.core.settings import Settings
 from gateway.health import live_workers
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 

@@ -93,13 +93,13 @@ async def test_redis_outage_answers_503_logs_once_and_recovers(
         assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
         back = LogWaiter("Redis is reachable again")
-        logging.getLogger("channels.http.outage").addHandler(back)
+        logging.getLogger("gateway.channels.http.outage").addHandler(back)
         try:
             own_redis.start()
             async with asyncio.timeout(HANG_GUARD_S):
                 await back.seen.wait()
         finally:
-            logging.getLogger("channels.http.outage").removeHandler(back)
+            logging.getLogger("gateway.channels.http.outage").removeHandler(back)
         async with client.post(f"{base}/v1/messages", json=MESSAGE) as resp:
             assert resp.status == 202
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import ProviderError, RetryableProviderError
-from core.messages import Message
-from core.providers.base import (
+from gateway.core.errors import ProviderError, RetryableProviderError
+from gateway.core.messages import Message
+from gateway.core.providers.base import (
     FinishChunk,
     ModelRequest,
     ModelSpec,
@@ -21,9 +21,9 @@ from core.providers.base import (
     ToolCallChunk,
     UsageChunk,
 )
-from core.providers.openai_compat import OpenAICompatProvider
-from core.providers.router import ModelRouter
-from core.settings import ProviderSettings, Settings
+from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.providers.router import ModelRouter
+from gateway.core.settings import ProviderSettings, Settings
 from tests.fakes.openai_server import FakeModelServer, Reply, fake_model  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolUnionParam
 
-from core.errors import ProviderError, RetryableProviderError
-from core.messages import Message
-from core.providers.base import ModelRequest, ModelSpec, ProviderChunk, TextChunk
-from core.providers.openai_compat import OpenAICompatProvider
-from core.settings import ProviderSettings
+from gateway.core.errors import ProviderError, RetryableProviderError
+from gateway.core.messages import Message
+from gateway.core.providers.base import ModelRequest, ModelSpec, ProviderChunk, TextChunk
+from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.settings import ProviderSettings
 from tests.fakes.openai_server import FakeModelServer, Reply, fake_model  # noqa: F401
 
 pytestmark = pytest.mark.integration

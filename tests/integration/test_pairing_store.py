@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from channels.toolkit.pairing import ALPHABET, CODE_LENGTH, MAX_OPEN_CODES, PairingStore
+from gateway.channels.toolkit.pairing import ALPHABET, CODE_LENGTH, MAX_OPEN_CODES, PairingStore
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.events import RunFailed
-from core.settings import AgentSettings, ProviderSettings
+from gateway.core.bus import keys
+from gateway.core.events import RunFailed
+from gateway.core.settings import AgentSettings, ProviderSettings
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
     Transcript,

@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.errors import ConfigError
-from core.settings import Settings
 from gateway.app import GatewayApp, bus_status
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings
 from gateway.redis_launcher import RedisHandle, existing_redis, resolve_redis
 from gateway.redis_state import (
     PORT_FILE,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from core.bus import keys
-from core.errors import SessionError
-from core.sessions.base import Session, SessionStore
-from core.sessions.redis import RedisSessionStore
+from gateway.core.bus import keys
+from gateway.core.errors import SessionError
+from gateway.core.sessions.base import Session, SessionStore
+from gateway.core.sessions.redis import RedisSessionStore
 from tests.fakes.redis_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,7 @@ async def test_corrupt_value_is_copied_aside(
     await store.save(Session(key="bad", messages=_messages(2)))
     await client.set(keys.session("bad"), b'{"key": "bad", "messages": [')
 
-    with caplog.at_level(logging.WARNING, logger="core.sessions.redis"):
+    with caplog.at_level(logging.WARNING, logger="gateway.core.sessions.redis"):
         recovered = await store.load("bad")
 
     assert recovered is not None

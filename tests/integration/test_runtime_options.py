@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from core.messages import RunOptions
-from core.runtime import AgentRuntime, TurnRequest
-from core.sessions.base import Session
-from core.sessions.file import FileSessionStore
-from core.settings import Settings
+from gateway.core.messages import RunOptions
+from gateway.core.runtime import AgentRuntime, TurnRequest
+from gateway.core.sessions.base import Session
+from gateway.core.sessions.file import FileSessionStore
+from gateway.core.settings import Settings
 from tests.fakes.openai_server import FakeModelServer, fake_model  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.sessions.file import FileSessionStore
 from gateway import Bot
+from gateway.core.sessions.file import FileSessionStore
 from tests.conftest import write_config
 from tests.fakes.openai_server import FakeModelServer, Reply
 

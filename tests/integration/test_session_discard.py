@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from channels.http.api.runs import RunRef, discard_when_committed
-from core.bus import keys
-from core.bus.codec import encode
-from core.bus.session_writer import SessionWriter
-from core.messages import InboundMessage
-from core.sessions.base import Session
+from gateway.channels.http.api.runs import RunRef, discard_when_committed
+from gateway.core.bus import keys
+from gateway.core.bus.codec import encode
+from gateway.core.bus.session_writer import SessionWriter
+from gateway.core.messages import InboundMessage
+from gateway.core.sessions.base import Session
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 KEY = "api:discard-1"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SessionLockReentryError
-from core.events import RunStarted, StreamEvent
-from core.hooks import AgentHook, AgentHookContext
-from core.runs import RunStream
-from core.runtime import AgentRuntime, TurnRequest
-from core.sessions.file import FileSessionStore
-from core.settings import load_settings
 from gateway import Bot
+from gateway.core.errors import SessionLockReentryError
+from gateway.core.events import RunStarted, StreamEvent
+from gateway.core.hooks import AgentHook, AgentHookContext
+from gateway.core.runs import RunStream
+from gateway.core.runtime import AgentRuntime, TurnRequest
+from gateway.core.sessions.file import FileSessionStore
+from gateway.core.settings import load_settings
 from tests.fakes.openai_server import FakeModelServer, Reply
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from core.errors import ToolError
-from core.settings import ExecToolSettings, WebFetchToolSettings
-from core.tools import Tool, ToolContext
-from core.tools.shell import make_exec_tool
-from core.tools.web import html_to_text, make_web_fetch_tool
+from gateway.core.errors import ToolError
+from gateway.core.settings import ExecToolSettings, WebFetchToolSettings
+from gateway.core.tools import Tool, ToolContext
+from gateway.core.tools.shell import make_exec_tool
+from gateway.core.tools.web import html_to_text, make_web_fetch_tool
 
 pytestmark = pytest.mark.integration
 

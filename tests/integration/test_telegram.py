@@ -19,12 +19,12 @@ import pytest_asyncio
 import yaml
 from redis.asyncio import Redis
 
-from channels.toolkit.commands import command_list
-from channels.toolkit.pairing import ALPHABET, PairingStore
-from core.bus import keys
-from core.bus.codec import decode_inbound
-from core.settings import HttpSettings, RedisSettings, load_settings
 from gateway.app import GatewayApp
+from gateway.channels.toolkit.commands import command_list
+from gateway.channels.toolkit.pairing import ALPHABET, PairingStore
+from gateway.core.bus import keys
+from gateway.core.bus.codec import decode_inbound
+from gateway.core.settings import HttpSettings, RedisSettings, load_settings
 from tests.e2e.conftest import WorkerLauncher, worker_launcher, write_worker_config  # noqa: F401
 from tests.fakes.fake_telegram import BOT_USER, FakeBotAPI
 from tests.fakes.live_gateway import api_settings

@@ -10,8 +10,8 @@ import pytest_asyncio
 from telegram import Bot
 from telegram import error as tg
 
-from channels.telegram.renderer import TelegramRenderer, typed_errors
-from channels.toolkit import renderer as outcome
+from gateway.channels.telegram.renderer import TelegramRenderer, typed_errors
+from gateway.channels.toolkit import renderer as outcome
 from tests.fakes.fake_telegram import FakeBotAPI, shown_html
 
 pytestmark = pytest.mark.integration

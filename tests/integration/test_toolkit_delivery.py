@@ -10,13 +10,13 @@ from typing import cast
 import pytest
 from redis.asyncio import Redis
 
-from channels.delivery import Outcome
-from channels.toolkit.format import telegram_html
-from channels.toolkit.ratelimit import Bucket, RateLimits
-from channels.toolkit.typing import TypingLoop
-from core.bus import keys
-from core.bus.codec import encode
-from core.events import ChatAddress, RunStarted, TextDelta
+from gateway.channels.delivery import Outcome
+from gateway.channels.toolkit.format import telegram_html
+from gateway.channels.toolkit.ratelimit import Bucket, RateLimits
+from gateway.channels.toolkit.typing import TypingLoop
+from gateway.core.bus import keys
+from gateway.core.bus.codec import encode
+from gateway.core.events import ChatAddress, RunStarted, TextDelta
 from tests.fakes.recording_renderer import FormattingRecordingRenderer, RecordingRenderer
 from tests.integration.test_delivery import (
     CHANNEL,

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from channels.toolkit.ratelimit import Bucket, RateLimiter, RateLimits
+from gateway.channels.toolkit.ratelimit import Bucket, RateLimiter, RateLimits
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.codec import encode
-from core.bus.outbound import signal_delivery
-from core.events import RunCompleted, RunResult, RunStarted
+from gateway.core.bus import keys
+from gateway.core.bus.codec import encode
+from gateway.core.bus.outbound import signal_delivery
+from gateway.core.events import RunCompleted, RunResult, RunStarted
 from tests.fakes.bucket_deliverer import BOT, PARTITIONS
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from channels.delivery import Deliverer
-from channels.toolkit.media import save_attachment
-from core.bus.inbound import publish_inbound
-from core.messages import InboundMessage
+from gateway.channels.delivery import Deliverer
+from gateway.channels.toolkit.media import save_attachment
+from gateway.core.bus.inbound import publish_inbound
+from gateway.core.messages import InboundMessage
 from tests.fakes.openai_server import FakeModelServer, fake_model  # noqa: F401
 from tests.fakes.recording_renderer import RecordingRenderer
 from tests.integration.test_worker_kit import bus_settings, running_workers

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from core.settings import Settings
 from gateway.app import GatewayApp
+from gateway.core.settings import Settings
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from core.bus import keys
+from gateway.core.bus import keys
 from gateway.health import collect_status, live_workers
+from gateway.workers.worker import HEARTBEAT_TTL_MS, Worker
 from tests.integration.test_worker_kit import bus_settings, runtime_for
-from workers.worker import HEARTBEAT_TTL_MS, Worker
 
 pytestmark = pytest.mark.integration
 

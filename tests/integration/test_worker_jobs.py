@@ -1,4 +1,4 @@
-"""arq side jobs (reminders via the schedule tool, idle compaction) and ``python -m workers``."""
+"""arq side jobs (schedule-tool reminders, idle compaction), ``python -m gateway.workers``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,20 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.errors import ToolError
-from core.messages import InboundMessage
-from core.sessions.base import Session
-from core.sessions.redis import RedisSessionStore
-from core.tools.base import ToolContext
+from gateway.core.bus import keys
+from gateway.core.errors import ToolError
+from gateway.core.messages import InboundMessage
+from gateway.core.sessions.base import Session
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.tools.base import ToolContext
+from gateway.workers.jobs import (
+    REMINDER_PREFIX,
+    STATE_KEY,
+    JobState,
+    compact_idle_sessions,
+    create_job_pool,
+    schedule_tool,
+)
 from tests.integration.test_worker_kit import (
     CHANNEL,
     Transcript,
@@ -30,14 +38,6 @@ from tests.integration.test_worker_kit import (
     send,
     session_key,
     target_of,
-)
-from workers.jobs import (
-    REMINDER_PREFIX,
-    STATE_KEY,
-    JobState,
-    compact_idle_sessions,
-    create_job_pool,
-    schedule_tool,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ async def test_python_m_workers_runs_and_stops_on_sigterm(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "workers",
+        "gateway.workers",
         "--redis-url",
         redis_url,
         "--config",

@@ -15,16 +15,16 @@ from typing import Any, cast
 from arq import Worker as ArqWorker
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.client import RedisTarget
-from core.bus.codec import decode_event
-from core.bus.inbound import publish_inbound
-from core.bus.signals import stream_batches
-from core.events import RunCompleted, RunFailed, StreamEvent
-from core.messages import InboundMessage, default_session_key
-from core.runtime import AgentRuntime
-from core.sessions.redis import RedisSessionStore
-from core.settings import (
+from gateway.core.bus import keys
+from gateway.core.bus.client import RedisTarget
+from gateway.core.bus.codec import decode_event
+from gateway.core.bus.inbound import publish_inbound
+from gateway.core.bus.signals import stream_batches
+from gateway.core.events import RunCompleted, RunFailed, StreamEvent
+from gateway.core.messages import InboundMessage, default_session_key
+from gateway.core.runtime import AgentRuntime
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import (
     AgentSettings,
     BusyPolicy,
     ProviderSettings,
@@ -32,9 +32,9 @@ from core.settings import (
     Settings,
     WorkerSettings,
 )
+from gateway.workers.jobs import arq_worker_settings
+from gateway.workers.worker import Worker
 from tests.fakes.openai_server import FakeModelServer
-from workers.jobs import arq_worker_settings
-from workers.worker import Worker
 
 CHANNEL = "telegram"
 

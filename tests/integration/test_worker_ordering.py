@@ -9,9 +9,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from core.bus import keys
-from core.bus.inbound import read_cursor
-from core.sessions.redis import RedisSessionStore
+from gateway.core.bus import keys
+from gateway.core.bus.inbound import read_cursor
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.workers.worker import Worker
 from tests.integration.test_worker_kit import (
     Transcript,
     bus_settings,
@@ -21,7 +22,6 @@ from tests.integration.test_worker_kit import (
     send,
     session_key,
 )
-from workers.worker import Worker
 
 CHATS = 50
 MESSAGES = 20

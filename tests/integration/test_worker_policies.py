@@ -7,10 +7,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.bus.inbound import read_cursor
-from core.events import RunCompleted, RunFailed, TextDelta
-from core.sessions.redis import RedisSessionStore
-from core.settings import AgentSettings
+from gateway.core.bus.inbound import read_cursor
+from gateway.core.events import RunCompleted, RunFailed, TextDelta
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.settings import AgentSettings
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
     Transcript,

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.bus import keys
-from core.bus.attempts import record_attempt
-from core.bus.inbound import read_cursor
-from core.bus.lease import Lease
-from core.events import RunCompleted, RunFailed, TextDelta
-from core.metrics import GatewayMetrics
-from core.settings import AgentSettings, ProviderSettings
+from gateway.core.bus import keys
+from gateway.core.bus.attempts import record_attempt
+from gateway.core.bus.inbound import read_cursor
+from gateway.core.bus.lease import Lease
+from gateway.core.events import RunCompleted, RunFailed, TextDelta
+from gateway.core.metrics import GatewayMetrics
+from gateway.core.settings import AgentSettings, ProviderSettings
+from gateway.workers.jobs import RetryScheduler, create_job_pool
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
     Transcript,
@@ -26,7 +27,6 @@ from tests.integration.test_worker_kit import (
     session_key,
     target_of,
 )
-from workers.jobs import RetryScheduler, create_job_pool
 
 
 def streaming(t: Transcript, key: str) -> bool:
@@ -223,7 +223,7 @@ async def test_reading_survives_a_failed_recreation_of_lost_groups(
     # The outage's one line: the recreation failed, and the loop went on to back off.
     failed_reads = _Counted("Redis failed", times=1)
     recovered = _Counted("Redis answers again", times=1)
-    worker_log = logging.getLogger("core.bus.consumer")
+    worker_log = logging.getLogger("gateway.core.bus.consumer")
     worker_log.addHandler(failed_reads)
     worker_log.addHandler(recovered)
     limited = Redis.from_url(redis_url, username=user, password="pw", decode_responses=True)

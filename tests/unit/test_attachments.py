@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from channels.toolkit.media import AttachmentTooLarge, save_attachment
-from core.messages import InboundMessage
-from core.providers.openai_compat import sanitize_messages
+from gateway.channels.toolkit.media import AttachmentTooLarge, save_attachment
+from gateway.core.messages import InboundMessage
+from gateway.core.providers.openai_compat import sanitize_messages
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

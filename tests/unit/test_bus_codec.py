@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from core.bus.codec import (
+from gateway.core.bus.codec import (
     decode_event,
     decode_inbound,
     encode,
     next_stream_id,
     parse_stream_id,
 )
-from core.errors import PayloadError
-from core.events import TextDelta
-from core.messages import InboundMessage
+from gateway.core.errors import PayloadError
+from gateway.core.events import TextDelta
+from gateway.core.messages import InboundMessage
 
 MAX = 2**64 - 1
 

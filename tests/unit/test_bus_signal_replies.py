@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.bus.signals import parse_autoclaim, stream_batches
+from gateway.core.bus.signals import parse_autoclaim, stream_batches
 
 
 def test_autoclaim_redis_62_raw_reply() -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from core.events import RunFailed, RunStarted
-from core.messages import InboundMessage
-from core.settings import AgentSettings, BusyPolicy, ChannelSettings, Settings
-from workers.busy import (
+from gateway.core.events import RunFailed, RunStarted
+from gateway.core.messages import InboundMessage
+from gateway.core.settings import AgentSettings, BusyPolicy, ChannelSettings, Settings
+from gateway.workers.busy import (
     Entry,
     backlog_notice,
     plan_turn,
     policy_for,
 )
-from workers.turn import dead_letter_events, interrupted_event
+from gateway.workers.turn import dead_letter_events, interrupted_event
 
 
 def settings_with(policy: BusyPolicy, *, max_backlog: int = 20, **extra: object) -> Settings:

@@ -9,10 +9,10 @@ import fakeredis
 import pytest
 import pytest_asyncio
 
-from channels.toolkit.access import Access, PlatformMessage, Verdict
-from channels.toolkit.commands import parse_command
-from channels.toolkit.pairing import PairingStore
-from core.channel_settings import ChannelSettings
+from gateway.channels.toolkit.access import Access, PlatformMessage, Verdict
+from gateway.channels.toolkit.commands import parse_command
+from gateway.channels.toolkit.pairing import PairingStore
+from gateway.core.channel_settings import ChannelSettings
 
 
 @pytest_asyncio.fixture

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from core.channel_settings import (
+from gateway.core.channel_settings import (
     ChannelSettings,
     DiscordSettings,
     HttpChannelSettings,
     SlackSettings,
     TelegramSettings,
 )
-from core.errors import ConfigError
-from core.settings import Settings, load_settings
+from gateway.core.errors import ConfigError
+from gateway.core.settings import Settings, load_settings
 
 
 def load(tmp_path: Path, text: str) -> Settings:

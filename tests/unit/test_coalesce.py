@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.events import (
+from gateway.core.events import (
     ReasoningDelta,
     RunCompleted,
     RunResult,
@@ -15,7 +15,7 @@ from core.events import (
     TextCompleted,
     TextDelta,
 )
-from workers.coalesce import CoalescingOutbox, DeltaCoalescer
+from gateway.workers.coalesce import CoalescingOutbox, DeltaCoalescer
 
 
 class Clock:

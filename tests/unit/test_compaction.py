@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from core.compaction import (
+from gateway.core.compaction import (
     TOOL_RESULT_PREVIEW_CHARS,
     compact,
     needs_compaction,
     split_for_compaction,
     summary_prompt,
 )
-from core.memory import MemoryStore
-from core.messages import Message
-from core.sessions.base import Session
+from gateway.core.memory import MemoryStore
+from gateway.core.messages import Message
+from gateway.core.sessions.base import Session
 
 
 def user(text: str) -> Message:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.settings import load_settings
+from gateway.core.settings import load_settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "config"
 

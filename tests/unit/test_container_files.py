@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.config_env import env_overrides
-from core.settings import Settings
+from gateway.core.config_env import env_overrides
+from gateway.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")

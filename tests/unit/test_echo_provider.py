@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from core.messages import Message
-from core.providers.base import (
+from gateway.core.messages import Message
+from gateway.core.providers.base import (
     FinishChunk,
     ModelRequest,
     ModelSpec,
@@ -15,8 +15,8 @@ from core.providers.base import (
     TextChunk,
     UsageChunk,
 )
-from core.providers.echo import EchoProvider
-from core.tokens import estimate_message_tokens, estimate_tokens
+from gateway.core.providers.echo import EchoProvider
+from gateway.core.tokens import estimate_message_tokens, estimate_tokens
 
 SPEC = ModelSpec(provider="echo", model="echo")
 TOOLS: list[dict[str, Any]] = [

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from core.errors import SessionError
-from core.sessions import file as file_module
-from core.sessions.base import Session, SessionStore
-from core.sessions.file import FileSessionStore, decode_stem, encode_key
+from gateway.core.errors import SessionError
+from gateway.core.sessions import file as file_module
+from gateway.core.sessions.base import Session, SessionStore
+from gateway.core.sessions.file import FileSessionStore, decode_stem, encode_key
 
 
 def _messages(count: int, tag: str = "m") -> list[dict[str, Any]]:
@@ -254,7 +254,7 @@ def test_corrupt_line_is_recovered_and_moved_aside(
     path.write_bytes(original)
 
     cold = FileSessionStore(root)
-    with caplog.at_level(logging.WARNING, logger="core.sessions.file"):
+    with caplog.at_level(logging.WARNING, logger="gateway.core.sessions.file"):
         recovered = cold.load_sync("bad")
 
     assert recovered is not None

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.logcontext import log_context
 from gateway._signals import FORCED_EXIT_CODE, GracefulStop
+from gateway.core.logcontext import log_context
 from gateway.logsetup import setup_logging
 
 

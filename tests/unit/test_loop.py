@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from core.events import RunCompleted, RunFailed, StreamEvent
-from core.hooks import CompositeHook
-from core.loop import LoopSpec, run_loop
-from core.messages import Message
-from core.providers.base import ModelSpec, TextChunk
-from core.tools.base import ToolContext, ToolRegistry, tool
+from gateway.core.events import RunCompleted, RunFailed, StreamEvent
+from gateway.core.hooks import CompositeHook
+from gateway.core.loop import LoopSpec, run_loop
+from gateway.core.messages import Message
+from gateway.core.providers.base import ModelSpec, TextChunk
+from gateway.core.tools.base import ToolContext, ToolRegistry, tool
 from tests.fakes.scripted_model import ScriptedModel, call, text
 
 

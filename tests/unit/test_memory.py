@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.memory import MemoryStore
+from gateway.core.memory import MemoryStore
 
 
 def test_read_missing_is_empty(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_corrupt_lines_are_skipped_and_logged(
     with memory.history_path.open("ab") as file:
         file.write(b"{not json\n[1]\n")
     memory.append_history("second")
-    with caplog.at_level(logging.WARNING, logger="core.memory"):
+    with caplog.at_level(logging.WARNING, logger="gateway.core.memory"):
         entries = memory.read_history()
     assert [(e["cursor"], e["text"]) for e in entries] == [(1, "first"), (2, "second")]
     assert "line 2" in caplog.text

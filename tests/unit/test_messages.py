@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from core.compaction import summary_prompt
-from core.events import RunCompleted, RunEmitter, RunResult, RunStarted, TextDelta
-from core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, content_text
-from core.providers.echo import last_user_text
-from core.tokens import estimate_message_tokens
+from gateway.core.compaction import summary_prompt
+from gateway.core.events import RunCompleted, RunEmitter, RunResult, RunStarted, TextDelta
+from gateway.core.messages import OPENAI_MESSAGE_KEYS, ChatMessage, content_text
+from gateway.core.providers.echo import last_user_text
+from gateway.core.tokens import estimate_message_tokens
 
 PARTS = [
     {"type": "text", "text": "look at"},

@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from core import process
+from gateway.core import process
 
 
 def test_run_uses_the_event_loop_it_names() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 import gateway
-from core.events import STREAM_EVENT_TYPES
+from gateway.core.events import STREAM_EVENT_TYPES
 
 SEED_NAMES = {
     "Bot",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.render import (
+from gateway.channels.render import (
     FAILED_TEXT,
     FENCE,
     ChatAddress,

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from core.errors import UnknownModelError
-from core.providers.base import ModelSpec, TextChunk
-from core.providers.echo import EchoProvider
-from core.providers.openai_compat import OpenAICompatProvider
-from core.providers.router import ModelRouter
-from core.settings import ECHO_MODEL, ModelPreset, ProviderSettings, Settings
+from gateway.core.errors import UnknownModelError
+from gateway.core.providers.base import ModelSpec, TextChunk
+from gateway.core.providers.echo import EchoProvider
+from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.providers.router import ModelRouter
+from gateway.core.settings import ECHO_MODEL, ModelPreset, ProviderSettings, Settings
 
 
 @pytest.fixture(autouse=True)

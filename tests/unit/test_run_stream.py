@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
-from core.events import RunCompleted, RunResult, RunStarted, StreamEvent
-from core.runs import RunStream
+from gateway.core.events import RunCompleted, RunResult, RunStarted, StreamEvent
+from gateway.core.runs import RunStream
 
 
 async def _slow_to_stop(started: asyncio.Event, cleanup_s: float) -> AsyncGenerator[StreamEvent]:

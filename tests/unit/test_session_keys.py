@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from core.bus import keys
-from core.messages import InboundMessage, default_session_key, parse_session_key
+from gateway.core.bus import keys
+from gateway.core.messages import InboundMessage, default_session_key, parse_session_key
 
 TRICKY = ["x:t", "x", "t", "%", "%3A", "a%25b", "{", "}", "}x", "a}b{c", "{a}", ":", "::"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigError
-from core.settings import ECHO_MODEL, load_settings
+from gateway.core.errors import ConfigError
+from gateway.core.settings import ECHO_MODEL, load_settings
 
 ISSUE_EXAMPLE = """
 model: local/fake-model            # default model: provider/model

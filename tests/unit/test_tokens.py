@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import tokens
-from core.messages import Message
-from core.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_message_tokens, estimate_tokens
+from gateway.core import tokens
+from gateway.core.messages import Message
+from gateway.core.tokens import MESSAGE_OVERHEAD_TOKENS, estimate_message_tokens, estimate_tokens
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from channels.toolkit.format import discord_markdown, format_parts, slack_mrkdwn, telegram_html
+from gateway.channels.toolkit.format import (
+    discord_markdown,
+    format_parts,
+    slack_mrkdwn,
+    telegram_html,
+)
 
 CODE = '```python\nif a < b:\n    print("&")\n```'
 

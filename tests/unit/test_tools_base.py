@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from core.errors import ConfigError, ToolError
-from core.tools import Tool, ToolContext, ToolRegistry, tool, truncate_result
-from core.tools.base import parse_docstring
+from gateway.core.errors import ConfigError, ToolError
+from gateway.core.tools import Tool, ToolContext, ToolRegistry, tool, truncate_result
+from gateway.core.tools.base import parse_docstring
 
 CTX = ToolContext(session_key="user:1", run_id="run-1", workspace=Path("/nonexistent"))
 

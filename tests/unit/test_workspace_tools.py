@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ToolError, WorkspaceEscapeError
-from core.settings import ExecToolSettings, ToolsSettings, WebFetchToolSettings
-from core.tools import ToolContext, builtin_tools, resolve_in_workspace
-from core.tools import workspace as ws
-from core.tools.workspace import edit_file, list_dir, read_file, write_file
+from gateway.core.errors import ToolError, WorkspaceEscapeError
+from gateway.core.settings import ExecToolSettings, ToolsSettings, WebFetchToolSettings
+from gateway.core.tools import ToolContext, builtin_tools, resolve_in_workspace
+from gateway.core.tools import workspace as ws
+from gateway.core.tools.workspace import edit_file, list_dir, read_file, write_file
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
-from channels.http.ingress import IngressMetrics
-from core.settings import Settings
+from gateway.channels.http.ingress import IngressMetrics
+from gateway.core.settings import Settings
 
 from .agents import AgentRoutes
 from .context import ApiContext

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from channels.http.errors import ApiError
-from core.messages import InboundMessage, RunOptions
+from gateway.channels.http.errors import ApiError
+from gateway.core.messages import InboundMessage, RunOptions
 
 from . import store
 from .context import ApiContext

@@ -12,14 +12,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from channels.http.ingress import IngressMetrics
-from channels.http.ingress import _describe as describe
-from channels.http.parsing import read_json_body
-from core.errors import UnknownModelError
-from core.messages import InboundMessage
-from core.providers.router import ModelRouter
-from core.settings import AgentSettings, Settings
+from gateway.channels.http.errors import ApiError
+from gateway.channels.http.ingress import IngressMetrics
+from gateway.channels.http.ingress import _describe as describe
+from gateway.channels.http.parsing import read_json_body
+from gateway.core.errors import UnknownModelError
+from gateway.core.messages import InboundMessage
+from gateway.core.providers.router import ModelRouter
+from gateway.core.settings import AgentSettings, Settings
 
 from .runs import RunRef, start_run
 

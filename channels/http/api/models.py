@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.messages import MAX_TEXT_CHARS
+from gateway.core.messages import MAX_TEXT_CHARS
 
 SESSION_ID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 """A session id is a ULID (what ``POST /v1/sessions`` hands out)."""

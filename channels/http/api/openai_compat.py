@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.http.errors import ApiError
-from channels.http.sse import HEARTBEAT, SSE_HEADERS
-from core.events import RunCompleted, RunFailed, TextDelta
-from core.messages import MAX_TEXT_CHARS, InboundMessage, Message, RunOptions, new_id
+from gateway.channels.http.errors import ApiError
+from gateway.channels.http.sse import HEARTBEAT, SSE_HEADERS
+from gateway.core.events import RunCompleted, RunFailed, TextDelta
+from gateway.core.messages import MAX_TEXT_CHARS, InboundMessage, Message, RunOptions, new_id
 
 from .context import ApiContext
 from .json import json_response

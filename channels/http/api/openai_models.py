@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.messages import MAX_TEXT_CHARS
+from gateway.core.messages import MAX_TEXT_CHARS
 
 from .models import Text, Usage
 

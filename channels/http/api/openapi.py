@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from channels.http.ingress import PostMessage
+from gateway.channels.http.ingress import PostMessage
 
 from .models import (
     AgentList,

@@ -19,11 +19,11 @@ from aiohttp import web
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from core.bus import keys
-from core.errors import ConfigError
-from core.messages import MAX_TEXT_CHARS, InboundMessage, new_id
-from core.settings import PipelineSettings, Settings
+from gateway.channels.http.errors import ApiError
+from gateway.core.bus import keys
+from gateway.core.errors import ConfigError
+from gateway.core.messages import MAX_TEXT_CHARS, InboundMessage, new_id
+from gateway.core.settings import PipelineSettings, Settings
 
 from .context import ApiContext
 from .json import json_response

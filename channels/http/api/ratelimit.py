@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from redis.asyncio import Redis
 
-from channels.http.auth import presented_key
-from channels.http.errors import error_response
-from core.bus import keys
-from core.bus.scripts import TOKEN_BUCKET
+from gateway.channels.http.auth import presented_key
+from gateway.channels.http.errors import error_response
+from gateway.core.bus import keys
+from gateway.core.bus.scripts import TOKEN_BUCKET
 
 PREFIX = "/v1/"
 

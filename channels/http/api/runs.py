@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from channels.http.sse import answers
-from core.bus import keys
-from core.bus.codec import parse_stream_id
-from core.bus.inbound import publish_inbound
-from core.bus.outbound import read_events
-from core.bus.scripts import DISCARD_SESSION
-from core.errors import PayloadError
-from core.events import RunCompleted, RunFailed, StreamEvent, is_terminal
-from core.messages import InboundMessage
+from gateway.channels.http.sse import answers
+from gateway.core.bus import keys
+from gateway.core.bus.codec import parse_stream_id
+from gateway.core.bus.inbound import publish_inbound
+from gateway.core.bus.outbound import read_events
+from gateway.core.bus.scripts import DISCARD_SESSION
+from gateway.core.errors import PayloadError
+from gateway.core.events import RunCompleted, RunFailed, StreamEvent, is_terminal
+from gateway.core.messages import InboundMessage
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from core.bus import keys
-from core.bus.scripts import DISCARD_SESSION
-from core.messages import default_session_key, new_id
+from gateway.channels.http.errors import ApiError
+from gateway.core.bus import keys
+from gateway.core.bus.scripts import DISCARD_SESSION
+from gateway.core.messages import default_session_key, new_id
 
 from .models import HistoryMessage, MetadataValue, Session, SessionDetail, is_ulid
 from .runs import session_keys

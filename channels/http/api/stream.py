@@ -19,9 +19,9 @@ import logging
 from aiohttp import web
 from redis.asyncio import Redis
 
-from channels.http.errors import ApiError
-from channels.http.sse import HEARTBEAT, SSE_HEADERS
-from core.events import RunCompleted, RunFailed, StreamEvent
+from gateway.channels.http.errors import ApiError
+from gateway.channels.http.sse import HEARTBEAT, SSE_HEADERS
+from gateway.core.events import RunCompleted, RunFailed, StreamEvent
 
 from .models import (
     InvokeResponse,
