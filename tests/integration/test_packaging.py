@@ -52,25 +52,8 @@ def _run(
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     src = _copy_sources(work)
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(work / "dist"),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+    _run(*pip, "--wheel-dir", str(work / "dist"), str(src))
     (found,) = (work / "dist").glob("gateway-*.whl")
     return found
 
@@ -118,24 +101,8 @@ asyncio.run(main())
 
 def test_the_sdk_runs_beside_django_channels(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    installed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert installed.returncode == 0, installed.stderr
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    _run(*pip, "--target", str(target), str(wheel))
     assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")) == [
         "bin",
         "gateway",
@@ -145,22 +112,6 @@ def test_the_sdk_runs_beside_django_channels(wheel: Path, tmp_path: Path) -> Non
     # -S: no .pth files, so the editable install of this checkout is not on the path;
     # only the wheel's copy and the environment's third-party packages are.
     env = {"PYTHONPATH": f"{target}:{site_packages}", "GATEWAY_HOME": str(tmp_path / "home")}
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-c",
-            SIDE_BY_SIDE,
-            str(target),
-            site_packages,
-            str(tmp_path / "workspace"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert ran.returncode == 0, ran.stderr
+    script = [sys.executable, "-S", "-c", SIDE_BY_SIDE, str(target), site_packages]
+    ran = _run(*script, str(tmp_path / "workspace"), cwd=tmp_path, env=env)
     assert "hello from beside Django Channels" in ran.stdout
