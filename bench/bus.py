@@ -121,7 +121,7 @@ async def _stack(tmp: Path, variant: str) -> AsyncIterator[Stack]:
         )
         worker = await asyncio.create_subprocess_exec(
             *launch,
-            "workers",
+            "gateway.workers",
             "--config",
             str(config),
             "--no-jobs",
@@ -330,7 +330,7 @@ def _gc_lines(log: Path, since: float) -> list[str]:
             if float(at) >= since:
                 pauses[module].append((float(wall), float(cpu)))
     lines = []
-    for module in ("gateway", "workers"):
+    for module in ("gateway", "gateway.workers"):
         found = pauses.get(module, [])
         worst = max(found, default=(0.0, 0.0))
         lines.append(

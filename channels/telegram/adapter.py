@@ -207,10 +207,13 @@ class TelegramChannel(BaseChannel):
             try:
                 attachments = [await self._download(msg.chat_id, item) for item in media]
             except AttachmentTooLarge as exc:
-                if await self._first_delivery(msg):
-                    await self._renderer.send(
-                        msg.chat_id, exc.reply, thread_id=msg.thread_id, plain=True
-                    )
+                reply = exc.reply
+                await self.answer_once(
+                    msg,
+                    lambda: self._renderer.send(
+                        msg.chat_id, reply, thread_id=msg.thread_id, plain=True
+                    ),
+                )
                 return Handled.IGNORED
             msg = replace(msg, attachments=attachments)
         return await self.handle(msg)
@@ -218,8 +221,10 @@ class TelegramChannel(BaseChannel):
     async def _start_command(self, msg: PlatformMessage) -> Handled:
         if await self.access.decide(msg) is not Verdict.ADMIT:
             return await self.handle(msg)  # an unknown sender: their pairing code
-        if await self._first_delivery(msg):
-            await self._renderer.send(msg.chat_id, GREETING, thread_id=msg.thread_id, plain=True)
+        await self.answer_once(
+            msg,
+            lambda: self._renderer.send(msg.chat_id, GREETING, thread_id=msg.thread_id, plain=True),
+        )
         return Handled.COMMAND
 
     async def _download(self, chat_id: str, media: Media) -> Attachment:
