@@ -20,7 +20,7 @@ from pathlib import Path
 
 LONGEST_PAUSE_S = 5.0
 """Pauses are looked for this far back from a first delta's POST."""
-MODULES = {"gateway": "gateway", "workers": "worker"}
+MODULES = {"gateway": "gateway", "gateway.workers": "worker"}
 
 
 @dataclass

@@ -127,7 +127,7 @@ async def _stack(tmp: Path, variant: str) -> AsyncIterator[Stack]:
         )
         worker = await asyncio.create_subprocess_exec(
             *launch,
-            "workers",
+            "gateway.workers",
             "--config",
             str(config),
             "--no-jobs",
