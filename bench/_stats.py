@@ -68,12 +68,17 @@ class Target:
     figure: str
     target: str
     met: bool
+    reference: str = ""
+    """The same figure last round (what the issue quotes)."""
 
 
 def target_table(targets: Sequence[Target]) -> list[str]:
     width = max((len(t.name) for t in targets), default=10)
-    lines = [f"{'target':<{width}}  {'measured':>24}  {'target':>16}  met"]
+    head = f"{'target':<{width}}  {'measured':>24}  {'reference':>18}  {'target':>16}  met"
+    lines = [head]
     for t in targets:
         verdict = "yes" if t.met else "NO"
-        lines.append(f"{t.name:<{width}}  {t.figure:>24}  {t.target:>16}  {verdict}")
+        lines.append(
+            f"{t.name:<{width}}  {t.figure:>24}  {t.reference:>18}  {t.target:>16}  {verdict}"
+        )
     return lines

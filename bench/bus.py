@@ -7,26 +7,27 @@ an OpenAI-compatible server in its own process reached over HTTP by the worker's
 
 Per variant (``BENCH_BUS_VARIANTS``, default ``default,no-hiredis,no-uvloop,neither,
 no-gc-freeze``; ``default`` uses hiredis and uvloop when installed, the others hide
-them, or skip the GC freeze, through ``bench._launch``): the sustained rate and the CPU
-time per message of every process over that phase (utime+stime from /proc). The
-``default`` variant also runs the first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
+them, or keep Python's GC defaults (no freeze, no thresholds), through
+``bench._launch``): the sustained rate and the CPU time per message of every process
+over that phase (utime+stime from /proc). The ``default`` variant also runs the
+first-delta latency at 100 msgs/s (``BENCH_LATENCY_RUNS`` runs of
 ``BENCH_LATENCY_SECONDS`` s; ``BENCH_VARIANT_LATENCY=1`` for every variant) and the
-memory soak (``BENCH_MEMORY_MESSAGES``, 0 skips it). Gen-2 GC pauses of the gateway and
-the worker are reported from the processes themselves.
+memory soak (``BENCH_MEMORY_MESSAGES``, 0 skips it). Gen-2 GC pauses and event-loop
+stalls of the gateway and the worker are reported from the processes themselves, the
+latency tail is split by what it waited through, and the CPU budget (CPU per message
+summed over every process against the cores) explains the sustained rate
+(``bench._tail``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
 import os
 import socket
 import sys
 import tempfile
 import time
-from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +36,26 @@ import aiohttp
 import yaml
 from redis.asyncio import Redis
 
+from bench._load import CHATS, through_http
+from bench._memory import memory_soak
 from bench._procs import cpu_seconds, model_server
 from bench._stats import Figure, Target
-from gateway.core.bus.inbound import publish_inbound
-from gateway.core.messages import InboundMessage
+from bench._tail import (
+    LatencySample,
+    budget_lines,
+    machine_cpu_s,
+    pause_lines,
+    read_pauses,
+    tail_line,
+)
 from gateway.core.settings import Settings
 from gateway.redis_launcher import resolve_redis
 
-CHATS = 200
 THROUGHPUT_MESSAGES = int(os.environ.get("BENCH_BUS_MESSAGES", "6000"))
 LATENCY_RATE = 100
 LATENCY_SECONDS = int(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
 LATENCY_RUNS = int(os.environ.get("BENCH_LATENCY_RUNS", "3"))
 MEMORY_MESSAGES = int(os.environ.get("BENCH_MEMORY_MESSAGES", "20000"))
-MEMORY_SESSIONS = 10_000
 VARIANTS = os.environ.get(
     "BENCH_BUS_VARIANTS", "default,no-hiredis,no-uvloop,neither,no-gc-freeze"
 ).split(",")
@@ -61,7 +68,6 @@ _HIDDEN = {
     "no-gc-freeze": ["--no-gc-freeze"],
 }
 TARGET_CPU_MS, TARGET_P99_MS, TARGET_RATE = 1.0, 15.0, 1000.0
-DRAIN_TIMEOUT_S = 600
 WINDOW = int(os.environ.get("BENCH_BUS_WINDOW", "256"))
 """Sustained phase: messages in flight (posted, not answered); a closed loop, so the
 offered load follows the machine and no chat passes the busy policy's backlog cap."""
@@ -121,7 +127,7 @@ async def _stack(tmp: Path, variant: str) -> AsyncIterator[Stack]:
         )
         worker = await asyncio.create_subprocess_exec(
             *launch,
-            "workers",
+            "gateway.workers",
             "--config",
             str(config),
             "--no-jobs",
@@ -146,198 +152,53 @@ async def _stack(tmp: Path, variant: str) -> AsyncIterator[Stack]:
             await handle.close()
 
 
-class _Watcher:
-    """One SSE stream per chat (``follow=1``): first-delta and completion times per run."""
-
-    def __init__(self, window: int) -> None:
-        self.window = asyncio.Semaphore(window)
-        """Messages posted and not answered yet: the sustained phase keeps this many in flight."""
-        self.posted: dict[str, deque[float]] = defaultdict(deque)
-        self.first_delta_ms: list[float] = []
-        self.completed = 0
-        self.failed: list[str] = []
-        self.done = asyncio.Event()
-        self.expected = 0
-
-    async def follow(self, http: aiohttp.ClientSession, url: str, chat: str) -> None:
-        seen: set[str] = set()
-        async with http.get(f"{url}/v1/sessions/http:{chat}/events?after=0-0&follow=1") as resp:
-            async for raw in resp.content:
-                line = raw.decode().strip()
-                if not line.startswith("data:"):
-                    continue
-                event = json.loads(line[5:])
-                if event["type"] == "text.delta" and event["run_id"] not in seen:
-                    seen.add(event["run_id"])
-                    sent = self.posted[chat].popleft()
-                    self.first_delta_ms.append((time.perf_counter() - sent) * 1000)
-                elif event["type"] == "run.started" and event["metadata"].get("dropped_ids"):
-                    # A backlog-cap notice answers several messages at once: all are done.
-                    dropped = len(event["metadata"]["dropped_ids"])
-                    self.failed.append(f"backlog cap dropped {dropped} messages")
-                    self._ended(dropped - 1)
-                elif event["type"] in ("run.completed", "run.failed"):
-                    if event["type"] == "run.failed":
-                        self.failed.append(str(event.get("error")))
-                    self._ended(1)
-
-    def _ended(self, runs: int) -> None:
-        self.completed += runs
-        for _ in range(runs):
-            self.window.release()
-        if self.completed >= self.expected:
-            self.done.set()
-
-
-async def _post(
-    http: aiohttp.ClientSession, url: str, watcher: _Watcher, i: int, phase: str
-) -> None:
-    chat = f"{phase}-{i % CHATS}"
-    watcher.posted[chat].append(time.perf_counter())
-    body = {"channel": "http", "chat_id": chat, "sender_id": "bench", "text": f"message {i}"}
-    async with http.post(f"{url}/v1/messages", json=body) as resp:
-        if resp.status != 202:
-            raise RuntimeError(f"POST failed: {resp.status} {await resp.text()}")
-
-
-async def _through_http(
-    url: str, total: int, rate: float | None, phase: str
-) -> tuple[float, _Watcher]:
-    """Each phase uses its own chats, so SSE replays of earlier phases do not mix in."""
-    watcher = _Watcher(WINDOW)
-    watcher.expected = total
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout()) as http:
-        followers = [
-            asyncio.create_task(watcher.follow(http, url, f"{phase}-{c}")) for c in range(CHATS)
-        ]
-        await asyncio.sleep(0.5)  # let every SSE stream attach
-        gc.collect()  # the client's own collections must not land inside the measurement
-        gc.freeze()
-        start = time.perf_counter()
-        if rate is None:
-            posts = []
-            for i in range(total):
-                await watcher.window.acquire()
-                posts.append(asyncio.create_task(_post(http, url, watcher, i, phase)))
-            await asyncio.gather(*posts)
-        else:
-            for i in range(total):
-                asyncio.get_running_loop().create_task(_post(http, url, watcher, i, phase))
-                await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
-        try:
-            await asyncio.wait_for(watcher.done.wait(), timeout=DRAIN_TIMEOUT_S)
-        except TimeoutError:
-            raise RuntimeError(
-                f"{phase}: {watcher.completed} of {total} runs ended within"
-                f" {DRAIN_TIMEOUT_S} s of the last POST ({len(watcher.failed)} failed)"
-            ) from None
-        if watcher.failed:
-            raise RuntimeError(f"{phase}: {len(watcher.failed)} runs failed: {watcher.failed[0]}")
-        elapsed = time.perf_counter() - start
-        for task in followers:
-            task.cancel()
-        await asyncio.gather(*followers, return_exceptions=True)
-    return elapsed, watcher
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def _memory(redis_url: str, worker_pid: int) -> str:
-    """Publish straight to Redis across 10,000 sessions; the worker's RSS before and after."""
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    try:
-
-        async def publish(start: int, count: int) -> None:
-            for i in range(start, start + count):
-                msg = InboundMessage(
-                    channel="bench", chat_id=str(i % MEMORY_SESSIONS), sender_id="b", text=f"m{i}"
-                )
-                await publish_inbound(redis, msg, partitions=8, maxlen=10_000)
-
-        warm = min(10_000, MEMORY_MESSAGES // 10)
-        await publish(0, warm)
-        await _drained(redis)
-        before = _rss_mb(worker_pid)
-        start = time.perf_counter()
-        step = 5_000
-        for offset in range(warm, MEMORY_MESSAGES, step):
-            await asyncio.gather(
-                *(publish(offset + k * (step // 10), step // 10) for k in range(10))
-            )
-        await _drained(redis)
-        elapsed = time.perf_counter() - start
-        after = _rss_mb(worker_pid)
-    finally:
-        await redis.aclose()
-    rate = (MEMORY_MESSAGES - warm) / elapsed
-    return (
-        f"{'bus: worker RSS over ' + str(MEMORY_MESSAGES) + ' msgs / 10k sessions':<46}"
-        f" {before:.1f} MB -> {after:.1f} MB (growth {after - before:+.1f} MB; "
-        f"{rate:.0f} msgs/s direct to Redis)"
-    )
-
-
-async def _drained(redis: Redis) -> None:
-    """Wait until no ready signal is pending or unread."""
-    while True:
-        backlog = 0
-        for p in range(8):
-            stream = f"gw:ready:{p}"
-            backlog += await redis.xlen(stream)
-        if backlog == 0:
-            return
-        await asyncio.sleep(0.2)
+@dataclass
+class Throughput:
+    figure: Figure
+    cpu_ms: dict[str, float]
+    """CPU ms per message of each process over the phase."""
+    machine_ms: float
+    """CPU ms per message of the whole machine (every process, ours or not)."""
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in {**pids, "bench client": os.getpid()}.items()}
 
 
-async def _latency_runs(stack: Stack) -> list[Figure]:
+@dataclass
+class LatencyRun:
+    figure: Figure
+    sample: LatencySample
+
+
+async def _latency_runs(stack: Stack) -> list[LatencyRun]:
     total = LATENCY_RATE * LATENCY_SECONDS
     runs = []
     for i in range(LATENCY_RUNS):
-        elapsed, watcher = await _through_http(stack.url, total, LATENCY_RATE, f"lat{i}")
+        before, machine_before = sum(_cpu(stack.pids).values()), machine_cpu_s()
+        elapsed, watcher = await through_http(stack.url, total, LATENCY_RATE, f"lat{i}", WINDOW)
+        ours = sum(_cpu(stack.pids).values()) - before
+        others = max(0.0, machine_cpu_s() - machine_before - ours) / elapsed
         name = f"bus: first delta at {LATENCY_RATE} msgs/s, run {i + 1}"
-        runs.append(Figure(name, total, elapsed, watcher.first_delta_ms))
+        figure = Figure(name, total, elapsed, watcher.first_delta_ms)
+        sample = LatencySample(
+            watcher.first_delta_ms, watcher.first_delta_at, watcher.probe.stalls, others
+        )
+        runs.append(LatencyRun(figure, sample))
     return runs
 
 
-async def _throughput(stack: Stack, phase: str) -> tuple[Figure, dict[str, float]]:
+async def _throughput(stack: Stack, phase: str) -> Throughput:
     """The sustained rate, and CPU ms per message of each process over that phase."""
-    before = _cpu(stack.pids)
-    elapsed, _ = await _through_http(stack.url, THROUGHPUT_MESSAGES, None, phase)
-    after = _cpu(stack.pids)
+    before, machine_before = _cpu(stack.pids), machine_cpu_s()
+    elapsed, _ = await through_http(stack.url, THROUGHPUT_MESSAGES, None, phase, WINDOW)
+    after, machine_after = _cpu(stack.pids), machine_cpu_s()
     per_message = {
         name: (after[name] - before[name]) * 1000 / THROUGHPUT_MESSAGES for name in before
     }
+    machine_ms = (machine_after - machine_before) * 1000 / THROUGHPUT_MESSAGES
     name = f"bus: HTTP->worker->model->SSE, {CHATS} chats"
-    return Figure(name, THROUGHPUT_MESSAGES, elapsed, []), per_message
-
-
-def _gc_lines(log: Path, since: float) -> list[str]:
-    """Gen-2 collections of each process during the measured phases (after ``since``)."""
-    pauses: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    if log.exists():
-        for row in log.read_text().splitlines():
-            module, at, wall, cpu = row.split()
-            if float(at) >= since:
-                pauses[module].append((float(wall), float(cpu)))
-    lines = []
-    for module in ("gateway", "workers"):
-        found = pauses.get(module, [])
-        worst = max(found, default=(0.0, 0.0))
-        lines.append(
-            f"gen-2 GC in {module} while measured: {len(found)} collections,"
-            f" longest {worst[0]:.1f} ms wall ({worst[1]:.1f} ms CPU)"
-        )
-    return lines
+    return Throughput(Figure(name, THROUGHPUT_MESSAGES, elapsed, []), per_message, machine_ms)
 
 
 @dataclass
@@ -352,20 +213,39 @@ class VariantResult:
 async def _variant(variant: str, with_latency: bool, with_memory: bool) -> VariantResult:
     with tempfile.TemporaryDirectory() as tmp:
         async with _stack(Path(tmp), variant) as stack:
-            await _through_http(stack.url, 400, None, "warm")
+            await through_http(stack.url, 400, None, "warm", WINDOW)
             measured_from = time.time()
             latency = await _latency_runs(stack) if with_latency else []
-            rate, cpu = await _throughput(stack, "rate")
-            memory = [await _memory(stack.redis_url, stack.pids["worker"])] if with_memory else []
-        gc_lines = _gc_lines(stack.gc_log, measured_from)
+            sustained = await _throughput(stack, "rate")
+            memory = (
+                [await memory_soak(stack.redis_url, stack.pids["worker"], MEMORY_MESSAGES)]
+                if with_memory
+                else []
+            )
+        pauses = read_pauses(stack.gc_log, measured_from)
+    rate, cpu = sustained.figure, sustained.cpu_ms
     cpu_text = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    tails = [
+        f"run {i + 1}: " + tail_line(run.sample, pauses, TARGET_P99_MS)
+        for i, run in enumerate(latency)
+    ]
     lines = [
         f"[{variant}] " + rate.line().split("  p50")[0] + "  (sustained)",
         f"[{variant}] CPU ms per message: {cpu_text}",
-        *(f"[{variant}] {f.line()}" for f in latency),
-        *(f"[{variant}] {line}" for line in memory + gc_lines),
+        *(f"[{variant}] {run.figure.line()}" for run in latency),
+        *(f"[{variant}] {line}" for line in memory + pause_lines(pauses) + tails),
+        *(f"[{variant}] {line}" for line in budget_lines(cpu, rate.rate, sustained.machine_ms)),
     ]
-    return VariantResult(variant, rate.rate, cpu, latency, lines)
+    return VariantResult(variant, rate.rate, cpu, [run.figure for run in latency], lines)
+
+
+REFERENCE = {
+    "gateway": "0.88 ms",
+    "worker": "2.50 ms",
+    "p99": "45-159 ms",
+    "rate": "180 msgs/s",
+}
+"""Last round's figures (README, issue 12), printed next to this run's."""
 
 
 def _targets(results: list[VariantResult]) -> list[Target]:
@@ -376,6 +256,7 @@ def _targets(results: list[VariantResult]) -> list[Target]:
             f"{main.cpu_ms[name]:.2f} ms",
             f"<= {TARGET_CPU_MS:g} ms",
             main.cpu_ms[name] <= TARGET_CPU_MS,
+            REFERENCE[name],
         )
         for name in ("gateway", "worker")
     ]
@@ -387,6 +268,7 @@ def _targets(results: list[VariantResult]) -> list[Target]:
                 " / ".join(f"{p:.1f}" for p in p99s) + " ms",
                 f"<= {TARGET_P99_MS:g} ms",
                 max(p99s) <= TARGET_P99_MS,
+                REFERENCE["p99"],
             )
         )
     targets.append(
@@ -395,6 +277,7 @@ def _targets(results: list[VariantResult]) -> list[Target]:
             f"{main.rate:.0f} msgs/s",
             f">= {TARGET_RATE:g} msgs/s",
             main.rate >= TARGET_RATE,
+            REFERENCE["rate"],
         )
     )
     return targets

@@ -188,6 +188,10 @@ async def concurrent(n: int, sessions: int) -> Figure:
     )
 
 
+REFERENCE = {0: "0.85 / 0.83 ms", 200: "0.78 / 0.81 ms", 1000: "0.41 / 0.39 ms"}
+"""Last round's figures (README), printed next to this run's."""
+
+
 async def main() -> list[Target]:
     """Prints each figure as it is measured; returns the targets."""
     targets = []
@@ -203,6 +207,7 @@ async def main() -> list[Target]:
                     f"{wall:.2f} / {cpu:.2f} ms",
                     f"<= {TARGET_MS:g} ms",
                     wall <= TARGET_MS,
+                    REFERENCE.get(history, ""),
                 )
             )
     if ECHO_RUNS:

@@ -113,6 +113,8 @@ class Handled(enum.Enum):
     PAIRING = "pairing"
     """The sender was offered a pairing code (or the channel's codes are all taken)."""
     IGNORED = "ignored"
+    BUFFERED = "buffered"
+    """Kept to be published with the rest of its group (a Telegram album's part)."""
 
 
 SEEN_TTL_S = 86_400
@@ -225,14 +227,16 @@ class BaseChannel(ABC):
         if verdict is Verdict.IGNORE:
             return Handled.IGNORED
         if verdict is Verdict.PAIR:
-            if await self._first_delivery(msg):
-                await self._offer_code(msg)
+            await self.answer_once(msg, lambda: self._offer_code(msg))
             return Handled.PAIRING
         command = parse_command(msg.text, self.bot_username)
         if command is not None:
-            if await self._first_delivery(msg):
-                answer = await run_command(command, self.sessions, msg.chat_id, msg.thread_id)
-                await self.renderer().send(msg.chat_id, answer, thread_id=msg.thread_id)
+
+            async def answer() -> None:
+                text = await run_command(command, self.sessions, msg.chat_id, msg.thread_id)
+                await self.renderer().send(msg.chat_id, text, thread_id=msg.thread_id)
+
+            await self.answer_once(msg, answer)
             return Handled.COMMAND
         try:
             inbound = await self._inbound(msg)
@@ -259,12 +263,24 @@ class BaseChannel(ABC):
             agent=self.agent,
         )
 
-    async def _first_delivery(self, msg: PlatformMessage) -> bool:
-        """False for a redelivered command or pairing request (messages dedupe on publish)."""
+    async def answer_once(
+        self, msg: PlatformMessage, answer: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run ``answer`` (a command's reply, a pairing code) unless this event was answered.
+
+        Messages dedupe on publish; what the channel answers itself dedupes on a marker
+        set only *after* the answer went out. A crash between the two answers again on
+        redelivery (a repeated /help or /new is harmless); marking first lost the answer
+        for good, since the platform is told the update was handled once we return.
+        """
         if msg.event_id is None:
-            return True
+            await answer()
+            return
         marker = keys.handled_event(self.name, msg.event_id)
-        return bool(await self.redis.set(marker, "1", nx=True, ex=SEEN_TTL_S))
+        if await self.redis.exists(marker):
+            return
+        await answer()
+        await self.redis.set(marker, "1", ex=SEEN_TTL_S)
 
     async def _offer_code(self, msg: PlatformMessage) -> None:
         issued = await self.pairing.issue(

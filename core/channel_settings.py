@@ -93,6 +93,8 @@ class TelegramSettings(ChannelSettings):
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     """Checked against ``X-Telegram-Bot-Api-Secret-Token`` on every webhook call."""
+    album_window_s: float = Field(default=1.0, gt=0)
+    """An album (media group) is published as one message once no part came for this long."""
 
     @field_validator("webhook_secret", mode="before")
     @classmethod

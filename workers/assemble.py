@@ -1,4 +1,4 @@
-"""One bus worker with everything it runs with, for ``python -m gateway.workers`` and ``gateway start``.
+"""One bus worker with everything it runs with (``python -m gateway.workers``, ``gateway start``).
 
 ``assemble_worker`` builds, for one process: the arq job pool (unless ``jobs`` is
 off), the built-in tools plus ``schedule`` (which needs that pool), the agent runtime,

@@ -89,7 +89,8 @@ class EventStream:
     ) -> None:
         self._redis = redis
         self._heartbeat_ms = max(1, int(heartbeat_s * 1000))
-        self._metrics = metrics
+        # The labelled child once: ``labels()`` is a lock and a dict lookup per call.
+        self._answered = metrics.messages_out.labels(channel="http") if metrics else None
         self._open: set[asyncio.Task[None]] = set()
 
     def routes(self) -> list[web.RouteDef]:
@@ -172,15 +173,23 @@ class EventStream:
             if not batch:
                 await response.write(HEARTBEAT)
                 continue
+            # One write per batch, not per event: a write is a send() each, and a batch
+            # holds a turn's coalesced deltas.
+            frames: list[bytes] = []
+            ended = False
             for entry_id, event in batch:
-                await response.write(sse_frame(entry_id, event))
+                frames.append(sse_frame(entry_id, event))
                 after = entry_id
                 if (
                     isinstance(event, RunCompleted | RunFailed)
                     and _run_covers(event.run_id, run_after)
                     and answers(event, message)
                 ):
-                    if self._metrics is not None:
-                        self._metrics.messages_out.labels(channel="http").inc()
+                    if self._answered is not None:
+                        self._answered.inc()
                     if not follow:
-                        return
+                        ended = True
+                        break
+            await response.write(b"".join(frames))
+            if ended:
+                return

@@ -6,12 +6,15 @@ the batch was put on its update queue, so this adapter's queue *is* the hand-off
 ``put`` returns only after the message is on the bus. A crash before that re-fetches
 the update (and the bus drops it if it had made it). Webhook mode serves
 ``/telegram/webhook`` on the gateway's HTTP server instead, on every replica.
+An album's parts are stashed in Redis and published together by the album flusher,
+which runs beside the connection (``channels.telegram.albums``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -21,13 +24,14 @@ from typing import ClassVar, cast
 from aiohttp import web
 from redis.exceptions import RedisError
 from telegram import Bot, BotCommand, Update, User
-from telegram.error import TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import Application, ApplicationBuilder
 from telegram.request import HTTPXRequest
 
 from gateway.channels.base import BaseChannel, ChannelContext, Handled, Renderer
 from gateway.channels.http.errors import error_response
-from gateway.channels.telegram.inbound import Media, normalize
+from gateway.channels.telegram.albums import Album, AlbumBuffer, AlbumFlusher
+from gateway.channels.telegram.inbound import Media, album_of, merge_album, normalize
 from gateway.channels.telegram.renderer import TelegramRenderer
 from gateway.channels.toolkit.access import PlatformMessage, Verdict
 from gateway.channels.toolkit.commands import command_list
@@ -62,6 +66,8 @@ class TelegramChannel(BaseChannel):
 
     poll_timeout_s: ClassVar[int] = 10
     """``getUpdates`` long-poll time (Telegram holds the request until an update or this)."""
+    album_rescan_s: ClassVar[float] = 5.0
+    """Longest an album left by a dead process waits to be found (see ``AlbumFlusher``)."""
 
     def __init__(self, ctx: ChannelContext) -> None:
         super().__init__(ctx)
@@ -94,6 +100,8 @@ class TelegramChannel(BaseChannel):
         self._renderer = TelegramRenderer(bot, config.edit_interval)
         self.me: User | None = None
         self._bus_down_logged = False
+        buffer = AlbumBuffer(ctx.redis, self.name, window_s=config.album_window_s)
+        self.albums = AlbumFlusher(buffer, self._publish_album, rescan_s=self.album_rescan_s)
 
     def renderer(self) -> Renderer:
         return self._renderer
@@ -109,7 +117,9 @@ class TelegramChannel(BaseChannel):
         await app.initialize()  # getMe: the bot's id and username, for mentions
         try:
             await self._introduce(app.bot)
-            await self._receive()
+            async with asyncio.TaskGroup() as group:  # the flusher runs where parts arrive
+                group.create_task(self.albums.run(), name=f"albums of {self.name}")
+                await self._receive()
         finally:
             if app.updater is not None and app.updater.running:
                 await app.updater.stop()
@@ -158,13 +168,37 @@ class TelegramChannel(BaseChannel):
                 return
 
     async def process(self, update: Update) -> Handled:
-        """Normalize, gate, download files (admitted senders only) and hand to the toolkit."""
+        """Normalize, then stash an album's part or publish (``_admit``) the message."""
         if self.me is None:
             raise RuntimeError("update before the bot knows itself (getMe)")
         normalized = normalize(update, self.me)
         if normalized is None:
             return Handled.IGNORED
-        msg, media = normalized
+        album = album_of(update)
+        if album is not None:  # safe in Redis now; published with the rest when due
+            stored = await self.albums.stash(album, update.update_id, update.to_json())
+            return Handled.BUFFERED if stored else Handled.DUPLICATE
+        return await self._admit(*normalized)
+
+    async def _publish_album(self, album: Album) -> None:
+        """One message for the whole album: access, pairing and downloads decided once.
+
+        Raises what is worth retrying (the flusher tries again later); anything else
+        drops the album, as one bad update is dropped."""
+        try:
+            if self.me is None:
+                raise RuntimeError("album before the bot knows itself (getMe)")
+            bot = self.application.bot
+            updates = [Update.de_json(json.loads(part), bot) for part in album.parts]
+            parts = [n for n in (normalize(u, self.me) for u in updates) if n is not None]
+            await self._admit(*merge_album(parts, album.event_id))
+        except Exception as exc:
+            if _transient(exc):
+                raise
+            log.exception("channel %s: dropped album %s", self.name, album.album)
+
+    async def _admit(self, msg: PlatformMessage, media: list[Media]) -> Handled:
+        """Gate, download files (admitted senders only) and hand to the toolkit."""
         if _is_start(msg.text, self.bot_username):
             return await self._start_command(msg)
         if media:
@@ -173,10 +207,13 @@ class TelegramChannel(BaseChannel):
             try:
                 attachments = [await self._download(msg.chat_id, item) for item in media]
             except AttachmentTooLarge as exc:
-                if await self._first_delivery(msg):
-                    await self._renderer.send(
-                        msg.chat_id, exc.reply, thread_id=msg.thread_id, plain=True
-                    )
+                reply = exc.reply
+                await self.answer_once(
+                    msg,
+                    lambda: self._renderer.send(
+                        msg.chat_id, reply, thread_id=msg.thread_id, plain=True
+                    ),
+                )
                 return Handled.IGNORED
             msg = replace(msg, attachments=attachments)
         return await self.handle(msg)
@@ -184,8 +221,10 @@ class TelegramChannel(BaseChannel):
     async def _start_command(self, msg: PlatformMessage) -> Handled:
         if await self.access.decide(msg) is not Verdict.ADMIT:
             return await self.handle(msg)  # an unknown sender: their pairing code
-        if await self._first_delivery(msg):
-            await self._renderer.send(msg.chat_id, GREETING, thread_id=msg.thread_id, plain=True)
+        await self.answer_once(
+            msg,
+            lambda: self._renderer.send(msg.chat_id, GREETING, thread_id=msg.thread_id, plain=True),
+        )
         return Handled.COMMAND
 
     async def _download(self, chat_id: str, media: Media) -> Attachment:
@@ -248,6 +287,13 @@ def _is_start(text: str, bot_username: str) -> bool:
     word = text.strip().split(maxsplit=1)[0] if text.strip() else ""
     name, _, addressee = word.partition("@")
     return name == "/start" and (not addressee or addressee.lower() == bot_username.lower())
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth trying again: the bus or Telegram unreachable, or Telegram asking to wait."""
+    if isinstance(exc, RedisError | OSError | RetryAfter | TimedOut):
+        return True
+    return isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)
 
 
 def build_channel(ctx: ChannelContext) -> TelegramChannel:

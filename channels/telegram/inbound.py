@@ -4,12 +4,13 @@ Private chats are direct; groups and supergroups are not (the toolkit's mention
 gating applies, with the bot's username). A forum topic is the thread
 (``message_thread_id``), so each topic is its own session and replies land in it.
 A caption is the text of a photo or document. ``platform_event_id`` is the
-``update_id``: the bus drops a redelivered update.
+``update_id``: the bus drops a redelivered update. The parts of an album (a media
+group) are merged by ``merge_album`` into one message.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from telegram import Message, MessageEntity, Update, User
 from telegram.constants import ChatType
@@ -55,6 +56,37 @@ def normalize(update: Update, me: User) -> tuple[PlatformMessage, list[Media]] |
         ),
         media_of(message),
     )
+
+
+def album_of(update: Update) -> str | None:
+    """``<chat id>:<media_group_id>`` for a part of an album, else None."""
+    message = update.message
+    if message is None or message.media_group_id is None:
+        return None
+    return f"{message.chat.id}:{message.media_group_id}"
+
+
+def merge_album(
+    parts: list[tuple[PlatformMessage, list[Media]]], event_id: str
+) -> tuple[PlatformMessage, list[Media]]:
+    """The parts of one album (in order) as one message: every file, the caption(s) as text.
+
+    Usually only the first part has a caption; the album is addressed to the bot
+    (mention, reply) when any part is, and a group reply quotes the first part.
+    """
+    if not parts:
+        raise ValueError("an album without parts")
+    first = parts[0][0]
+    messages = [msg for msg, _ in parts]
+    merged = replace(
+        first,
+        text="\n\n".join(msg.text for msg in messages if msg.text),
+        mentioned=any(msg.mentioned for msg in messages),
+        reply_to_bot=any(msg.reply_to_bot for msg in messages),
+        reply_to=next((msg.reply_to for msg in messages if msg.reply_to), None),
+        event_id=event_id,
+    )
+    return merged, [item for _, media in parts for item in media]
 
 
 def _is_topic_root(message: Message) -> bool:

@@ -232,3 +232,28 @@ def channel_rate(channel: str, scope: str) -> str:
 def chat_address(session_key: str) -> str:
     """JSON chat address of the session's last ``run.started`` that carried one."""
     return f"{PREFIX}:daddr:{{{_tag(session_key)}}}"
+
+
+# -- Telegram albums (channels.telegram.albums) ---------------------------------------
+# A channel's album keys share the hash tag ``{album:<channel>}``: one script touches them.
+# ``album`` is ``<chat id>:<media_group_id>``.
+
+
+def album_due(channel: str) -> str:
+    """Sorted set ``album -> when it is due (Redis clock, ms)``: flushers read it."""
+    return f"{PREFIX}:album:due:{{album:{channel}}}"
+
+
+def album_parts(channel: str, album: str) -> str:
+    """Hash ``update id -> update JSON``: the parts received and not yet claimed."""
+    return f"{PREFIX}:album:parts:{{album:{channel}}}:{album}"
+
+
+def album_batch(channel: str, album: str) -> str:
+    """Hash ``update id -> update JSON``: the parts a flusher claimed (frozen until done)."""
+    return f"{PREFIX}:album:batch:{{album:{channel}}}:{album}"
+
+
+def album_done(channel: str, album: str) -> str:
+    """Set of update ids already published: a redelivered part is dropped."""
+    return f"{PREFIX}:album:done:{{album:{channel}}}:{album}"

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -29,6 +28,7 @@ from gateway.core.providers.base import (
     ToolCallChunk,
     UsageChunk,
 )
+from gateway.core.providers.openai_sdk import ChatClient, chat_options_template, post_chat
 from gateway.core.settings import ProviderSettings
 
 _API_KEYS = OPENAI_MESSAGE_KEYS
@@ -48,9 +48,6 @@ _MAX_ERROR_CHARS = 300
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 422})
 """Statuses a retry would only repeat: the request, key or model is wrong."""
 _NO_KEY = "none"
-
-_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
-"""What ``chat.completions.create`` passes: bearer auth; the client's timeout and retries."""
 
 
 def sanitize_messages(messages: list[Message]) -> list[Message]:
@@ -81,7 +78,7 @@ class OpenAICompatProvider:
         if key is None and name != "openai":
             key = _NO_KEY  # local servers (Ollama, vLLM) need no key, but the SDK wants one
         try:
-            self._client = openai.AsyncOpenAI(
+            self._client = ChatClient(
                 api_key=key,
                 base_url=settings.base_url,
                 timeout=settings.timeout_s,
@@ -93,6 +90,7 @@ class OpenAICompatProvider:
             raise PermanentProviderError(
                 f"model provider {name}: cannot create client: {exc}"
             ) from exc
+        self._options = chat_options_template()
         # The key actually used (it may come from OPENAI_API_KEY), kept to redact errors.
         used_key = self._client.api_key if key != _NO_KEY else ""
         self._api_key = SecretStr(used_key) if used_key else None
@@ -100,22 +98,13 @@ class OpenAICompatProvider:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderChunk]:
         body = self._request_body(request)
         try:
-            # The low-level post skips ``create()``'s request transform, which walks every
-            # history message through the SDK's TypedDict machinery (~250 µs a message):
-            # the body is already plain JSON. Auth, base URL, retries, error mapping and
-            # SSE parsing are the client's, as with ``create()``; tests/unit guard that the
-            # two bodies stay equal.
-            response = await self._client.post(
-                "/chat/completions",
-                content=body,
-                cast_to=ChatCompletion,
-                options=_OPTIONS,
-                stream=True,
-                # Chunks as the decoded JSON dicts: the SDK still splits the SSE stream,
-                # decodes each event and raises on error events, but building a
-                # ChatCompletionChunk model per chunk cost ~0.15 ms each.
-                stream_cls=openai.AsyncStream[dict[str, Any]],
-            )
+            # The low-level request skips ``create()``'s request transform, which walks
+            # every history message through the SDK's TypedDict machinery (~250 µs a
+            # message): the body is already plain JSON. Auth, base URL, retries, error
+            # mapping and SSE parsing are the client's, as with ``create()``; the chunks
+            # come as the decoded JSON dicts (see ``core.providers.openai_sdk``).
+            # tests/integration guard that body, options and stream match the SDK's path.
+            response = await post_chat(self._client, self._options, body)
             async with response, aclosing(self._translate(response)) as chunks:
                 async for chunk in chunks:
                     yield chunk
@@ -145,7 +134,7 @@ class OpenAICompatProvider:
             ) from exc
 
     async def _translate(
-        self, response: AsyncIterator[dict[str, Any]]
+        self, response: AsyncIterator[object]
     ) -> AsyncGenerator[ProviderChunk, None]:
         calls: dict[int, _PartialToolCall] = {}
         usage: UsageChunk | None = None

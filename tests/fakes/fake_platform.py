@@ -51,6 +51,8 @@ class FakePlatform:
     """Polls refused because another connection was polling (two inbound connections)."""
     confirmed: int = 0
     webhooks: list[str] = field(default_factory=list)
+    failing_sends: int = 0
+    """How many of the next sends to refuse with a 502 (the platform briefly down)."""
     """Paths adapters registered for webhook delivery (Telegram's ``setWebhook``)."""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
@@ -126,6 +128,9 @@ class FakePlatform:
 
     async def _send(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if self.failing_sends > 0:
+            self.failing_sends -= 1
+            return web.json_response({"error": "unavailable"}, status=502)
         message_id = f"m{len(self.posted) + 1}"
         self.posted[message_id] = Posted(
             message_id, body["chat_id"], body["text"], body.get("thread_id")

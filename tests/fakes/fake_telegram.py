@@ -115,6 +115,40 @@ class FakeBotAPI:
         **message: Any,
     ) -> dict[str, Any]:
         """A user sends a message; ``message`` adds fields (``photo``, ``caption``…)."""
+        update = self.update(
+            text, chat_id=chat_id, user_id=user_id, username=username, chat_type=chat_type,
+            thread_id=thread_id, reply_to_bot=reply_to_bot, **message,
+        )  # fmt: skip
+        await self._notify()
+        return update
+
+    async def push_album(
+        self, photos: list[str], *, caption: str = "", group: str = "mg1", **message: Any
+    ) -> list[dict[str, Any]]:
+        """A user sends an album: one update per photo (file ids), all queued at once (so
+        one ``getUpdates`` batch); the first part carries the caption."""
+        updates = []
+        for n, file_id in enumerate(photos):
+            photo = {"file_id": file_id, "file_unique_id": f"u{file_id}", "width": 1,
+                     "height": 1, "file_size": len(self.files.get(file_id, b""))}  # fmt: skip
+            extra = {"caption": caption} if caption and n == 0 else {}
+            updates.append(self.update(photo=[photo], media_group_id=group, **extra, **message))
+        await self._notify()
+        return updates
+
+    def update(
+        self,
+        text: str = "",
+        *,
+        chat_id: int = 100,
+        user_id: int = 100,
+        username: str = "ann",
+        chat_type: str = "private",
+        thread_id: int | None = None,
+        reply_to_bot: bool = False,
+        **message: Any,
+    ) -> dict[str, Any]:
+        """A new update queued for ``getUpdates`` (nobody is woken: ``push`` does that)."""
         body: dict[str, Any] = {
             "message_id": next(self._ids),
             "date": int(time.time()),
@@ -138,7 +172,6 @@ class FakeBotAPI:
             }  # fmt: skip
         update = {"update_id": len(self.updates) + 1, "message": body}
         self.updates.append(update)
-        await self._notify()
         return update
 
     async def replay(self, update: dict[str, Any]) -> None:

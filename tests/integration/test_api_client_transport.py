@@ -200,14 +200,29 @@ def test_bad_options_are_refused_early() -> None:
         GatewayClient("http://127.0.0.1:1", max_retries=-1)
 
 
-BLOCKED = ("core", "channels", "workers", "redis", "aiohttp", "openai", "arq", "yaml")
+BLOCKED = (
+    "gateway.core",
+    "gateway.channels",
+    "gateway.workers",
+    "core",
+    "channels",
+    "workers",
+    "redis",
+    "aiohttp",
+    "openai",
+    "arq",
+    "yaml",
+)
 
 ISOLATED = f"""
 import importlib.abc, sys
 
+def _blocked(name):
+    return any(name == b or name.startswith(b + ".") for b in {BLOCKED!r})
+
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
+        if _blocked(name):
             raise ImportError("blocked: " + name)
         return None
 
@@ -217,7 +232,7 @@ from gateway.client.errors import GatewayError, AuthenticationError, NotFoundErr
 from gateway.client.types import Agent, InvokeResponse, StreamEvent, Session, Usage
 from gateway.client.types import SessionContinueResponse, PipelineRunResponse, PipelineStatus
 GatewayClient("http://127.0.0.1:1", "k").close()
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r})
+loaded = sorted(m for m in sys.modules if _blocked(m))
 print("loaded:", loaded)
 """
 

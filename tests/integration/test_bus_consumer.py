@@ -80,7 +80,10 @@ async def test_an_outage_is_logged_once_and_its_end_once(running: Running, tmp_p
     server = RedisServer(data_dir=tmp_path).start()
     redis = RedisTarget(RedisSettings(), server.url, "config").client()
     records = _Records()
-    loggers = [logging.getLogger(name) for name in ("core.bus", "channels", "workers")]
+    loggers = [
+        logging.getLogger(name)
+        for name in ("gateway.core.bus", "gateway.channels", "gateway.workers")
+    ]
     for logger in loggers:
         logger.addHandler(records)
         logger.setLevel(logging.DEBUG)

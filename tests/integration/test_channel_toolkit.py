@@ -181,6 +181,24 @@ async def test_a_webhook_channel_mounts_its_route_and_holds_no_lease(
     assert [k async for k in redis.scan_iter(match="gw:lease:conn:*")] == []
 
 
+async def test_a_command_whose_answer_failed_is_answered_on_redelivery(
+    gateway_factory: Any, platform: FakePlatform
+) -> None:
+    # Regression: the event was marked handled before the answer went out, so a failed
+    # (or crashed) answer was never sent: the redelivery was taken for a duplicate.
+    app = await gateway_factory(adapter="FakeWebhookChannel", allow_from=["u1"])
+    await platform.wait_for(lambda: platform.webhooks == ["/hooks/fake"])
+    update = {"update_id": 8, "chat_id": "c1", "sender_id": "u1", "text": "/help"}
+    platform.failing_sends = 1
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{app.url}/hooks/fake", json=update) as response:
+            assert response.status == 500  # the platform will deliver it again
+        for _ in range(2):  # answered once more, then a duplicate
+            async with http.post(f"{app.url}/hooks/fake", json=update) as response:
+                assert (await response.json())["handled"] == "command"
+    assert platform.texts("c1") == [HELP_TEXT]
+
+
 async def gateway_cli(*args: str, ok: bool = True) -> str:
     """Run ``gateway <args>`` in a thread (its own event loop), as the operator would."""
     result = await asyncio.to_thread(CliRunner().invoke, cli_app, list(args))

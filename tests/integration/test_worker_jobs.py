@@ -1,4 +1,4 @@
-"""arq side jobs (reminders via the schedule tool, idle compaction) and ``python -m gateway.workers``."""
+"""arq side jobs (schedule-tool reminders, idle compaction), ``python -m gateway.workers``."""
 
 from __future__ import annotations
 

@@ -23,12 +23,15 @@ async def test_freeze_after_start_freezes_now_and_after_warm_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(process, "WARM_UP_S", 0.0)
+    thresholds = gc.get_threshold()
     try:
         warm = process.freeze_after_start()
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == process.GC_THRESHOLDS
         gc.unfreeze()
         await asyncio.sleep(0.01)  # the warm-up freeze runs
         assert gc.get_freeze_count() > 0
         assert not warm.cancelled()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
