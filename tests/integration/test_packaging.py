@@ -63,7 +63,7 @@ def test_the_wheel_has_one_top_level_package(wheel: Path) -> None:
     tops = {name.split("/")[0] for name in names}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"gateway"}
     for needed in (
-        "gateway/core/bus/scripts.py",
+        "gateway/core/bus/scripts/turn.py",
         "gateway/workers/turn.py",
         "gateway/channels/telegram/adapter.py",
         "gateway/channels/webchat/static/index.html",
