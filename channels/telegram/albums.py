@@ -143,7 +143,9 @@ class AlbumFlusher:
     task of its own: a slow download holds up only its album.
     """
 
-    most_per_look = 32
+    most_at_once = 32
+    """Flushes under way at most: a flood of albums waits in Redis, not in this process
+    (each flush holds an album's downloaded files)."""
 
     def __init__(self, buffer: AlbumBuffer, publish: PublishAlbum, *, rescan_s: float) -> None:
         self.buffer = buffer
@@ -178,25 +180,33 @@ class AlbumFlusher:
                         await self._wake.wait()
 
     async def _start_due(self, flushes: asyncio.TaskGroup) -> float:
-        """Start a flush for every album due now; seconds until the next look."""
-        albums, next_s = await self.buffer.due(self.most_per_look)
-        for album in albums:
-            if album not in self._flushing:  # still ours after its claim lapsed: not twice
-                self._flushing.add(album)
-                flushes.create_task(self._flush(album), name=f"album {album}")
+        """Start a flush for albums due now, up to ``most_at_once``; seconds to the next look."""
+        room = self.most_at_once - len(self._flushing)
+        if room <= 0:
+            return self.rescan_s  # a flush that ends wakes us (a failed one: this timer)
+        # Ours whose claim lapsed are listed too (and skipped): ask for room beyond them.
+        albums, next_s = await self.buffer.due(room + len(self._flushing))
+        for album in [a for a in albums if a not in self._flushing][:room]:
+            self._flushing.add(album)
+            flushes.create_task(self._flush(album), name=f"album {album}")
         return self.rescan_s if next_s is None else min(next_s, self.rescan_s)
 
     async def _flush(self, album: str) -> None:
+        failed = False
         try:
             claimed = await self.buffer.claim(album)
             if claimed is None:
                 return  # another flusher has it
             await self._publish(claimed)
             await self.buffer.finish(claimed)
-        except Exception as exc:  # left claimed: tried again when the claim lapses
+        except Exception as exc:  # tried again when its claim lapses (or at the next look)
+            failed = True
             log.warning(
                 "channel %s: album %s not published yet, retried later: %r", self.name, album, exc
             )
         finally:
             self._flushing.discard(album)
-            self._wake.set()  # look again: the finish may have left parts due
+            # After a failure, no look at once: an album whose claim failed is still due,
+            # and it would be retried in a tight loop for as long as the error lasts.
+            if not failed:
+                self._wake.set()  # look again: the finish may have left parts due, or room

@@ -24,6 +24,9 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 -- GT: a part never pulls the due time earlier (a flusher's claim keeps its expiry).
 redis.call('ZADD', KEYS[4], 'GT', now + tonumber(ARGV[4]), ARGV[1])
+-- The due set lives as long as the newest part could: an album nobody flushes (its
+-- channel gone from the config) leaves no member behind for good.
+redis.call('EXPIRE', KEYS[4], ARGV[5])
 return 1
 """,
 )
@@ -76,6 +79,9 @@ FINISH_ALBUM: Final = LuaScript(
 -- ARGV: album, window ms, done ttl s, update id...
 -- The published parts leave the batch and are remembered as done (a redelivery is
 -- dropped). Parts that came in meanwhile keep the album due, one window from now.
+-- A batch left after the HDEL is not ours (a batch is frozen, and ours is now empty):
+-- a flusher that outlived its claim finishes after another one claimed the next
+-- batch, and that claim's due time stays (else a third flusher would claim it too).
 local ids = {}
 for i = 4, #ARGV do
   ids[#ids + 1] = ARGV[i]
@@ -83,10 +89,14 @@ end
 redis.call('HDEL', KEYS[2], unpack(ids))
 redis.call('SADD', KEYS[3], unpack(ids))
 redis.call('EXPIRE', KEYS[3], ARGV[3])
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 1
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
 else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
