@@ -140,7 +140,9 @@ class AlbumFlusher:
     left by a dead process (or stashed by another webhook replica that died) wakes
     nobody, so it is found by that bounded re-read (one script call per ``rescan_s``
     when idle), the same way a lapsed connection lease is. Each album is flushed in a
-    task of its own: a slow download holds up only its album.
+    task of its own: a slow download holds up only its album; ``most_at_once`` of them
+    at a time. A failed flush is retried by a later look (the timer, a part, another
+    flush's end), never at once: a failing Redis would otherwise be retried in a loop.
     """
 
     most_at_once = 32
