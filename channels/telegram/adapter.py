@@ -48,6 +48,8 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ["message"]
 GREETING = "Hello! Send me a message and I will answer. /help lists the commands."
 BUS_RETRY_S = 1.0
+BOT_API_FILE_LIMIT = 20 * 1024 * 1024
+"""What ``getFile`` serves on Telegram's own Bot API server."""
 
 
 class _HandOff(asyncio.Queue[object]):
@@ -231,7 +233,14 @@ class TelegramChannel(BaseChannel):
         limit = self.settings.max_attachment_bytes
         if media.size is not None and media.size > limit:
             raise AttachmentTooLarge(media.name, limit)  # refused before downloading
-        file = await self.application.bot.get_file(media.file_id)
+        try:
+            file = await self.application.bot.get_file(media.file_id)
+        except BadRequest as exc:
+            # The Bot API serves files up to 20 MB; past that (a limit set higher, a file
+            # sent without its size) it refuses: the sender's mistake, answered like ours.
+            if "too big" not in exc.message.lower():
+                raise
+            raise AttachmentTooLarge(media.name, min(limit, BOT_API_FILE_LIMIT)) from exc
         data = bytes(await file.download_as_bytearray())
         return await save_attachment(
             self.workspace,

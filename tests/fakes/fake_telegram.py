@@ -72,6 +72,8 @@ class FakeBotAPI:
     sent: dict[int, Sent] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
+    file_limit: int = 20 * 1024 * 1024
+    """``getFile`` refuses larger files, as the Bot API does past 20 MB."""
     commands: list[dict[str, str]] = field(default_factory=list)
     webhook: dict[str, Any] = field(default_factory=dict)
     confirmed: int = 0
@@ -288,6 +290,8 @@ class FakeBotAPI:
         if file_id not in self.files:
             return _error(400, "Bad Request: invalid file_id")
         size = len(self.files[file_id])
+        if size > self.file_limit:
+            return _error(400, "Bad Request: file is too big")
         return _ok(
             {
                 "file_id": file_id,

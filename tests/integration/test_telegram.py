@@ -250,6 +250,23 @@ async def test_a_file_over_the_limit_is_refused_with_a_short_reply(
     assert await inbound_streams(redis) == []
 
 
+async def test_a_file_the_bot_api_refuses_as_too_big_gets_the_short_reply(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer, redis: Redis
+) -> None:
+    # Regression: getFile's "file is too big" (past the Bot API's 20 MB) was logged with
+    # a traceback and the message dropped without a word to the sender.
+    telegram.files["doc1"] = b"x" * 64
+    telegram.file_limit = 32
+    await gateway()
+    document = {"file_id": "doc1", "file_unique_id": "udoc1", "file_name": "big.bin"}
+    await telegram.push(chat_id=ANN, user_id=ANN, document=document)  # no file_size given
+    await telegram.wait_for(lambda: bool(telegram.texts()))
+    (refusal,) = telegram.texts()
+    assert "big.bin is too large" in refusal
+    assert fake_model.requests == []
+    assert await inbound_streams(redis) == []
+
+
 async def test_webhook_mode_refuses_a_wrong_secret(
     gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer, redis: Redis
 ) -> None:
