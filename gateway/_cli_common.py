@@ -3,14 +3,18 @@ and logging from the command line."""
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.errors import ConfigError, GatewayError, UnknownModelError
 from gateway.core.settings import Settings, check_redis_url, load_settings
 from gateway.logsetup import LOG_FORMATS, LogFormat, setup_logging
 
@@ -40,13 +44,55 @@ RedisUrlOption = Annotated[
 ]
 
 
+class OneLineErrors(TyperGroup):
+    """The command group: a usage error (unknown option, bad value, missing argument) is
+    one line on stderr with exit code 2, like every other error, instead of Rich's box."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _USAGE_ERROR as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gateway`: the help
+                exc.show()
+            else:
+                err_console.print(f"[red]usage error:[/red] {escape(usage_line(exc))}", **_ONE_LINE)
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # EOF at a prompt
+            err_console.print("aborted", **_ONE_LINE)
+            sys.exit(EXIT_FAILURE)
+        # Not standalone, typer.Exit(code) comes back as the code; a command's None is 0.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+_ONE_LINE: dict[str, Any] = {"highlight": False, "soft_wrap": True}
+# click's UsageError, whether typer vendors click (0.20+) or uses it: BadParameter's base.
+_USAGE_ERROR: Any = typer.BadParameter.__base__
+
+
+def usage_line(exc: Any) -> str:
+    """What was wrong, and where the help is."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return str(exc.format_message()).replace("\n", " ") + where
+
+
 def fail(exc: BaseException) -> NoReturn:
-    """One line on stderr; the exit code says whether it was the configuration."""
-    label = "config error" if isinstance(exc, ConfigError | FileNotFoundError) else "error"
+    """One line on stderr; the exit code says whether it was the configuration (a model
+    name that names no configured provider is one, like any other bad setting)."""
+    config = isinstance(exc, ConfigError | UnknownModelError | FileNotFoundError)
+    label = "config error" if config else "error"
     # soft_wrap: one line whatever the terminal's width.
     err_console.print(f"[red]{label}:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    code = EXIT_CONFIG if isinstance(exc, ConfigError | FileNotFoundError) else EXIT_FAILURE
-    raise typer.Exit(code) from None
+    raise typer.Exit(EXIT_CONFIG if config else EXIT_FAILURE) from None
 
 
 def cli_settings(config: Path | None, *, redis_url: str | None = None) -> Settings:
@@ -62,6 +108,23 @@ def cli_settings(config: Path | None, *, redis_url: str | None = None) -> Settin
     except (GatewayError, FileNotFoundError) as exc:
         fail(exc)
     return settings
+
+
+def check_workspace(settings: Settings) -> None:
+    """The workspace (under ``GATEWAY_HOME`` by default) must be writable: one line up
+    front instead of a traceback from deep inside the first turn."""
+    path = settings.workspace
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass  # created and removed: the directory takes new files
+    except OSError as exc:
+        fail(
+            ConfigError(
+                f"workspace {path} is not writable ({exc.strerror}): point GATEWAY_HOME, or "
+                "'workspace:' in the config, at a writable directory"
+            )
+        )
 
 
 def check_redis_config(settings: Settings) -> None:

@@ -9,10 +9,12 @@ Every error is one line.
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,9 +24,11 @@ from gateway._cli_common import (
     ConfigOption,
     LogFormatOption,
     LogLevelOption,
+    OneLineErrors,
     RedisUrlOption,
     VerboseOption,
     check_redis_config,
+    check_workspace,
     cli_logging,
     cli_settings,
     err_console,
@@ -32,11 +36,18 @@ from gateway._cli_common import (
 )
 from gateway.chat import chat
 from gateway.core import process
-from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.errors import BusError, ConfigError, GatewayError
 from gateway.core.settings import Settings, default_config_path
 from gateway.pairing_cli import pairing_app
 
-app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="A multi-channel chat gateway for LLM agents.",
+    no_args_is_help=True,
+    # A crash is a bug: Rich's boxed traceback on a terminal, a plain one in a log file
+    # (Rich would wrap it at 80 columns there).
+    pretty_exceptions_enable=sys.stderr.isatty(),
+)
 console = Console(soft_wrap=True)  # a line in a log file is never wrapped
 
 
@@ -99,6 +110,7 @@ def start(
     if http:
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
     check_redis_config(settings)
+    check_workspace(settings)
     cli_logging(settings, verbose, log_format, log_level)
     console.print(_model_note(settings), highlight=False)
     _warn_model_problems(settings)
@@ -119,6 +131,8 @@ def start(
         process.run(main())
     except GatewayError as exc:
         fail(exc)
+    except RedisError as exc:  # Redis went away at a moment nothing retries (the stop)
+        fail(BusError(f"Redis: {exc}"))
 
 
 @app.command()
@@ -159,6 +173,8 @@ def worker(
     if metrics_port is not None:
         update = {"metrics_port": metrics_port}
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
+    check_redis_config(settings)
+    check_workspace(settings)
     cli_logging(settings, verbose, log_format, log_level)
     _warn_model_problems(settings)
 
@@ -182,6 +198,8 @@ def worker(
         process.run(main())
     except GatewayError as exc:
         fail(exc)
+    except RedisError as exc:  # Redis went away at a moment nothing retries (the stop)
+        fail(BusError(f"Redis: {exc}"))
 
 
 def worker_main() -> None:
@@ -201,6 +219,7 @@ def agent(
     from gateway._console import stream_to_console
 
     settings = cli_settings(config)
+    check_workspace(settings)
 
     async def main() -> int:
         async with Bot(settings, model=model) as bot:
