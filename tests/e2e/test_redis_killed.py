@@ -13,8 +13,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from redis.asyncio import Redis
 
 from gateway.redis_state import data_dir_of, pid_alive, read_state
+from tests.e2e.conftest import FAST_WORKER
 from tests.e2e.test_one_machine import WAIT_S, Proc, ask, run
 
 pytestmark = [
@@ -33,10 +35,28 @@ async def until_accepting(base: str) -> None:
             await asyncio.sleep(0.2)
 
 
+async def on_disk(url: str) -> None:
+    """Rewrite the AOF and wait for it: what the first turn wrote survives the kill, so
+    the test is about the restart, not about the second everysec may lose."""
+    client = Redis.from_url(url)
+    try:
+        await client.execute_command("BGREWRITEAOF")
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                info = await client.info("persistence")
+                if not (info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]):
+                    return
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
 async def test_redis_killed_under_the_gateway_and_a_worker_comes_back(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "config.yaml").write_text(yaml.safe_dump({"model": "echo/echo"}))
+    # Short leases: a release that the crash took (AOF everysec) costs a second, not 30.
+    config = {"model": "echo/echo", "worker": FAST_WORKER}
+    (home / "config.yaml").write_text(yaml.safe_dump(config))
     procs: list[Proc] = []
     try:
         gateway = await Proc.start(home, "start", "--no-worker", "--port", "0")
@@ -49,6 +69,7 @@ async def test_redis_killed_under_the_gateway_and_a_worker_comes_back(tmp_path: 
 
         first = read_state(data_dir_of(home))
         assert first is not None
+        await on_disk(first.url)
         os.kill(first.pid, signal.SIGKILL)
         await gateway.wait_for(f"redis-server pid {first.pid} exited .* starting it again")
         await until_accepting(base)
