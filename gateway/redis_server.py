@@ -112,6 +112,9 @@ class SpawnedServer:
                 f"redis-server did not start on 127.0.0.1:{self.port} (data {self.data_dir}): "
                 + " | ".join(tail)
             ) from None
+        except BaseException:  # cancelled (the gateway stops) while it was starting
+            await asyncio.shield(_terminate(process))
+            raise
         self._process = process
         self._drain = asyncio.create_task(_drain(process), name=f"redis-server log {self.port}")
         write_state(self.data_dir, RedisState(self.url, process.pid, os.getpid(), "redis-server"))

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway import redis_server
 from gateway.core.settings import Settings
 from gateway.redis_launcher import resolve_redis
 from gateway.redis_state import data_dir_of, pid_alive, read_state
@@ -89,3 +90,25 @@ async def test_a_restarted_gateway_gets_the_same_port_despite_lingering_connecti
         assert second.url == first.url, "workers keep their URL"
     finally:
         await second.close()
+
+
+async def test_a_gateway_stopping_while_redis_restarts_leaves_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped in the middle of the restart (the new server spawned, not ready yet): the
+    cancelled start must stop that server, not leave it running with no one to stop it."""
+    handle = await resolve_redis(Settings(), home=tmp_path)
+    first = read_state(data_dir_of(tmp_path))
+    assert first is not None
+    starting: asyncio.Queue[int] = asyncio.Queue()
+
+    async def never_ready(process: asyncio.subprocess.Process, tail: object) -> None:
+        starting.put_nowait(process.pid)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(redis_server, "_until_ready", never_ready)
+    os.kill(first.pid, signal.SIGKILL)
+    async with asyncio.timeout(BACK_WITHIN_S):
+        second_pid = await starting.get()
+    await handle.close()
+    assert not pid_alive(second_pid), "the half-started server was stopped"
