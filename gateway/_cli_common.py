@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from gateway.core.errors import ConfigError, GatewayError, UnknownModelError
 from gateway.core.settings import Settings, check_redis_url, load_settings
@@ -44,9 +45,27 @@ RedisUrlOption = Annotated[
 ]
 
 
+def one_line_main(main: Callable[[], Any]) -> NoReturn:
+    """Run a command line (click's non-standalone ``main``) so that a usage error (unknown
+    option, bad value, missing argument) is one line on stderr with exit code 2, like
+    every other error, instead of Rich's box."""
+    try:
+        code = main()
+    except _USAGE_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gateway`: the help
+            exc.show()
+        else:
+            err_console.print(f"[red]usage error:[/red] {escape(usage_line(exc))}", **_ONE_LINE)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # EOF at a prompt
+        err_console.print("aborted", **_ONE_LINE)
+        sys.exit(EXIT_FAILURE)
+    # Not standalone, typer.Exit(code) comes back as the code; a command's None is 0.
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 class OneLineErrors(TyperGroup):
-    """The command group: a usage error (unknown option, bad value, missing argument) is
-    one line on stderr with exit code 2, like every other error, instead of Rich's box."""
+    """The ``gateway`` command group, its usage errors one line (``one_line_main``)."""
 
     def main(  # type: ignore[override]
         self,
@@ -56,21 +75,27 @@ class OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        run = partial(super().main, args, prog_name, complete_var, False, **extra)
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
-        except _USAGE_ERROR as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gateway`: the help
-                exc.show()
-            else:
-                err_console.print(f"[red]usage error:[/red] {escape(usage_line(exc))}", **_ONE_LINE)
-            sys.exit(exc.exit_code)
-        except typer.Abort:  # EOF at a prompt
-            err_console.print("aborted", **_ONE_LINE)
-            sys.exit(EXIT_FAILURE)
-        # Not standalone, typer.Exit(code) comes back as the code; a command's None is 0.
-        sys.exit(code if isinstance(code, int) else 0)
+            return run()
+        one_line_main(run)
+
+
+class OneLineCommand(TyperCommand):
+    """A command on its own (``python -m gateway.workers``), usage errors one line."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = partial(super().main, args, prog_name, complete_var, False, **extra)
+        if not standalone_mode:
+            return run()
+        one_line_main(run)
 
 
 _ONE_LINE: dict[str, Any] = {"highlight": False, "soft_wrap": True}

@@ -24,6 +24,7 @@ from gateway._cli_common import (
     ConfigOption,
     LogFormatOption,
     LogLevelOption,
+    OneLineCommand,
     OneLineErrors,
     RedisUrlOption,
     VerboseOption,
@@ -204,7 +205,9 @@ def worker(
 
 def worker_main() -> None:
     """``python -m gateway.workers``: the ``worker`` command on its own."""
-    typer.run(worker)
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=sys.stderr.isatty())
+    single.command(cls=OneLineCommand)(worker)
+    single()
 
 
 @app.command()
@@ -237,11 +240,11 @@ app.add_typer(pairing_app, name="pairing")
 
 
 @app.command()
-def status(config: ConfigOption = None) -> None:
+def status(config: ConfigOption = None, redis_url: RedisUrlOption = None) -> None:
     """Show config, workspace, model, providers and (when reachable) the bus.
 
     Exits 1 when no Redis answers."""
-    settings = cli_settings(config)
+    settings = cli_settings(config, redis_url=redis_url)
     check_redis_config(settings)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)

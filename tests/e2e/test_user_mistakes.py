@@ -25,12 +25,14 @@ pytestmark = [
 RUN_TIMEOUT_S = 60.0
 
 
-def gateway(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def gateway(
+    home: Path, *args: str, module: str = "gateway", **env: str
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "REDIS_"))}
     clean.pop("OPENAI_API_KEY", None)
     clean.update(GATEWAY_HOME=str(home), COLUMNS="80", **env)
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         cwd=PROJECT_ROOT,
@@ -79,6 +81,13 @@ def test_an_unwritable_home_for_redis_data_is_a_config_error(
     assert f"cannot create {unwritable_home / 'redis'} for Redis's data" in line
 
 
+def test_status_takes_a_redis_url_like_the_other_commands(tmp_path: Path) -> None:
+    result = gateway(tmp_path, "status", "--redis-url", "redis://127.0.0.1:1/0")
+    assert result.returncode == 1 and "unreachable: redis://127.0.0.1:1/0" in result.stdout
+    line = one_line(gateway(tmp_path, "status", "--redis-url", "nope"), 3, "config error")
+    assert "--redis-url: not a usable Redis URL" in line
+
+
 def test_status_with_an_unwritable_home_says_no_redis(unwritable_home: Path) -> None:
     result = gateway(unwritable_home, "status")
     assert result.returncode == 1 and "not running" in result.stdout, result.stdout
@@ -113,6 +122,12 @@ def test_bad_yaml_says_where_in_one_line(tmp_path: Path, text: str, where: str) 
 def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
     line = one_line(gateway(tmp_path, *args), 2, "usage error")
     assert expected in line and "--help" in line
+
+
+def test_the_worker_module_alias_has_one_line_usage_errors(tmp_path: Path) -> None:
+    result = gateway(tmp_path, "--bogus", module="gateway.workers")
+    line = one_line(result, 2, "usage error")
+    assert "No such option: --bogus" in line and "python -m gateway.workers --help" in line
 
 
 def test_an_unknown_model_stops_the_start_as_a_config_error(tmp_path: Path) -> None:
