@@ -3,6 +3,7 @@ and logging from the command line."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,6 +21,8 @@ from gateway.core.settings import Settings, check_redis_url, load_settings
 from gateway.logsetup import LOG_FORMATS, LogFormat, setup_logging
 
 err_console = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)  # a line in a log file is never wrapped
+_log = logging.getLogger("gateway")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -164,7 +167,8 @@ def check_redis_config(settings: Settings) -> None:
 
 def cli_logging(
     settings: Settings, verbose: bool, log_format: str | None, log_level: str | None = None
-) -> None:
+) -> LogFormat:
+    """Set logging up from the options and the config; returns the format chosen."""
     fmt = log_format or settings.logging.format
     if fmt not in LOG_FORMATS:
         raise typer.BadParameter(f"--log-format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
@@ -175,3 +179,41 @@ def cli_logging(
     level = "DEBUG" if verbose else (log_level or settings.logging.level).upper()
     fmt_checked: LogFormat = fmt  # type: ignore[assignment]
     setup_logging(level, fmt_checked, settings.logging.levels)
+    return fmt_checked
+
+
+class Announce:
+    """The lines a long-running command says itself (its model, its addresses, warnings):
+    on the terminal, or as log records when the logs are JSON, so that ``> log 2>&1``
+    stays one JSON object per line."""
+
+    def __init__(self, log_format: LogFormat) -> None:
+        self.json = log_format == "json"
+
+    def info(self, text: str) -> None:
+        if self.json:
+            _log.info("%s", text)
+        else:
+            out_console.print(text, highlight=False)
+
+    def warning(self, text: str) -> None:
+        if self.json:
+            _log.warning("%s", text)
+        else:
+            err_console.print(f"[yellow]warning:[/yellow] {escape(text)}", **_ONE_LINE)
+
+
+def model_note(settings: Settings) -> str:
+    if settings.default_model.startswith("echo/"):
+        return (
+            "no model configured: using the built-in offline 'echo' model "
+            "(set GATEWAY_MODEL, or OPENAI_API_KEY, or 'model:' in the config)"
+        )
+    return f"model: {settings.default_model}"
+
+
+def warn_model_problems(settings: Settings, say: Announce) -> None:
+    from gateway.doctor import static_problems
+
+    for problem in static_problems(settings):
+        say.warning(f"{problem} (run `gateway doctor`)")

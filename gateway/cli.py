@@ -16,11 +16,11 @@ from typing import Annotated, Any
 import typer
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from gateway._cli_common import (
     EXIT_FAILURE,
+    Announce,
     ConfigOption,
     LogFormatOption,
     LogLevelOption,
@@ -32,8 +32,9 @@ from gateway._cli_common import (
     check_workspace,
     cli_logging,
     cli_settings,
-    err_console,
     fail,
+    model_note,
+    warn_model_problems,
 )
 from gateway.chat import chat
 from gateway.core import process
@@ -69,26 +70,6 @@ def main(
     """A multi-channel chat gateway for LLM agents."""
 
 
-def _model_note(settings: Settings) -> str:
-    if settings.default_model.startswith("echo/"):
-        return (
-            "no model configured: using the built-in offline 'echo' model "
-            "(set GATEWAY_MODEL, or OPENAI_API_KEY, or 'model:' in the config)"
-        )
-    return f"model: {settings.default_model}"
-
-
-def _warn_model_problems(settings: Settings) -> None:
-    from gateway.doctor import static_problems
-
-    for problem in static_problems(settings):
-        err_console.print(
-            f"[yellow]warning:[/yellow] {escape(problem)} (run `gateway doctor`)",
-            highlight=False,
-            soft_wrap=True,
-        )
-
-
 @app.command()
 def start(
     config: ConfigOption = None,
@@ -112,17 +93,17 @@ def start(
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
     check_redis_config(settings)
     check_workspace(settings)
-    cli_logging(settings, verbose, log_format, log_level)
-    console.print(_model_note(settings), highlight=False)
-    _warn_model_problems(settings)
+    say = Announce(cli_logging(settings, verbose, log_format, log_level))
+    say.info(model_note(settings))
+    warn_model_problems(settings, say)
 
     async def main() -> None:
         signals = GracefulStop("the gateway", grace_s=30.0)
         async with GatewayApp(settings, with_worker=not no_worker) as gw:
             for line in gw.banner():
-                console.print(line, highlight=False)
+                say.info(line)
             if gw.redis_handle is not None and gw.redis_handle.note:
-                console.print(gw.redis_handle.note, highlight=False)
+                say.info(gw.redis_handle.note)
             signals.install()
             warm = process.freeze_after_start()
             await signals.wait()
@@ -176,8 +157,7 @@ def worker(
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
     check_redis_config(settings)
     check_workspace(settings)
-    cli_logging(settings, verbose, log_format, log_level)
-    _warn_model_problems(settings)
+    warn_model_problems(settings, Announce(cli_logging(settings, verbose, log_format, log_level)))
 
     async def main() -> None:
         handle = await existing_redis(settings)
