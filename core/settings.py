@@ -333,12 +333,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(refs.mark(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+        raise ConfigError(_yaml_error(path, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level")
     return refs.expand(data)  # type: ignore[no-any-return]
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: where (line:column, as editors count) and what, without PyYAML's quoted
+    excerpt of the text (several lines, and "<unicode string>" for the file's name)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"{path}: not valid YAML: {exc}".replace("\n", " ")
+    mark = exc.problem_mark
+    context = f" ({exc.context})" if exc.context else ""
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {exc.problem}{context}"
 
 
 _SECRET_WORDS = ("key", "token", "secret", "pass", "auth")

