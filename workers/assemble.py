@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import arq
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway.core.bus.client import RedisTarget
 from gateway.core.metrics import GatewayMetrics
@@ -33,6 +34,11 @@ from gateway.workers.jobs import RetryScheduler, arq_worker_settings, create_job
 from gateway.workers.worker import Worker
 
 log = logging.getLogger(__name__)
+
+SIDE_JOBS_RESTART_S = 1.0
+SIDE_JOBS_RESTART_MAX_S = 30.0
+SIDE_JOBS_HEALTHY_S = 10.0
+"""A run of the side jobs this long counts as healthy: its end is a new outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +60,15 @@ class WorkerAssembly:
         """
         async with AsyncExitStack() as stack:
             if self.pool is not None:
-                options = arq_worker_settings(
-                    self.settings, target=self.target, runtime=self.runtime
-                )
-                await stack.enter_async_context(_side_jobs(arq.Worker(**options)))
+                await stack.enter_async_context(_side_jobs(self._side_jobs_worker))
             await self.worker.start()
             stack.push_async_callback(self.worker.stop)
             yield self.worker
+
+    def _side_jobs_worker(self) -> arq.Worker:
+        # A new arq worker (and pool) each time: arq closes its pool when it stops.
+        options = arq_worker_settings(self.settings, target=self.target, runtime=self.runtime)
+        return arq.Worker(**options)
 
 
 @asynccontextmanager
@@ -104,15 +112,46 @@ async def assemble_worker(
 
 
 @asynccontextmanager
-async def _side_jobs(side_jobs: arq.Worker) -> AsyncIterator[None]:
-    task = asyncio.create_task(side_jobs.async_run(), name="arq side jobs")
+async def _side_jobs(make: Callable[[], arq.Worker]) -> AsyncIterator[None]:
+    running: list[arq.Worker] = []
+    task = asyncio.create_task(_keep_running(make, running), name="arq side jobs")
     try:
         yield
     finally:
         try:
-            await side_jobs.close()  # raises when Redis is gone: still end the task below
+            if running:
+                await running[0].close()  # raises when Redis is gone: still end the task below
         finally:
             task.cancel()
             await asyncio.wait([task])
             if not task.cancelled() and (error := task.exception()) is not None:
                 log.warning("arq side jobs had stopped: %s", error)
+
+
+async def _keep_running(make: Callable[[], arq.Worker], running: list[arq.Worker]) -> None:
+    """Run arq's worker; when a Redis outage ends it, start a new one once Redis answers.
+
+    arq's ``async_run`` ends with the connection error of an outage and never polls
+    again, so reminders and turn retries would wait for a worker restart.
+    """
+    loop = asyncio.get_running_loop()
+    delay = SIDE_JOBS_RESTART_S
+    while True:
+        side_jobs = make()
+        running[:] = [side_jobs]
+        started = loop.time()
+        try:
+            await side_jobs.async_run()
+            return
+        except (RedisError, OSError) as exc:
+            if loop.time() - started >= SIDE_JOBS_HEALTHY_S:
+                delay = SIDE_JOBS_RESTART_S  # one warning per outage, not per attempt
+                log.warning("arq side jobs stopped (%s); starting them again", exc)
+            else:
+                log.debug("arq side jobs could not start (%s); again in %g s", exc, delay)
+        try:
+            await side_jobs.close()
+        except (RedisError, OSError) as exc:  # the dead connection's pool; a new one follows
+            log.debug("closing the stopped arq side jobs: %s", exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, SIDE_JOBS_RESTART_MAX_S)
