@@ -98,11 +98,14 @@ async def drain_turns(
             return Drained(retry=(attempt, plan.run_id))
         raw, base, loaded, counted = None, None, False, None
         if (committed := runner.committed) is not None:
+            # Kept whether or not the commit released the lease: the next turn of this
+            # session (now, or after its next message) then needs no history read.
+            stored = runner.stored
+            if deps.cache is not None and stored is not None:
+                deps.cache.put(stored)
             if committed.released:
                 return Drained(released=True)
-            raw, base, loaded = committed.pending, runner.stored, True
-            if deps.cache is not None and base is not None:
-                deps.cache.put(base)
+            raw, base, loaded = committed.pending, stored, True
             if committed.counted_id:
                 counted = CountedAttempt(lease, committed.counted_id, committed.counted)
     return Drained()
