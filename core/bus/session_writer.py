@@ -237,6 +237,7 @@ class SessionWriter:
             len(events),
             write.head_fields if write is not None else 0,
             len(write.messages) if write is not None else 0,
+            write.expected_stamp if write is not None else "",
             *(encode(event) for event in events),
         ]
         if write is not None:

@@ -210,8 +210,8 @@ async def turn_bytes(redis: Redis, writer: SessionWriter, base: StoredSession) -
         {"role": "user", "content": "question " * 10},
         {"role": "assistant", "content": "answer " * 20},
     ]
-    await writer.commit(cursor="0-1", session=session, base=base)
-    return after_write(session)
+    committed = await writer.commit(cursor="0-1", session=session, base=base)
+    return after_write(session, committed.stamp)
 
 
 async def test_the_bytes_a_commit_writes_do_not_grow_with_the_history(redis: Redis) -> None:
@@ -333,3 +333,25 @@ def test_the_cache_is_bounded_by_messages() -> None:
     assert (cache.stamp("a"), cache.stamp("b"), cache.stamp("c")) == ("", "b", "c")
     cache.put(StoredSession.of(Session(key="d"), length=0))  # no stamp: not kept
     assert cache.stamp("d") == "" and len(cache) == 2
+
+
+async def test_an_append_to_a_log_rewritten_to_the_same_length_rewrites_it(
+    redis: Redis,
+) -> None:
+    store = RedisSessionStore(redis)
+    await store.save(Session(key=SESSION, messages=[{"role": "user", "content": "a"}]))
+    writer = await SessionWriter.acquire(redis, SESSION, ttl_ms=5000, owner="w1")
+    assert writer is not None
+    base = await store.load_stored(SESSION)
+    assert base is not None
+    # Saved outside the lease while the turn ran: another log of the same length.
+    await store.save(Session(key=SESSION, messages=[{"role": "user", "content": "outside"}]))
+
+    base.session.messages.append({"role": "assistant", "content": "b"})
+    committed = await writer.commit(cursor="0-1", session=base.session, base=base)
+
+    # Not "outside" + "b": what is stored is what the worker holds (and may cache).
+    stored = await store.load_stored(SESSION)
+    assert stored is not None
+    assert [m["content"] for m in stored.messages] == ["a", "b"]
+    assert stored.stamp == committed.stamp

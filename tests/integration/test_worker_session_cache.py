@@ -21,8 +21,15 @@ HISTORY = 100
 """Stored messages of 500 characters: ~50 kB of history, under the compaction budget."""
 
 
-async def output_bytes(redis: Redis) -> int:
-    return int((await redis.info("stats"))["total_net_output_bytes"])
+async def traffic(redis: Redis) -> tuple[int, int]:
+    """Bytes Redis sent and received so far."""
+    stats = await redis.info("stats")
+    return int(stats["total_net_output_bytes"]), int(stats["total_net_input_bytes"])
+
+
+async def since(redis: Redis, before: tuple[int, int]) -> tuple[int, int]:
+    now = await traffic(redis)
+    return now[0] - before[0], now[1] - before[1]
 
 
 async def test_a_turn_after_a_released_commit_does_not_reload_the_history(
@@ -36,19 +43,20 @@ async def test_a_turn_after_a_released_commit_does_not_reload_the_history(
     await RedisSessionStore(redis).save(Session(key=key, messages=history))
     transcript = Transcript(redis, [key])
     async with running_workers(settings, redis):
-        before = await output_bytes(redis)
+        before = await traffic(redis)
         await send(redis, settings, "long", "one")
         await transcript.runs_ended(1)
-        first = await output_bytes(redis) - before
+        first, _ = await since(redis, before)
         # The first turn's commit found nothing pending and released the lease; the
         # worker keeps the session it committed, so the next turn's BEGIN_TURN sends
-        # the stamp and gets no history back.
-        before = await output_bytes(redis)
+        # the stamp and gets no history back; its commit appends (sends no history).
+        before = await traffic(redis)
         await send(redis, settings, "long", "two")
         await transcript.runs_ended(2)
-        second = await output_bytes(redis) - before
+        second, sent = await since(redis, before)
     assert transcript.replies(key) == ["one", "two"]
     assert first > HISTORY * 500  # loaded once
     assert second < HISTORY * 500 // 5, (first, second)
+    assert sent < HISTORY * 500 // 5, sent
     stored = await RedisSessionStore(redis).load(key)
     assert stored is not None and len(stored.messages) == HISTORY + 4
