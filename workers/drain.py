@@ -79,8 +79,8 @@ async def drain_turns(
                 deliver_channels=deps.deliver_channels,
             )
         attempt = await counted.attempt_for(plan.run_id) if counted is not None else None
-        # The commit counts the next turn's attempt, unless this worker is stopping.
-        finish = Finish(page, signal, count="" if stopping() else guess)
+        # The commit counts the next turn's attempt, unless this worker is stopping by then.
+        finish = Finish(page, signal, count=guess, stopping=stopping)
         runner = TurnRunner(
             deps,
             lease,

@@ -145,6 +145,29 @@ async def test_graceful_stop_hands_unfinished_work_to_another_worker(
     assert await read_cursor(redis, key) == entry
 
 
+async def test_a_worker_stopping_mid_turn_counts_no_attempt_for_the_next_message(
+    redis: Redis, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    settings = bus_settings(tmp_path, fake=fake_model)
+    fake_model.script(Reply(text="slow words " * 10, chunk_delay_s=0.05, chunk_size=4))
+    key = session_key("leaving")
+    transcript = Transcript(redis, [key])
+    metrics = GatewayMetrics()
+    async with running_workers(settings, redis, name="leaving") as (leaving,):
+        first = await send(redis, settings, "leaving", "one")
+        second = await send(redis, settings, "leaving", "two")
+        await transcript.until(lambda t: streaming(t, key))
+        await leaving.stop(grace_s=30)  # the running turn ends and commits; no more
+        assert await read_cursor(redis, key) == first
+        # The commit found "two" pending after the stop began: it will not run here,
+        # so its attempt is not counted (the next worker's would be its second).
+        assert await redis.hget(keys.attempts(key), second) is None  # type: ignore[misc]
+    async with running_workers(settings, redis, name="next", metrics=metrics):
+        await transcript.runs_ended(2)
+    assert [e.run_id for e in transcript.terminals(key)] == [first, second]
+    assert metrics.registry.get_sample_value("gateway_redeliveries_total") == 0
+
+
 async def test_claim_stale_recovers_the_turn_of_a_crashed_worker(
     redis: Redis, tmp_path: Path, fake_model: FakeModelServer
 ) -> None:
