@@ -239,8 +239,9 @@ class Worker:
                 )
                 return _Handled.ACK
             if self._stopping:
-                await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
-                return _Handled.ACK
+                # Acked only once another signal stands for the pending work.
+                handed = await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
+                return _Handled.ACK if handed else _Handled.KEPT
             if not await pending_inbound(self.redis, sig.session_key, count=1):
                 return _Handled.ACK
 

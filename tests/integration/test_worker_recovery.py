@@ -7,7 +7,9 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.core.bus import keys
 from gateway.core.bus.attempts import record_attempt
@@ -16,6 +18,7 @@ from gateway.core.bus.lease import Lease
 from gateway.core.events import RunCompleted, RunFailed, TextDelta
 from gateway.core.metrics import GatewayMetrics
 from gateway.core.settings import AgentSettings, ProviderSettings
+from gateway.workers import busy
 from gateway.workers.jobs import RetryScheduler, create_job_pool
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
@@ -166,6 +169,32 @@ async def test_a_worker_stopping_mid_turn_counts_no_attempt_for_the_next_message
         await transcript.runs_ended(2)
     assert [e.run_id for e in transcript.terminals(key)] == [first, second]
     assert metrics.registry.get_sample_value("gateway_redeliveries_total") == 0
+
+
+async def test_a_stopping_worker_whose_hand_off_failed_keeps_its_signal(
+    redis: Redis, tmp_path: Path, fake_model: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = bus_settings(tmp_path, fake=fake_model)
+    fake_model.script(Reply(text="slow words " * 10, chunk_delay_s=0.05, chunk_size=4))
+    key = session_key("handoff")
+    transcript = Transcript(redis, [key])
+    async with running_workers(settings, redis, name="leaving") as (leaving,):
+        await send(redis, settings, "handoff", "one")
+        second = await send(redis, settings, "handoff", "two")
+        await transcript.until(lambda t: streaming(t, key))
+
+        async def refused(*_: object, **__: object) -> str:
+            raise RedisConnectionError("the hand-off's write was lost")
+
+        monkeypatch.setattr(busy, "signal_ready", refused)
+        await leaving.stop(grace_s=30)
+        monkeypatch.undo()
+    # "two" has no lease holder and no fresh signal: the old one must stay pending.
+    stream = keys.ready(keys.partition(key, settings.worker.ready_partitions))
+    assert (await redis.xpending(stream, keys.WORKER_GROUP))["pending"] == 1
+    async with running_workers(settings, redis, name="next"):
+        await transcript.runs_ended(2, seconds=15)
+    assert transcript.terminals(key)[-1].run_id == second
 
 
 async def test_claim_stale_recovers_the_turn_of_a_crashed_worker(
