@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -17,15 +18,19 @@ from gateway.core.bus.inbound import read_cursor
 from gateway.core.bus.lease import Lease
 from gateway.core.events import RunCompleted, RunFailed, TextDelta
 from gateway.core.metrics import GatewayMetrics
+from gateway.core.sessions.redis import RedisSessionStore
+from gateway.core.sessions.redis_form import StoredSession
 from gateway.core.settings import AgentSettings, ProviderSettings
 from gateway.workers import busy
 from gateway.workers.jobs import RetryScheduler, create_job_pool
+from gateway.workers.worker import Worker
 from tests.fakes.openai_server import FakeModelServer, Reply
 from tests.integration.test_worker_kit import (
     Transcript,
     bus_settings,
     running_arq,
     running_workers,
+    runtime_for,
     send,
     session_key,
     target_of,
@@ -297,3 +302,40 @@ async def test_reading_survives_a_failed_recreation_of_lost_groups(
     assert transcript.replies(key) == ["still there?"]
     assert await read_cursor(redis, key) == entry
     assert recovered.event.is_set()
+
+
+class _StuckParse(RedisSessionStore):
+    """A store whose parse of what BEGIN_TURN read never ends: a stop's cancel lands
+    after the script granted the lease, before the worker holds it."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self.entered = asyncio.Event()
+
+    async def parse(self, *_: Any) -> StoredSession | None:
+        self.entered.set()
+        await asyncio.get_running_loop().create_future()  # cancelled by the stop
+        return None
+
+
+async def test_a_begin_cancelled_by_a_stop_lets_the_lease_go(
+    redis: Redis, tmp_path: Path, fake_model: FakeModelServer
+) -> None:
+    # No claim within the test: only the stop's hand-off can bring the message back.
+    settings = bus_settings(tmp_path, fake=fake_model, claim_idle_ms=60_000)
+    key = session_key("cut")
+    stuck = _StuckParse(redis)
+    runtime = runtime_for(settings, redis)
+    worker = Worker(settings, redis, runtime, worker_id="leaving", sessions=stuck)
+    async with worker:
+        entry = await send(redis, settings, "cut", "hello")
+        await stuck.entered.wait()
+        assert await redis.exists(keys.lease(key))
+        await worker.stop(grace_s=0.05)
+    await runtime.aclose()
+    # Free at once: the stop's hand-off is taken now, not after the ttl and a claim.
+    assert await redis.exists(keys.lease(key)) == 0
+    transcript = Transcript(redis, [key])
+    async with running_workers(settings, redis, name="next"):
+        await transcript.runs_ended(1, seconds=10)
+    assert transcript.terminals(key)[0].run_id == entry
