@@ -3,8 +3,10 @@
 One script takes the session's lease, reads the entries pending after the committed
 cursor, counts the attempt of the run the busy policy most likely plans, and reads
 the stored session. When the lease is held by another worker it takes nothing (and
-acks a fresh signal: the holder drains); when nothing is pending it takes nothing
-and acks the signal. ``CountedAttempt.attempt_for`` gives the attempt of the planned
+acks a fresh signal: the holder drains; a claimed one, or one seen while the
+compaction job holds the session, stays pending: that holder may be dead, and the
+compaction job drains nothing); when nothing is pending it takes nothing and acks
+the signal. ``CountedAttempt.attempt_for`` gives the attempt of the planned
 run, moving the count (``MOVE_ATTEMPT``, one more round trip) when the plan picked
 another run id than the guess. ``COMMIT_TURN`` counts the next turn's attempt the
 same way when it finds more pending (``workers.drain``).
@@ -38,8 +40,14 @@ log = logging.getLogger(__name__)
 RawEntry = tuple[str, Mapping[str, str]]
 
 
+COMPACTOR_OWNER = "!compactor"
+"""Owner of the idle compaction job's leases (``workers.jobs``): a holder that runs no
+turns. Not a possible worker id (those start with a host name)."""
+
+
 class NotBegun(enum.Enum):
-    BUSY = "busy"  # another holder has the lease (a fresh signal was acked)
+    BUSY = "busy"  # another holder has the lease and drains (the fresh signal was acked)
+    KEPT = "kept"  # another holder has the lease; the signal is left pending
     EMPTY = "empty"  # nothing pending (the signal was acked)
 
 
@@ -114,9 +122,12 @@ async def begin_turn(
     # Copied before the call: the entry may be evicted while the script runs.
     cached = cache.checkout(s) if cache is not None and preloaded else None
     args.append(cached.stamp if cached is not None else "")
+    args.append(f"{COMPACTOR_OWNER}:")
     reply = cast(list[Any], await BEGIN_TURN.run(redis, script_keys, args))
     if reply[0] == 0:
         return NotBegun.BUSY
+    if reply[0] == 3:
+        return NotBegun.KEPT
     if reply[0] == 1:
         return NotBegun.EMPTY
     _, raw, counted_id, counted, *session = reply

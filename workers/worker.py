@@ -213,12 +213,13 @@ class Worker:
             begun = await self._begin(sig)
             if begun is NotBegun.EMPTY:
                 return _Handled.ACKED
-            if begun is NotBegun.BUSY:
+            if begun is NotBegun.BUSY or begun is NotBegun.KEPT:
                 if self._metrics is not None:
                     self._metrics.lease_waits.inc()
-                # The holder drains (BEGIN_TURN acked a fresh signal). A claimed signal
-                # may be a dead holder's: keep it pending until that lease lapsed.
-                return _Handled.KEPT if claimed else _Handled.ACKED
+                # BUSY: the holder drains (BEGIN_TURN acked the fresh signal). KEPT: the
+                # holder may be dead (a claimed signal) or runs no turns (compaction):
+                # pending until that lease lapsed or was released.
+                return _Handled.ACKED if begun is NotBegun.BUSY else _Handled.KEPT
             drained = await self._drain_held(begun, sig, redelivery_counted)
             redelivery_counted = False
             if drained.released:

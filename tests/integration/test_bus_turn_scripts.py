@@ -20,7 +20,7 @@ from gateway.core.sessions.base import Session
 from gateway.core.sessions.redis import RedisSessionStore
 from gateway.core.sessions.redis_form import StoredSession, after_write
 from gateway.core.settings import Settings
-from gateway.workers.begin import Begun, NotBegun, begin_turn
+from gateway.workers.begin import COMPACTOR_OWNER, Begun, NotBegun, begin_turn
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.store import TurnStore
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
@@ -108,11 +108,25 @@ async def test_begin_on_a_held_session_acks_a_fresh_signal_keeps_a_claimed_one(
     assert holder is not None
 
     claimed = Signal(sig.stream, sig.id, sig.session_key, sig.channel, times_delivered=2)
-    assert await begin(redis, claimed) is NotBegun.BUSY
+    assert await begin(redis, claimed) is NotBegun.KEPT
     assert await pending_signals(redis) == 1
     assert await begin(redis, sig) is NotBegun.BUSY
     assert await pending_signals(redis) == 0
     assert await redis.get(keys.lease(SESSION)) == holder.token
+
+
+async def test_a_fresh_signal_is_kept_while_the_compaction_job_holds_the_session(
+    redis: Redis,
+) -> None:
+    await post(redis, "a")
+    sig = await next_signal(redis)
+    compactor = await Lease.acquire(redis, keys.lease(SESSION), ttl_ms=5000, owner=COMPACTOR_OWNER)
+    assert compactor is not None
+
+    assert await begin(redis, sig) is NotBegun.KEPT
+    # The compactor runs no turns: were it killed now, its lease would lapse and only
+    # this signal would still stand for the message.
+    assert await pending_signals(redis) == 1
 
 
 async def test_commit_with_nothing_pending_releases_and_acks(redis: Redis) -> None:

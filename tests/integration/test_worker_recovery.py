@@ -22,6 +22,7 @@ from gateway.core.sessions.redis import RedisSessionStore
 from gateway.core.sessions.redis_form import StoredSession
 from gateway.core.settings import AgentSettings, ProviderSettings
 from gateway.workers import busy
+from gateway.workers.begin import COMPACTOR_OWNER
 from gateway.workers.jobs import RetryScheduler, create_job_pool
 from gateway.workers.worker import Worker
 from tests.fakes.openai_server import FakeModelServer, Reply
@@ -338,4 +339,20 @@ async def test_a_begin_cancelled_by_a_stop_lets_the_lease_go(
     transcript = Transcript(redis, [key])
     async with running_workers(settings, redis, name="next"):
         await transcript.runs_ended(1, seconds=10)
+    assert transcript.terminals(key)[0].run_id == entry
+
+
+async def test_a_message_sent_while_a_killed_compactor_held_the_session_is_answered(
+    redis: Redis, tmp_path: Path
+) -> None:
+    settings = bus_settings(tmp_path, lease_ms=1000, claim_idle_ms=1000)
+    key = session_key("compacted")
+    # The idle compaction job took the session and was killed: its lease lapses, and
+    # nobody will hand the session off.
+    compactor = await Lease.acquire(redis, keys.lease(key), ttl_ms=3000, owner=COMPACTOR_OWNER)
+    assert compactor is not None
+    transcript = Transcript(redis, [key])
+    async with running_workers(settings, redis):
+        entry = await send(redis, settings, "compacted", "hello")
+        await transcript.runs_ended(1, seconds=15)
     assert transcript.terminals(key)[0].run_id == entry

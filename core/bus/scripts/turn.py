@@ -52,8 +52,11 @@ BEGIN_TURN: Final = LuaScript(
 --       session (old form), ready stream
 -- ARGV: token, lease ttl ms, count, which entry the turn is guessed to be run as
 --       ('first' / 'last'), worker group, signal id ('' = none), ack when busy (1/0),
---       the stamp of the session the worker has cached ('' = none)
--- -> {0} the lease is held by another (the signal acked when asked);
+--       the stamp of the session the worker has cached ('' = none), the token prefix
+--       of holders that run no turns (the compaction job's)
+-- -> {0} the lease is held by another, which drains: the signal acked;
+--    {3} the lease is held by another and the signal kept pending (not asked to ack,
+--     or the holder runs no turns: if it dies, this signal is what brings the work back);
 --    {1} nothing pending (the signal acked, the lease not taken);
 --    {2, entries, guessed run id, its attempt count, head [field, value...], the log's
 --     messages joined by ',', their number, old-form session or false}: the lease is
@@ -70,9 +73,13 @@ local function ack()
     redis.call('XDEL', KEYS[8], ARGV[6])
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[7] == '1' then ack() end
-  return {0}
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  if ARGV[7] == '1' and string.sub(holder, 1, #ARGV[9]) ~= ARGV[9] then
+    ack()
+    return {0}
+  end
+  return {3}
 end
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 local entries = redis.call('XRANGE', KEYS[3], '(' .. cursor, '+', 'COUNT', ARGV[3])
