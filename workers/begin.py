@@ -3,8 +3,10 @@
 One script takes the session's lease, reads the entries pending after the committed
 cursor, counts the attempt of the run the busy policy most likely plans, and reads
 the stored session. When the lease is held by another worker it takes nothing (and
-acks a fresh signal: the holder drains); when nothing is pending it takes nothing
-and acks the signal. ``CountedAttempt.attempt_for`` gives the attempt of the planned
+acks a fresh signal: the holder drains; a claimed one, or one seen while the
+compaction job holds the session, stays pending: that holder may be dead, and the
+compaction job drains nothing); when nothing is pending it takes nothing and acks
+the signal. ``CountedAttempt.attempt_for`` gives the attempt of the planned
 run, moving the count (``MOVE_ATTEMPT``, one more round trip) when the plan picked
 another run id than the guess. ``COMMIT_TURN`` counts the next turn's attempt the
 same way when it finds more pending (``workers.drain``).
@@ -13,16 +15,18 @@ same way when it finds more pending (``workers.drain``).
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway.core.bus import keys
 from gateway.core.bus.codec import pairs_to_dict
 from gateway.core.bus.lease import Lease, new_token
-from gateway.core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, ScriptArg
+from gateway.core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, RELEASE_LEASE, ScriptArg
 from gateway.core.bus.session_writer import SessionWriter
 from gateway.core.bus.signals import Signal
 from gateway.core.sessions.base import SessionStore
@@ -31,11 +35,19 @@ from gateway.core.sessions.redis_form import StoredSession
 from gateway.core.settings import Settings
 from gateway.workers.session_cache import SessionCache
 
+log = logging.getLogger(__name__)
+
 RawEntry = tuple[str, Mapping[str, str]]
 
 
+COMPACTOR_OWNER = "!compactor"
+"""Owner of the idle compaction job's leases (``workers.jobs``): a holder that runs no
+turns. Not a possible worker id (those start with a host name)."""
+
+
 class NotBegun(enum.Enum):
-    BUSY = "busy"  # another holder has the lease (a fresh signal was acked)
+    BUSY = "busy"  # another holder has the lease and drains (the fresh signal was acked)
+    KEPT = "kept"  # another holder has the lease; the signal is left pending
     EMPTY = "empty"  # nothing pending (the signal was acked)
 
 
@@ -84,11 +96,17 @@ async def begin_turn(
     owner: str,
     page: int,
     cache: SessionCache | None = None,
+    token: str | None = None,
 ) -> Begun | NotBegun:
     """Take the session of ``sig`` and read what its next turn needs (the session from
-    ``cache`` when the cached copy is still the stored one)."""
+    ``cache`` when the cached copy is still the stored one).
+
+    ``token`` (default: a new one of ``owner``) is the grant's: a caller that gives it
+    can let the lease go (``let_go``) when this raises or is cancelled after the
+    script may have granted it.
+    """
     s, ttl_ms = sig.session_key, settings.worker.lease_ms
-    token = new_token(owner)
+    token = token or new_token(owner)
     script_keys = [
         keys.lease(s),
         keys.cursor(s),
@@ -104,9 +122,12 @@ async def begin_turn(
     # Copied before the call: the entry may be evicted while the script runs.
     cached = cache.checkout(s) if cache is not None and preloaded else None
     args.append(cached.stamp if cached is not None else "")
+    args.append(f"{COMPACTOR_OWNER}:")
     reply = cast(list[Any], await BEGIN_TURN.run(redis, script_keys, args))
     if reply[0] == 0:
         return NotBegun.BUSY
+    if reply[0] == 3:
+        return NotBegun.KEPT
     if reply[0] == 1:
         return NotBegun.EMPTY
     _, raw, counted_id, counted, *session = reply
@@ -121,6 +142,15 @@ async def begin_turn(
     writer = SessionWriter(lease, s)
     attempt = CountedAttempt(writer, str(counted_id), int(counted))
     return Begun(writer, entries, attempt, stored, preloaded)
+
+
+async def let_go(redis: Redis, session_key: str, token: str) -> None:
+    """Release the grant ``token`` of the session's lease, if it is held (best effort:
+    the lease lapses by its ttl otherwise)."""
+    try:
+        await RELEASE_LEASE.run(redis, [keys.lease(session_key)], [token])
+    except (RedisError, OSError) as exc:
+        log.warning("lease of %r left to lapse: %r", session_key, exc)
 
 
 def guess_run(settings: Settings, channel: str) -> Literal["first", "last"]:

@@ -182,16 +182,18 @@ async def read_backlog(redis: Redis, session_key: str, *, page: int) -> list[Ent
     return entries
 
 
-async def hand_off(redis: Redis, settings: Settings, session_key: str, channel: str) -> None:
+async def hand_off(redis: Redis, settings: Settings, session_key: str, channel: str) -> bool:
     """A fresh ready signal for a session whose holder stops without finishing it.
 
-    Best effort: if it fails, the holder's own signal is still pending and
-    ``claim_stale`` recovers it.
+    Best effort; False when it failed: the caller must then leave its own signal
+    pending (``claim_stale`` recovers it), never ack it.
     """
     try:
         await signal_ready(redis, session_key, channel, partitions=settings.worker.ready_partitions)
     except (RedisError, OSError) as exc:
         log.warning("hand-off of %s failed (%s); claim_stale will recover it", session_key, exc)
+        return False
+    return True
 
 
 async def wait_for_newer(

@@ -79,8 +79,8 @@ async def drain_turns(
                 deliver_channels=deps.deliver_channels,
             )
         attempt = await counted.attempt_for(plan.run_id) if counted is not None else None
-        # The commit counts the next turn's attempt, unless this worker is stopping.
-        finish = Finish(page, signal, count="" if stopping() else guess)
+        # The commit counts the next turn's attempt, unless this worker is stopping by then.
+        finish = Finish(page, signal, count=guess, stopping=stopping)
         runner = TurnRunner(
             deps,
             lease,
@@ -98,11 +98,14 @@ async def drain_turns(
             return Drained(retry=(attempt, plan.run_id))
         raw, base, loaded, counted = None, None, False, None
         if (committed := runner.committed) is not None:
+            # Kept whether or not the commit released the lease: the next turn of this
+            # session (now, or after its next message) then needs no history read.
+            stored = runner.stored
+            if deps.cache is not None and stored is not None:
+                deps.cache.put(stored)
             if committed.released:
                 return Drained(released=True)
-            raw, base, loaded = committed.pending, runner.stored, True
-            if deps.cache is not None and base is not None:
-                deps.cache.put(base)
+            raw, base, loaded = committed.pending, stored, True
             if committed.counted_id:
                 counted = CountedAttempt(lease, committed.counted_id, committed.counted)
     return Drained()

@@ -36,6 +36,7 @@ from gateway.core.runtime import AgentRuntime
 from gateway.core.sessions.redis import RedisSessionStore
 from gateway.core.settings import Settings
 from gateway.core.tools.base import Tool, ToolContext, tool
+from gateway.workers.begin import COMPACTOR_OWNER
 from gateway.workers.busy import hand_off
 from gateway.workers.store import TurnStore, leased
 
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 JobContext = dict[Any, Any]
 """arq's per-worker context dict; ours keeps one ``JobState`` under ``STATE_KEY``."""
 STATE_KEY = "gateway"
-COMPACTOR_OWNER = "compactor"
 
 
 def _dumps(value: Any) -> bytes:
@@ -150,8 +150,10 @@ async def compact_one(
             if summary and store.saved is not None:
                 await store.commit()
     finally:
-        # A worker that found the lease held acked its signal, expecting the holder to
-        # drain: this holder runs no turns, so after releasing it passes the work on.
+        # A worker that found the lease held left its signal pending (this holder runs
+        # no turns: BEGIN_TURN keeps signals seen while it holds the session, so a
+        # compactor killed here strands nothing); the hand-off passes the work on now
+        # instead of after the claim delay.
         if held_it and (pending := await pending_inbound(redis, session_key, count=1)):
             await hand_off(redis, state.settings, session_key, pending[0][1].channel)
     return bool(summary)

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from gateway.core.bus import keys
 from gateway.core.bus.consumer import SignalConsumer
 from gateway.core.bus.inbound import pending_inbound
+from gateway.core.bus.lease import new_token
 from gateway.core.bus.signals import Signal, ack
 from gateway.core.errors import LeaseLostError
 from gateway.core.metrics import GatewayMetrics
@@ -42,7 +43,7 @@ from gateway.core.runtime import AgentRuntime
 from gateway.core.sessions.base import SessionStore
 from gateway.core.sessions.redis import RedisSessionStore
 from gateway.core.settings import Settings
-from gateway.workers.begin import Begun, NotBegun, begin_turn
+from gateway.workers.begin import Begun, NotBegun, begin_turn, let_go
 from gateway.workers.busy import backlog_page, hand_off
 from gateway.workers.drain import Drained, drain_turns
 from gateway.workers.jobs import RetryScheduler
@@ -209,23 +210,16 @@ class Worker:
         # Counted once: the claimed signal's first turn is its re-run, not another one.
         redelivery_counted = claimed
         while True:
-            begun = await begin_turn(
-                self.redis,
-                self._deps.sessions,
-                sig,
-                settings=self.settings,
-                owner=self.worker_id,
-                page=self._page,
-                cache=self._deps.cache,
-            )
+            begun = await self._begin(sig)
             if begun is NotBegun.EMPTY:
                 return _Handled.ACKED
-            if begun is NotBegun.BUSY:
+            if begun is NotBegun.BUSY or begun is NotBegun.KEPT:
                 if self._metrics is not None:
                     self._metrics.lease_waits.inc()
-                # The holder drains (BEGIN_TURN acked a fresh signal). A claimed signal
-                # may be a dead holder's: keep it pending until that lease lapsed.
-                return _Handled.KEPT if claimed else _Handled.ACKED
+                # BUSY: the holder drains (BEGIN_TURN acked the fresh signal). KEPT: the
+                # holder may be dead (a claimed signal) or runs no turns (compaction):
+                # pending until that lease lapsed or was released.
+                return _Handled.ACKED if begun is NotBegun.BUSY else _Handled.KEPT
             drained = await self._drain_held(begun, sig, redelivery_counted)
             redelivery_counted = False
             if drained.released:
@@ -239,10 +233,32 @@ class Worker:
                 )
                 return _Handled.ACK
             if self._stopping:
-                await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
-                return _Handled.ACK
+                # Acked only once another signal stands for the pending work.
+                handed = await hand_off(self.redis, self.settings, sig.session_key, sig.channel)
+                return _Handled.ACK if handed else _Handled.KEPT
             if not await pending_inbound(self.redis, sig.session_key, count=1):
                 return _Handled.ACK
+
+    async def _begin(self, sig: Signal) -> Begun | NotBegun:
+        """``BEGIN_TURN``; if it fails or is cancelled (a stop past its grace) after the
+        script may have granted the lease, the grant is let go, unless aborting: else
+        the stop's hand-off would find the session held by nobody until the ttl."""
+        token = new_token(self.worker_id)
+        try:
+            return await begin_turn(
+                self.redis,
+                self._deps.sessions,
+                sig,
+                settings=self.settings,
+                owner=self.worker_id,
+                page=self._page,
+                cache=self._deps.cache,
+                token=token,
+            )
+        except BaseException:
+            if not self._aborting:
+                await let_go(self.redis, sig.session_key, token)
+            raise
 
     async def _drain_held(self, begun: Begun, sig: Signal, redelivery_counted: bool) -> Drained:
         """Run the turns of a session ``BEGIN_TURN`` gave us; release it unless aborting

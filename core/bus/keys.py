@@ -117,7 +117,8 @@ def session(session_key: str) -> str:
 
 def session_head(session_key: str) -> str:
     """Hash of the stored session's small fields: ``created_at``, ``updated_at``,
-    ``summary``, ``metadata`` (JSON) and ``rev`` (commits so far)."""
+    ``summary``, ``metadata`` (JSON), ``rev`` (commits so far) and ``stamp`` (new with
+    every write: what a worker's cached copy and an append are checked against)."""
     return f"{PREFIX}:shead:{{{_tag(session_key)}}}"
 
 

@@ -21,7 +21,7 @@ writer then raises ``LeaseLostError`` and nothing was written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -61,6 +61,14 @@ class Finish:
     count: str = ""
     """Count an attempt for the ``first`` or ``last`` pending entry ('' none): the run
     the next turn most likely is (see ``BEGIN_TURN``)."""
+    stopping: Callable[[], bool] | None = None
+    """Asked when the commit is sent (a turn may run for minutes after the ``Finish``
+    was made): a worker that is stopping will not run the next turn, so it counts
+    no attempt for it."""
+
+    def next_count(self) -> str:
+        """What ``count`` says, unless the worker is stopping now."""
+        return "" if self.stopping is not None and self.stopping() else self.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,10 +241,11 @@ class SessionWriter:
             finish.page if finish is not None else 0,
             finish.group if finish is not None else "",
             ack.id if ack is not None else "",
-            finish.count if finish is not None else "",
+            finish.next_count() if finish is not None else "",
             len(events),
             write.head_fields if write is not None else 0,
             len(write.messages) if write is not None else 0,
+            write.expected_stamp if write is not None else "",
             *(encode(event) for event in events),
         ]
         if write is not None:

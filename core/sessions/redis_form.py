@@ -84,6 +84,8 @@ class SessionWrite:
     mode: WriteMode
     expected_length: int
     """The log length the append continues (the script refuses another)."""
+    expected_stamp: str
+    """The head's stamp the append continues ('' none: a head written without one)."""
     updated_at: float
     head: tuple[str, ...]
     """Field, value, field, value…"""
@@ -111,6 +113,7 @@ def plan_write(session: Session, base: StoredSession | None) -> SessionWrite:
     return SessionWrite(
         mode="append",
         expected_length=base.length,
+        expected_stamp=base.stamp,
         updated_at=session.updated_at,
         head=tuple(head),
         messages=tuple(_json(m) for m in messages[base.length :]),
@@ -136,6 +139,7 @@ def full_write(session: Session) -> SessionWrite:
     return SessionWrite(
         mode="rewrite",
         expected_length=0,
+        expected_stamp="",
         updated_at=session.updated_at,
         head=head,
         messages=tuple(_json(m) for m in session.messages),
@@ -143,8 +147,9 @@ def full_write(session: Session) -> SessionWrite:
     )
 
 
-def after_write(session: Session, stamp: str = "") -> StoredSession:
-    """What is stored once ``session`` was written: the base of the next write."""
+def after_write(session: Session, stamp: str) -> StoredSession:
+    """What is stored once ``session`` was written with ``stamp``: the base of the next
+    write (an append continues it only while the head still has that stamp)."""
     return StoredSession.of(session, length=len(session.messages), stamp=stamp)
 
 

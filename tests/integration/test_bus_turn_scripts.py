@@ -20,7 +20,7 @@ from gateway.core.sessions.base import Session
 from gateway.core.sessions.redis import RedisSessionStore
 from gateway.core.sessions.redis_form import StoredSession, after_write
 from gateway.core.settings import Settings
-from gateway.workers.begin import Begun, NotBegun, begin_turn
+from gateway.workers.begin import COMPACTOR_OWNER, Begun, NotBegun, begin_turn
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.store import TurnStore
 from tests.fakes.redis_server import redis, redis_server, redis_url  # noqa: F401
@@ -108,11 +108,25 @@ async def test_begin_on_a_held_session_acks_a_fresh_signal_keeps_a_claimed_one(
     assert holder is not None
 
     claimed = Signal(sig.stream, sig.id, sig.session_key, sig.channel, times_delivered=2)
-    assert await begin(redis, claimed) is NotBegun.BUSY
+    assert await begin(redis, claimed) is NotBegun.KEPT
     assert await pending_signals(redis) == 1
     assert await begin(redis, sig) is NotBegun.BUSY
     assert await pending_signals(redis) == 0
     assert await redis.get(keys.lease(SESSION)) == holder.token
+
+
+async def test_a_fresh_signal_is_kept_while_the_compaction_job_holds_the_session(
+    redis: Redis,
+) -> None:
+    await post(redis, "a")
+    sig = await next_signal(redis)
+    compactor = await Lease.acquire(redis, keys.lease(SESSION), ttl_ms=5000, owner=COMPACTOR_OWNER)
+    assert compactor is not None
+
+    assert await begin(redis, sig) is NotBegun.KEPT
+    # The compactor runs no turns: were it killed now, its lease would lapse and only
+    # this signal would still stand for the message.
+    assert await pending_signals(redis) == 1
 
 
 async def test_commit_with_nothing_pending_releases_and_acks(redis: Redis) -> None:
@@ -210,8 +224,8 @@ async def turn_bytes(redis: Redis, writer: SessionWriter, base: StoredSession) -
         {"role": "user", "content": "question " * 10},
         {"role": "assistant", "content": "answer " * 20},
     ]
-    await writer.commit(cursor="0-1", session=session, base=base)
-    return after_write(session)
+    committed = await writer.commit(cursor="0-1", session=session, base=base)
+    return after_write(session, committed.stamp)
 
 
 async def test_the_bytes_a_commit_writes_do_not_grow_with_the_history(redis: Redis) -> None:
@@ -269,67 +283,3 @@ async def test_an_append_to_a_log_that_moved_rewrites_it(redis: Redis) -> None:
     stored = await store.load(SESSION)
     assert stored is not None
     assert [m["content"] for m in stored.messages] == ["a", "b"]
-
-
-async def committed_with_cache(redis: Redis, cache: SessionCache) -> list[str]:
-    """One turn begun and committed with ``cache``: its session cached at its stamp."""
-    ids = await post(redis, "a", "b")
-    sig = await next_signal(redis)
-    started = await begin(redis, sig, cache=cache)
-    assert isinstance(started, Begun) and started.stored is None
-    session = Session(key=SESSION, messages=[{"role": "user", "content": "a"}])
-    store = TurnStore(RedisSessionStore(redis), started.writer, cursor=ids[0], loaded=True)
-    await store.save(session)
-    await store.commit(entry_ids=ids[:1])
-    await started.writer.release()
-    assert store.stored is not None
-    cache.put(store.stored)
-    return ids
-
-
-async def test_begin_leaves_out_a_history_the_worker_has_cached(redis: Redis) -> None:
-    cache = SessionCache()
-    await committed_with_cache(redis, cache)
-    # Changed behind the stamp's back: a begin that used the cache cannot see it.
-    await redis.rpush(keys.session_log(SESSION), '{"role":"user","content":"unseen"}')
-
-    started = await begin(redis, await next_signal(redis), cache=cache)
-
-    assert isinstance(started, Begun) and started.stored is not None
-    assert started.stored.session.messages == [{"role": "user", "content": "a"}]
-    started.stored.session.messages.append({"role": "user", "content": "b"})  # a turn's copy
-    cached = cache.checkout(SESSION)
-    assert cached is not None and len(cached.session.messages) == 1
-
-
-async def test_begin_reloads_a_session_written_since_it_was_cached(redis: Redis) -> None:
-    cache = SessionCache()
-    await committed_with_cache(redis, cache)
-    await RedisSessionStore(redis).save(Session(key=SESSION, summary="written elsewhere"))
-
-    started = await begin(redis, await next_signal(redis), cache=cache)
-
-    assert isinstance(started, Begun) and started.stored is not None
-    assert started.stored.session.summary == "written elsewhere"
-    assert cache.stamp(SESSION) == started.stored.stamp
-
-
-async def test_begin_sees_a_deleted_session_as_gone(redis: Redis) -> None:
-    cache = SessionCache()
-    await committed_with_cache(redis, cache)
-    await RedisSessionStore(redis).delete(SESSION)
-
-    started = await begin(redis, await next_signal(redis), cache=cache)
-
-    assert isinstance(started, Begun) and started.stored is None
-
-
-def test_the_cache_is_bounded_by_messages() -> None:
-    cache = SessionCache(max_messages=5)
-    for key in ("a", "b", "c"):
-        messages = [{"role": "user", "content": key}, {"role": "user", "content": key}]
-        stored = StoredSession.of(Session(key=key, messages=messages), length=2, stamp=key)
-        cache.put(stored)
-    assert (cache.stamp("a"), cache.stamp("b"), cache.stamp("c")) == ("", "b", "c")
-    cache.put(StoredSession.of(Session(key="d"), length=0))  # no stamp: not kept
-    assert cache.stamp("d") == "" and len(cache) == 2

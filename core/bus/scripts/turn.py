@@ -25,9 +25,14 @@ local function push_slices(key, first, last)
 end
 -- head, log, old form: the session's keys; fields at ARGV[f..f+2h-1], messages at
 -- ARGV[m..m+n-1]. Returns false, writing nothing, when an append would not continue
--- the log the caller read (expected length).
-local function log_continues(mode, log, expected)
-  return mode ~= 'append' or redis.call('LLEN', log) == tonumber(expected)
+-- the log the caller read: the head's stamp is another write's (every write sets a
+-- new one: a log rewritten to the same length is caught), or the length differs.
+local function log_continues(mode, head, log, length, stamp)
+  if mode ~= 'append' then
+    return true
+  end
+  return (redis.call('HGET', head, 'stamp') or '') == stamp
+    and redis.call('LLEN', log) == tonumber(length)
 end
 local function write_session(mode, head, log, old, f, h, m, n)
   if mode == 'rewrite' then
@@ -47,8 +52,11 @@ BEGIN_TURN: Final = LuaScript(
 --       session (old form), ready stream
 -- ARGV: token, lease ttl ms, count, which entry the turn is guessed to be run as
 --       ('first' / 'last'), worker group, signal id ('' = none), ack when busy (1/0),
---       the stamp of the session the worker has cached ('' = none)
--- -> {0} the lease is held by another (the signal acked when asked);
+--       the stamp of the session the worker has cached ('' = none), the token prefix
+--       of holders that run no turns (the compaction job's)
+-- -> {0} the lease is held by another, which drains: the signal acked;
+--    {3} the lease is held by another and the signal kept pending (not asked to ack,
+--     or the holder runs no turns: if it dies, this signal is what brings the work back);
 --    {1} nothing pending (the signal acked, the lease not taken);
 --    {2, entries, guessed run id, its attempt count, head [field, value...], the log's
 --     messages joined by ',', their number, old-form session or false}: the lease is
@@ -65,9 +73,13 @@ local function ack()
     redis.call('XDEL', KEYS[8], ARGV[6])
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[7] == '1' then ack() end
-  return {0}
+local holder = redis.call('GET', KEYS[1])
+if holder then
+  if ARGV[7] == '1' and string.sub(holder, 1, #ARGV[9]) ~= ARGV[9] then
+    ack()
+    return {0}
+  end
+  return {3}
 end
 local cursor = redis.call('GET', KEYS[2]) or '0-0'
 local entries = redis.call('XRANGE', KEYS[3], '(' .. cursor, '+', 'COUNT', ARGV[3])
@@ -162,8 +174,9 @@ COMMIT_TURN: Final = LuaScript(
 --       12 dead-letter payload, 13 dead-letter maxlen, 14 entries to read after the
 --       commit (0: do not look), 15 worker group, 16 signal id, 17 which pending
 --       entry to count an attempt for ('' none, 'first', 'last'), 18 number of events
---       E, 19 number of head fields H, 20 number of messages N, then E event json, H
---       field/value pairs, N message json, then the committed entry ids.
+--       E, 19 number of head fields H, 20 number of messages N, 21 the stamp of the
+--       session the append continues, then E event json, H field/value pairs, N
+--       message json, then the committed entry ids.
 -- -> nil if the lease is not ours; {0} if the log is not the one the append
 --    continues; else {1, event ids, entries pending after the cursor, the entry id
 --    whose attempt was counted or '', its count} (the lease is kept: the next turn's
@@ -177,12 +190,13 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return false
 end
 local mode = ARGV[4]
-if not log_continues(mode, KEYS[6], ARGV[5]) then
+if not log_continues(mode, KEYS[5], KEYS[6], ARGV[5], ARGV[21]) then
   return {0}
 end
 local e, h, n = tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20])
+local v = 22  -- where the events, head fields, messages and entry ids start
 local ids = {}
-for i = 21, 20 + e do
+for i = v, v + e - 1 do
   ids[#ids + 1] = redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[9], '*', 'd', ARGV[i])
 end
 local k = 11
@@ -196,13 +210,13 @@ if ARGV[10] ~= '' then
 end
 -- The session write: the one place that stores a turn's history.
 if mode ~= '' then
-  write_session(mode, KEYS[5], KEYS[6], KEYS[7], 21 + e, h, 21 + e + 2 * h, n)
+  write_session(mode, KEYS[5], KEYS[6], KEYS[7], v + e, h, v + e + 2 * h, n)
   redis.call('ZADD', KEYS[8], ARGV[6], ARGV[7])
 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[3])
 -- HDEL in slices: unpack() of thousands of values would overflow the Lua C stack.
-local first = 21 + e + 2 * h + n
+local first = v + e + 2 * h + n
 while first <= #ARGV do
   local last = math.min(first + 499, #ARGV)
   redis.call('HDEL', KEYS[4], unpack(ARGV, first, last))
