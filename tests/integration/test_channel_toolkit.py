@@ -147,7 +147,7 @@ async def test_code_cap_and_expiry(
     assert [len(texts) for texts in offered] == [1, 1, 1, 0]  # the fourth: at the cap
     match = CODE.search(offered[0][0])
     assert match is not None
-    await asyncio.sleep(2.1)  # codes live 1 s; Redis TIME counts whole seconds
+    await asyncio.sleep(4.1)  # codes live 3 s; Redis TIME counts whole seconds
     config = tmp_path / "cli.yaml"
     config.write_text(yaml.safe_dump({"redis": {"url": redis_url}}))
     expired = await gateway_cli(
