@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 from rich.console import Console
@@ -67,10 +67,11 @@ def one_line_main(main: Callable[[], Any]) -> NoReturn:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-class OneLineErrors(TyperGroup):
-    """The ``gateway`` command group, its usage errors one line (``one_line_main``)."""
+class _OneLineMain:
+    """``main`` with its usage errors on one line (``one_line_main``); a mixin for click
+    commands and groups."""
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -78,27 +79,19 @@ class OneLineErrors(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        run = partial(super().main, args, prog_name, complete_var, False, **extra)
+        base = cast(Any, super())
+        run = partial(base.main, args, prog_name, complete_var, False, **extra)
         if not standalone_mode:
             return run()
         one_line_main(run)
 
 
-class OneLineCommand(TyperCommand):
-    """A command on its own (``python -m gateway.workers``), usage errors one line."""
+class OneLineErrors(_OneLineMain, TyperGroup):  # type: ignore[misc]
+    """The ``gateway`` command group."""
 
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        run = partial(super().main, args, prog_name, complete_var, False, **extra)
-        if not standalone_mode:
-            return run()
-        one_line_main(run)
+
+class OneLineCommand(_OneLineMain, TyperCommand):  # type: ignore[misc]
+    """A command on its own (``python -m gateway.workers``)."""
 
 
 _ONE_LINE: dict[str, Any] = {"highlight": False, "soft_wrap": True}
