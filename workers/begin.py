@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.core.bus import keys
 from gateway.core.bus.codec import pairs_to_dict
 from gateway.core.bus.lease import Lease, new_token
-from gateway.core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, RELEASE_LEASE, ScriptArg
+from gateway.core.bus.scripts import BEGIN_TURN, MOVE_ATTEMPT, ScriptArg
 from gateway.core.bus.session_writer import SessionWriter
 from gateway.core.bus.signals import Signal
 from gateway.core.sessions.base import SessionStore
@@ -102,8 +101,8 @@ async def begin_turn(
     ``cache`` when the cached copy is still the stored one).
 
     ``token`` (default: a new one of ``owner``) is the grant's: a caller that gives it
-    can let the lease go (``let_go``) when this raises or is cancelled after the
-    script may have granted it.
+    can let the lease go (``workers.outage.UnreleasedGrants``) when this raises or is
+    cancelled after the script may have granted it.
     """
     s, ttl_ms = sig.session_key, settings.worker.lease_ms
     token = token or new_token(owner)
@@ -142,15 +141,6 @@ async def begin_turn(
     writer = SessionWriter(lease, s)
     attempt = CountedAttempt(writer, str(counted_id), int(counted))
     return Begun(writer, entries, attempt, stored, preloaded)
-
-
-async def let_go(redis: Redis, session_key: str, token: str) -> None:
-    """Release the grant ``token`` of the session's lease, if it is held (best effort:
-    the lease lapses by its ttl otherwise)."""
-    try:
-        await RELEASE_LEASE.run(redis, [keys.lease(session_key)], [token])
-    except (RedisError, OSError) as exc:
-        log.warning("lease of %r left to lapse: %r", session_key, exc)
 
 
 def guess_run(settings: Settings, channel: str) -> Literal["first", "last"]:

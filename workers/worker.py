@@ -43,10 +43,11 @@ from gateway.core.runtime import AgentRuntime
 from gateway.core.sessions.base import SessionStore
 from gateway.core.sessions.redis import RedisSessionStore
 from gateway.core.settings import Settings
-from gateway.workers.begin import Begun, NotBegun, begin_turn, let_go
+from gateway.workers.begin import Begun, NotBegun, begin_turn
 from gateway.workers.busy import backlog_page, hand_off
 from gateway.workers.drain import Drained, drain_turns
 from gateway.workers.jobs import RetryScheduler
+from gateway.workers.outage import UnreleasedGrants, redis_answers
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.turn import TurnDeps
 
@@ -106,6 +107,7 @@ class Worker:
         self._initialized = False
         self._stopping = False
         self._aborting = False
+        self._unreleased = UnreleasedGrants()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -190,18 +192,32 @@ class Worker:
         await self.redis.set(key, f"{time.time():.3f}", px=HEARTBEAT_TTL_MS)
 
     async def _handle(self, sig: Signal) -> None:
-        try:
-            handled = await self._drain_session(sig, sig.claimed)
-        except Exception as exc:
-            # LeaseLostError, a Redis outage or a bug: the work is unfinished, so the
-            # signal stays pending and claim_stale brings it back.
-            expected = isinstance(exc, LeaseLostError | RedisError | OSError)
-            level = logging.WARNING if expected else logging.ERROR
-            what = f"worker {self.worker_id}: {sig.session_key} unfinished, signal left pending"
-            log.log(level, "%s: %r", what, exc, exc_info=not expected)
+        claimed = sig.claimed
+        while True:
+            try:
+                handled = await self._drain_session(sig, claimed)
+            except (RedisError, OSError) as exc:
+                # An outage cut the session off: drain it again once Redis answers
+                # (workers.outage), instead of leaving it to claim_stale.
+                log.warning(
+                    "worker %s: %s cut off by Redis: %r", self.worker_id, sig.session_key, exc
+                )
+                if not await redis_answers(self.redis, lambda: self._stopping):
+                    return  # stopping: the signal stays pending for a peer
+                await self._unreleased.let_go(self.redis, sig.session_key)
+                claimed = True  # the re-run is a redelivery, as a claim would be
+                continue
+            except Exception as exc:
+                # LeaseLostError or a bug: the work is unfinished, so the signal stays
+                # pending and claim_stale brings it back.
+                expected = isinstance(exc, LeaseLostError)
+                level = logging.WARNING if expected else logging.ERROR
+                what = f"worker {self.worker_id}: {sig.session_key} unfinished, signal left pending"
+                log.log(level, "%s: %r", what, exc, exc_info=not expected)
+                return
+            if handled is _Handled.ACK:
+                await ack(self.redis, sig, keys.WORKER_GROUP)
             return
-        if handled is _Handled.ACK:
-            await ack(self.redis, sig, keys.WORKER_GROUP)
 
     async def _drain_session(self, sig: Signal, claimed: bool) -> _Handled:
         """Drain the session; says whether the signal is acked, to ack, or kept pending."""
@@ -257,7 +273,8 @@ class Worker:
             )
         except BaseException:
             if not self._aborting:
-                await let_go(self.redis, sig.session_key, token)
+                self._unreleased.remember(sig.session_key, token)
+                await self._unreleased.let_go(self.redis, sig.session_key)
             raise
 
     async def _drain_held(self, begun: Begun, sig: Signal, redelivery_counted: bool) -> Drained:
@@ -277,7 +294,12 @@ class Worker:
                 )
         finally:
             if not self._aborting:
-                await writer.release()
+                try:
+                    await writer.release()
+                except (RedisError, OSError):
+                    # Let go once Redis answers again, before the re-run (workers.outage).
+                    self._unreleased.remember(writer.session_key, writer.lease.token)
+                    raise
 
 
 class _Handled(enum.Enum):
