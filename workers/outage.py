@@ -9,6 +9,12 @@ claimed as stale. Nothing was lost; every chat whose turn the outage cut waited 
 Now the worker remembers the grants it could not release, waits for Redis to answer
 (backing off), lets those grants go and drains the session again itself: the re-run is
 what a claim of the stale signal would have started, with the same ``run_id``.
+
+Only a lost connection is an outage (``OUTAGE_ERRORS``): a Redis that answers with an
+error (a script error, OOM, READONLY, a wrong type) answers a PING too, so retrying it
+would spin; such a drain is left pending for ``claim_stale``, as before. Re-runs of one
+signal are bounded (``MAX_RERUNS``) for a connection that fails on every try even though
+PING works (a client output buffer limit, a proxy cutting long replies).
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import logging
 from collections.abc import Callable
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core.bus import keys
 from gateway.core.bus.scripts import RELEASE_LEASE
@@ -27,45 +35,69 @@ log = logging.getLogger(__name__)
 
 PING_BACKOFF_S = 0.1
 PING_BACKOFF_MAX_S = 5.0
+MAX_RERUNS = 3
+"""Re-runs of one signal's drain after outages; past that ``claim_stale`` takes over."""
+
+OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Redis did not answer (``BusyLoadingError`` is a ``ConnectionError``): worth waiting for.
+Not ``ResponseError`` and its kin: Redis answered, and would answer the same again."""
 
 
 class UnreleasedGrants:
-    """Lease grants (session key -> token) whose release an outage swallowed."""
+    """The lease grants of one session whose release an outage swallowed.
 
-    def __init__(self) -> None:
-        self._tokens: dict[str, str] = {}
+    One per handled signal: a grant matters only to the drain that took it, and what
+    is left when that handling ends lapses by its ttl (nothing accumulates per worker).
+    """
 
-    def remember(self, session_key: str, token: str) -> None:
-        self._tokens[session_key] = token
+    def __init__(self, session_key: str) -> None:
+        self.session_key = session_key
+        self._tokens: list[str] = []
 
-    async def let_go(self, redis: Redis, session_key: str) -> None:
-        """Release the remembered grant of ``session_key`` (a no-op once it lapsed or
-        another holder took the session: the release compares the token); kept for
-        the next try while Redis does not answer."""
-        token = self._tokens.get(session_key)
-        if token is None:
-            return
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def remember(self, token: str) -> None:
+        if token not in self._tokens:
+            self._tokens.append(token)
+
+    async def let_go(self, redis: Redis) -> None:
+        """Release the remembered grants (a no-op for one that lapsed or that another
+        holder replaced: the release compares the token); raises ``OUTAGE_ERRORS`` with
+        the grants not yet released kept for the next try."""
+        while self._tokens:
+            try:
+                await RELEASE_LEASE.run(redis, [keys.lease(self.session_key)], [self._tokens[0]])
+            except OUTAGE_ERRORS:
+                raise
+            except RedisError as exc:
+                # Redis answered with an error: retrying would get it again.
+                log.warning("lease of %r left to lapse: %r", self.session_key, exc)
+            self._tokens.pop(0)
+
+    async def try_let_go(self, redis: Redis) -> None:
+        """``let_go`` now if Redis answers, else keep the grants for ``recovered``."""
         try:
-            await RELEASE_LEASE.run(redis, [keys.lease(session_key)], [token])
-        except (RedisError, OSError) as exc:
+            await self.let_go(redis)
+        except OUTAGE_ERRORS as exc:
             log.warning(
-                "lease of %r not released yet (%r): again once Redis answers", session_key, exc
+                "lease of %r not released yet (%r): again once Redis answers",
+                self.session_key,
+                exc,
             )
-            return
-        self._tokens.pop(session_key, None)
 
 
-async def redis_answers(redis: Redis, stopping: Callable[[], bool]) -> bool:
-    """Wait until Redis answers a PING (True), or the worker stops (False).
-
-    Polled with backoff: nothing notifies a client that a server came back.
+async def recovered(redis: Redis, grants: UnreleasedGrants, stopping: Callable[[], bool]) -> bool:
+    """Wait until Redis answers a PING and ``grants`` are let go (True), or the worker
+    stops (False). Polled with backoff: nothing notifies a client that a server came back.
     """
     delay = PING_BACKOFF_S
     while not stopping():
         try:
             await redis.ping()
+            await grants.let_go(redis)
             return True
-        except (RedisError, OSError):
+        except OUTAGE_ERRORS:
             await asyncio.sleep(delay)
             delay = min(delay * 2, PING_BACKOFF_MAX_S)
     return False

@@ -28,6 +28,7 @@ import os
 import secrets
 import socket
 import time
+from dataclasses import replace
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -47,7 +48,7 @@ from gateway.workers.begin import Begun, NotBegun, begin_turn
 from gateway.workers.busy import backlog_page, hand_off
 from gateway.workers.drain import Drained, drain_turns
 from gateway.workers.jobs import RetryScheduler
-from gateway.workers.outage import UnreleasedGrants, redis_answers
+from gateway.workers.outage import MAX_RERUNS, OUTAGE_ERRORS, UnreleasedGrants, recovered
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.turn import TurnDeps
 
@@ -107,7 +108,6 @@ class Worker:
         self._initialized = False
         self._stopping = False
         self._aborting = False
-        self._unreleased = UnreleasedGrants()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -192,25 +192,30 @@ class Worker:
         await self.redis.set(key, f"{time.time():.3f}", px=HEARTBEAT_TTL_MS)
 
     async def _handle(self, sig: Signal) -> None:
-        claimed = sig.claimed
-        while True:
+        grants = UnreleasedGrants(sig.session_key)
+        for rerun in range(MAX_RERUNS + 1):
             try:
-                handled = await self._drain_session(sig, claimed)
-            except (RedisError, OSError) as exc:
+                handled = await self._drain_session(sig, grants)
+            except OUTAGE_ERRORS as exc:
                 # An outage cut the session off: drain it again once Redis answers
                 # (workers.outage), instead of leaving it to claim_stale.
                 log.warning(
-                    "worker %s: %s cut off by Redis: %r", self.worker_id, sig.session_key, exc
+                    "worker %s: %s cut off by Redis (re-run %d of %d): %r",
+                    *(self.worker_id, sig.session_key, rerun + 1, MAX_RERUNS, exc),
                 )
-                if not await redis_answers(self.redis, lambda: self._stopping):
+                if rerun == MAX_RERUNS:
+                    break
+                if not await recovered(self.redis, grants, lambda: self._stopping):
                     return  # stopping: the signal stays pending for a peer
-                await self._unreleased.let_go(self.redis, sig.session_key)
-                claimed = True  # the re-run is a redelivery, as a claim would be
+                # The re-run is a redelivery, as a claim would be: if the session is held
+                # now (a grant lost with the outage, a peer's), BEGIN_TURN must keep the
+                # signal pending, not ack it for a holder that may not be draining.
+                sig = replace(sig, times_delivered=max(2, sig.times_delivered))
                 continue
             except Exception as exc:
-                # LeaseLostError or a bug: the work is unfinished, so the signal stays
-                # pending and claim_stale brings it back.
-                expected = isinstance(exc, LeaseLostError)
+                # LeaseLostError, an error Redis answered with, or a bug: the work is
+                # unfinished, so the signal stays pending and claim_stale brings it back.
+                expected = isinstance(exc, LeaseLostError | RedisError)
                 level = logging.WARNING if expected else logging.ERROR
                 what = f"worker {self.worker_id}: {sig.session_key} unfinished, signal left pending"
                 log.log(level, "%s: %r", what, exc, exc_info=not expected)
@@ -218,15 +223,21 @@ class Worker:
             if handled is _Handled.ACK:
                 await ack(self.redis, sig, keys.WORKER_GROUP)
             return
+        log.warning(
+            "worker %s: %s cut off %d times, signal left pending for claim_stale",
+            *(self.worker_id, sig.session_key, MAX_RERUNS + 1),
+        )
 
-    async def _drain_session(self, sig: Signal, claimed: bool) -> _Handled:
-        """Drain the session; says whether the signal is acked, to ack, or kept pending."""
+    async def _drain_session(self, sig: Signal, grants: UnreleasedGrants) -> _Handled:
+        """Drain the session; says whether the signal is acked, to ack, or kept pending.
+        ``grants`` gets the lease grants an outage kept from being released."""
+        claimed = sig.claimed
         if claimed and self._metrics is not None:
             self._metrics.redeliveries.inc()
         # Counted once: the claimed signal's first turn is its re-run, not another one.
         redelivery_counted = claimed
         while True:
-            begun = await self._begin(sig)
+            begun = await self._begin(sig, grants)
             if begun is NotBegun.EMPTY:
                 return _Handled.ACKED
             if begun is NotBegun.BUSY or begun is NotBegun.KEPT:
@@ -236,7 +247,7 @@ class Worker:
                 # holder may be dead (a claimed signal) or runs no turns (compaction):
                 # pending until that lease lapsed or was released.
                 return _Handled.ACKED if begun is NotBegun.BUSY else _Handled.KEPT
-            drained = await self._drain_held(begun, sig, redelivery_counted)
+            drained = await self._drain_held(begun, sig, grants, redelivery_counted)
             redelivery_counted = False
             if drained.released:
                 return _Handled.ACKED
@@ -255,7 +266,7 @@ class Worker:
             if not await pending_inbound(self.redis, sig.session_key, count=1):
                 return _Handled.ACK
 
-    async def _begin(self, sig: Signal) -> Begun | NotBegun:
+    async def _begin(self, sig: Signal, grants: UnreleasedGrants) -> Begun | NotBegun:
         """``BEGIN_TURN``; if it fails or is cancelled (a stop past its grace) after the
         script may have granted the lease, the grant is let go, unless aborting: else
         the stop's hand-off would find the session held by nobody until the ttl."""
@@ -273,11 +284,13 @@ class Worker:
             )
         except BaseException:
             if not self._aborting:
-                self._unreleased.remember(sig.session_key, token)
-                await self._unreleased.let_go(self.redis, sig.session_key)
+                grants.remember(token)
+                await grants.try_let_go(self.redis)
             raise
 
-    async def _drain_held(self, begun: Begun, sig: Signal, redelivery_counted: bool) -> Drained:
+    async def _drain_held(
+        self, begun: Begun, sig: Signal, grants: UnreleasedGrants, redelivery_counted: bool
+    ) -> Drained:
         """Run the turns of a session ``BEGIN_TURN`` gave us; release it unless aborting
         (a worker stopping as a crash would leaves it to lapse by its ttl)."""
         writer = begun.writer
@@ -296,9 +309,9 @@ class Worker:
             if not self._aborting:
                 try:
                     await writer.release()
-                except (RedisError, OSError):
+                except OUTAGE_ERRORS:
                     # Let go once Redis answers again, before the re-run (workers.outage).
-                    self._unreleased.remember(writer.session_key, writer.lease.token)
+                    grants.remember(writer.lease.token)
                     raise
 
 

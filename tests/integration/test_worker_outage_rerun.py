@@ -1,0 +1,126 @@
+"""Second reader's regressions for the outage re-run (``workers.outage``), on a real
+redis-server: a Redis that answers with an error is not an outage, re-runs are bounded,
+and a re-run keeps the signal pending when it finds the session held."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.core.bus import keys
+from gateway.core.bus.signals import Signal, read_signals
+from gateway.core.settings import Settings
+from gateway.workers.outage import MAX_RERUNS
+from gateway.workers.worker import Worker, _Handled
+from tests.integration.test_worker_kit import bus_settings, runtime_for, send, session_key
+
+pytestmark = pytest.mark.integration
+
+GIVE_UP_S = 30.0
+"""Generous: before the fixes these handlings never returned."""
+
+
+@asynccontextmanager
+async def idle_worker(settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
+    """A worker whose groups exist but that reads nothing itself: the test hands it one
+    signal (``Worker._handle``) and sees how that handling ends."""
+    runtime = runtime_for(settings, redis)
+    worker = Worker(settings, redis, runtime, worker_id="w0")
+    await worker.initialize()
+    try:
+        yield worker
+    finally:
+        await worker.shutdown()
+        await runtime.aclose()
+
+
+async def one_signal(redis: Redis, settings: Settings) -> Signal:
+    streams = [keys.ready(p) for p in range(settings.worker.ready_partitions)]
+    signals = await read_signals(redis, streams, keys.WORKER_GROUP, "w0", count=10, block_ms=100)
+    assert len(signals) == 1
+    return signals[0]
+
+
+async def pending_count(redis: Redis, settings: Settings) -> int:
+    total = 0
+    for p in range(settings.worker.ready_partitions):
+        info = await redis.xpending(keys.ready(p), keys.WORKER_GROUP)
+        total += int(info["pending"])
+    return total
+
+
+async def test_an_error_redis_answers_with_is_not_retried_as_an_outage(
+    tmp_path: Path, redis: Redis
+) -> None:
+    # Regression: a ResponseError (here WRONGTYPE in BEGIN_TURN; the same for OOM,
+    # READONLY, a script bug) is a RedisError, so the drain was "re-run once Redis
+    # answers": PING answers at once, and the handling spun at full speed forever,
+    # holding its slot and keeping its signal claimed so no peer could take it.
+    settings = bus_settings(tmp_path)
+    async with idle_worker(settings, redis) as worker:
+        await send(redis, settings, "wrongtype", "hi")
+        await redis.hset(keys.cursor(session_key("wrongtype")), "not", "a string")
+        sig = await one_signal(redis, settings)
+        async with asyncio.timeout(GIVE_UP_S):
+            await worker._handle(sig)
+    assert await pending_count(redis, settings) == 1  # left for claim_stale
+    assert await redis.get(keys.lease(session_key("wrongtype"))) is None
+
+
+async def test_re_runs_after_outages_are_bounded(
+    tmp_path: Path, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: a connection that fails on every drain while PING works (a client
+    # output buffer limit, a proxy cutting long replies) was re-run forever.
+    settings = bus_settings(tmp_path)
+    async with idle_worker(settings, redis) as worker:
+        calls: list[Signal] = []
+
+        async def cut_off(sig: Signal, *_: object) -> _Handled:
+            calls.append(sig)
+            raise RedisConnectionError("connection reset by the server")
+
+        monkeypatch.setattr(worker, "_drain_session", cut_off)
+        await send(redis, settings, "cut", "hi")
+        sig = await one_signal(redis, settings)
+        async with asyncio.timeout(GIVE_UP_S):
+            await worker._handle(sig)
+    assert len(calls) == MAX_RERUNS + 1
+    assert await pending_count(redis, settings) == 1
+
+
+async def test_a_re_run_that_finds_the_session_held_keeps_the_signal(
+    tmp_path: Path, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the re-run passed the fresh signal to BEGIN_TURN unchanged, so a
+    # session held when Redis came back (a grant whose token the outage lost, a holder
+    # that died meanwhile) had the signal acked "for the holder, which drains": nobody
+    # drained, and the chat's message waited for its next message.
+    settings = bus_settings(tmp_path, lease_ms=600_000)
+    key = session_key("held")
+    async with idle_worker(settings, redis) as worker:
+        drain = worker._drain_session
+        calls: list[Signal] = []
+
+        async def first_cut_off(sig: Signal, *args: object) -> _Handled:
+            calls.append(sig)
+            if len(calls) == 1:
+                # The outage: and the lease is a holder's that will never drain.
+                await redis.set(keys.lease(key), "dead-holder:token", px=600_000)
+                raise RedisConnectionError("Connection closed by server.")
+            return await drain(sig, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(worker, "_drain_session", first_cut_off)
+        await send(redis, settings, "held", "hi")
+        sig = await one_signal(redis, settings)
+        assert not sig.claimed
+        async with asyncio.timeout(GIVE_UP_S):
+            await worker._handle(sig)
+    assert await pending_count(redis, settings) == 1  # still stands for the message
+    assert len(calls) == 2 and calls[1].claimed
