@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +31,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core.bus import keys
 from gateway.core.bus.scripts import RELEASE_LEASE
+from gateway.core.bus.signals import Signal, ack
+from gateway.core.settings import Settings
+from gateway.workers.busy import hand_off
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +93,49 @@ class UnreleasedGrants:
 
 async def recovered(redis: Redis, grants: UnreleasedGrants, stopping: Callable[[], bool]) -> bool:
     """Wait until Redis answers a PING and ``grants`` are let go (True), or the worker
-    stops (False). Polled with backoff: nothing notifies a client that a server came back.
-    """
+    stops while Redis does not answer (False). Polled with backoff: nothing notifies a
+    client that a server came back."""
     delay = PING_BACKOFF_S
-    while not stopping():
+    while True:
+        # Tried once even when stopping: a stopping worker that reaches Redis can still
+        # let its grants go and hand the session off, rather than leave it for a claim.
         try:
             await redis.ping()
             await grants.let_go(redis)
             return True
         except OUTAGE_ERRORS:
+            if stopping():
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, PING_BACKOFF_MAX_S)
-    return False
+
+
+async def after_outage(
+    redis: Redis,
+    settings: Settings,
+    sig: Signal,
+    grants: UnreleasedGrants,
+    exc: BaseException,
+    rerun: int,
+    stopping: Callable[[], bool],
+) -> Signal | None:
+    """The signal to drain again, once Redis answers and ``grants`` are let go, after
+    the ``rerun``-th drain of ``sig`` was cut off by ``exc``; None to drain it no more
+    (its signal left pending for a claim, or handed off by a stopping worker)."""
+    s = sig.session_key
+    if rerun >= MAX_RERUNS:
+        log.warning("%s cut off by Redis again (%r): pending for claim_stale", s, exc)
+        return None
+    log.warning("%s cut off by Redis (%r): drained again once Redis answers", s, exc)
+    if not await recovered(redis, grants, stopping):
+        return None  # stopping: the signal stays pending for a peer
+    if stopping():
+        # As a drain that stopped (a BEGIN_TURN now would count an attempt this worker
+        # does not run): acked once another signal stands for the session's work.
+        if await hand_off(redis, settings, s, sig.channel):
+            await ack(redis, sig, keys.WORKER_GROUP)
+        return None
+    # A redelivery, as a claim would be: if the session is held now (a grant the outage
+    # lost, a peer's), BEGIN_TURN must keep the signal pending, not ack it for a holder
+    # that may not be draining.
+    return replace(sig, times_delivered=max(2, sig.times_delivered))

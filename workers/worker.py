@@ -23,12 +23,12 @@ keeps ``gw:worker:{id}`` alive (it expires ``HEARTBEAT_TTL_MS`` after a crash).
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import os
 import secrets
 import socket
 import time
-from dataclasses import replace
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -48,7 +48,7 @@ from gateway.workers.begin import Begun, NotBegun, begin_turn
 from gateway.workers.busy import backlog_page, hand_off
 from gateway.workers.drain import Drained, drain_turns
 from gateway.workers.jobs import RetryScheduler
-from gateway.workers.outage import MAX_RERUNS, OUTAGE_ERRORS, UnreleasedGrants, recovered
+from gateway.workers.outage import OUTAGE_ERRORS, UnreleasedGrants, after_outage
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.turn import TurnDeps
 
@@ -193,24 +193,18 @@ class Worker:
 
     async def _handle(self, sig: Signal) -> None:
         grants = UnreleasedGrants(sig.session_key)
-        for rerun in range(MAX_RERUNS + 1):
+        for rerun in itertools.count():
             try:
                 handled = await self._drain_session(sig, grants)
             except OUTAGE_ERRORS as exc:
                 # An outage cut the session off: drain it again once Redis answers
                 # (workers.outage), instead of leaving it to claim_stale.
-                log.warning(
-                    "worker %s: %s cut off by Redis (re-run %d of %d): %r",
-                    *(self.worker_id, sig.session_key, rerun + 1, MAX_RERUNS, exc),
+                again = await after_outage(
+                    self.redis, self.settings, sig, grants, exc, rerun, lambda: self._stopping
                 )
-                if rerun == MAX_RERUNS:
-                    break
-                if not await recovered(self.redis, grants, lambda: self._stopping):
-                    return  # stopping: the signal stays pending for a peer
-                # The re-run is a redelivery, as a claim would be: if the session is held
-                # now (a grant lost with the outage, a peer's), BEGIN_TURN must keep the
-                # signal pending, not ack it for a holder that may not be draining.
-                sig = replace(sig, times_delivered=max(2, sig.times_delivered))
+                if again is None:
+                    return
+                sig = again
                 continue
             except Exception as exc:
                 # LeaseLostError, an error Redis answered with, or a bug: the work is
@@ -223,10 +217,6 @@ class Worker:
             if handled is _Handled.ACK:
                 await ack(self.redis, sig, keys.WORKER_GROUP)
             return
-        log.warning(
-            "worker %s: %s cut off %d times, signal left pending for claim_stale",
-            *(self.worker_id, sig.session_key, MAX_RERUNS + 1),
-        )
 
     async def _drain_session(self, sig: Signal, grants: UnreleasedGrants) -> _Handled:
         """Drain the session; says whether the signal is acked, to ack, or kept pending.

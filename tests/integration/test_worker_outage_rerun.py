@@ -124,3 +124,26 @@ async def test_a_re_run_that_finds_the_session_held_keeps_the_signal(
             await worker._handle(sig)
     assert await pending_count(redis, settings) == 1  # still stands for the message
     assert len(calls) == 2 and calls[1].claimed
+
+
+async def test_a_worker_stopping_when_redis_is_back_hands_the_cut_session_off(
+    tmp_path: Path, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: a stop during the outage ended the wait without asking Redis once, so
+    # the cut session's signal stayed pending (and its grant held) until claim_idle_ms,
+    # though Redis answered and a peer could have taken it over at once.
+    settings = bus_settings(tmp_path, claim_idle_ms=600_000)
+    async with idle_worker(settings, redis) as worker:
+
+        async def cut_off_while_stopping(sig: Signal, *_: object) -> _Handled:
+            worker._stopping = True  # stop() was called during the outage
+            raise RedisConnectionError("Connection closed by server.")
+
+        monkeypatch.setattr(worker, "_drain_session", cut_off_while_stopping)
+        await send(redis, settings, "stopping", "hi")
+        sig = await one_signal(redis, settings)
+        async with asyncio.timeout(GIVE_UP_S):
+            await worker._handle(sig)
+        assert await pending_count(redis, settings) == 0  # acked: a fresh signal stands
+        fresh = await one_signal(redis, settings)
+    assert fresh.session_key == sig.session_key and fresh.id != sig.id
