@@ -193,6 +193,16 @@ class Worker:
 
     async def _handle(self, sig: Signal) -> None:
         grants = UnreleasedGrants(sig.session_key)
+        try:
+            await self._handle_with(sig, grants)
+        except BaseException:
+            # Cancelled (a stop past its grace) with grants an outage kept: let them go,
+            # else the stop's hand-off finds the session held by nobody until the ttl.
+            if grants and not self._aborting:
+                await grants.try_let_go(self.redis)
+            raise
+
+    async def _handle_with(self, sig: Signal, grants: UnreleasedGrants) -> None:
         for rerun in itertools.count():
             try:
                 handled = await self._drain_session(sig, grants)
@@ -299,8 +309,9 @@ class Worker:
             if not self._aborting:
                 try:
                     await writer.release()
-                except OUTAGE_ERRORS:
-                    # Let go once Redis answers again, before the re-run (workers.outage).
+                except BaseException:
+                    # Let go once Redis answers again, before the re-run (workers.outage),
+                    # or at once if a stop's cancel cut the release itself (``_handle``).
                     grants.remember(writer.lease.token)
                     raise
 

@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.core.bus import keys
 from gateway.core.bus.signals import Signal, read_signals
 from gateway.core.settings import Settings
-from gateway.workers.outage import MAX_RERUNS
+from gateway.workers.outage import MAX_RERUNS, UnreleasedGrants
 from gateway.workers.worker import Worker, _Handled
 from tests.integration.test_worker_kit import bus_settings, runtime_for, send, session_key
 
@@ -147,3 +147,36 @@ async def test_a_worker_stopping_when_redis_is_back_hands_the_cut_session_off(
         assert await pending_count(redis, settings) == 0  # acked: a fresh signal stands
         fresh = await one_signal(redis, settings)
     assert fresh.session_key == sig.session_key and fresh.id != sig.id
+
+
+async def test_a_stop_cancelling_the_wait_for_redis_lets_the_grants_go(
+    tmp_path: Path, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: a stop past its grace cancelled the wait for Redis with the cut drain's
+    # grant still held: the stop's hand-off signal then found the session held by nobody
+    # (acked "for the holder") and the chat waited for claim_idle_ms.
+    settings = bus_settings(tmp_path, lease_ms=600_000)
+    key = session_key("cancel")
+    async with idle_worker(settings, redis) as worker:
+        cut = asyncio.Event()
+
+        async def cut_off(sig: Signal, grants: UnreleasedGrants) -> _Handled:
+            await redis.set(keys.lease(key), "w0:held-when-cut", px=600_000)
+            grants.remember("w0:held-when-cut")  # its release failed with the outage
+            cut.set()
+            raise RedisConnectionError("Connection closed by server.")
+
+        async def no_answer() -> None:
+            raise RedisConnectionError("Connection refused.")  # Redis not back yet for PING
+
+        monkeypatch.setattr(worker, "_drain_session", cut_off)
+        monkeypatch.setattr(worker.redis, "ping", no_answer)
+        await send(redis, settings, "cancel", "hi")
+        sig = await one_signal(redis, settings)
+        job = asyncio.create_task(worker._handle(sig))
+        await cut.wait()
+        await asyncio.sleep(0)  # into the wait for Redis
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+    assert await redis.get(keys.lease(key)) is None
