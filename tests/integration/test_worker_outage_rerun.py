@@ -180,3 +180,30 @@ async def test_a_stop_cancelling_the_wait_for_redis_lets_the_grants_go(
         with pytest.raises(asyncio.CancelledError):
             await job
     assert await redis.get(keys.lease(key)) is None
+
+
+async def test_turns_cut_off_again_and_again_end_dead_lettered(
+    tmp_path: Path, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each re-run's BEGIN_TURN counts an attempt, so outages in every turn of a message
+    # end in the dead letter after max_deliveries, not in a loop of re-runs and claims.
+    settings = bus_settings(tmp_path, max_deliveries=3)
+    async with idle_worker(settings, redis) as worker:
+        turns: list[object] = []
+
+        async def cut_off_mid_turn(*args: object, **kwargs: object) -> object:
+            turns.append(args)
+            raise RedisConnectionError("Connection closed by server.")
+
+        monkeypatch.setattr("gateway.workers.worker.drain_turns", cut_off_mid_turn)
+        await send(redis, settings, "again", "hi")
+        sig = await one_signal(redis, settings)
+        async with asyncio.timeout(GIVE_UP_S):
+            await worker._handle(sig)  # the first run and MAX_RERUNS re-runs, all cut off
+        assert len(turns) == MAX_RERUNS + 1
+        monkeypatch.undo()
+        claimed = Signal(sig.stream, sig.id, sig.session_key, sig.channel, times_delivered=2)
+        async with asyncio.timeout(GIVE_UP_S):
+            await worker._handle(claimed)  # as claim_stale would hand it over
+    assert await redis.xlen(keys.DEAD_LETTER) == 1
+    assert await pending_count(redis, settings) == 0
