@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SIDE_JOBS_RESTART_S = 1.0
 SIDE_JOBS_RESTART_MAX_S = 30.0
+SIDE_JOBS_STOP_TRIES = 50
+SIDE_JOBS_STOP_WAIT_S = 0.2
 SIDE_JOBS_HEALTHY_S = 10.0
 """A run of the side jobs this long counts as healthy: its end is a new outage."""
 
@@ -122,10 +124,28 @@ async def _side_jobs(make: Callable[[], arq.Worker]) -> AsyncIterator[None]:
             if running:
                 await running[0].close()  # raises when Redis is gone: still end the task below
         finally:
-            task.cancel()
-            await asyncio.wait([task])
-            if not task.cancelled() and (error := task.exception()) is not None:
-                log.warning("arq side jobs had stopped: %s", error)
+            await _end(task, running)
+
+
+async def _end(task: asyncio.Task[None], running: list[arq.Worker]) -> None:
+    """Cancel the side jobs until they end, bounded.
+
+    arq's main task can miss a cancellation (seen under load: ``stop`` then waited for
+    ever on a task parked in arq's poll sleep), so it is cancelled again until it ends.
+    """
+    for _ in range(SIDE_JOBS_STOP_TRIES):
+        task.cancel()
+        main_task = running[0].main_task if running else None
+        if main_task is not None:
+            main_task.cancel()
+        done, _ = await asyncio.wait([task], timeout=SIDE_JOBS_STOP_WAIT_S)
+        if done:
+            break
+    else:
+        log.warning("arq side jobs did not stop after %d cancellations", SIDE_JOBS_STOP_TRIES)
+        return
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("arq side jobs had stopped: %s", error)
 
 
 async def _keep_running(make: Callable[[], arq.Worker], running: list[arq.Worker]) -> None:
