@@ -270,8 +270,10 @@ class BaseChannel(ABC):
 
         Messages dedupe on publish; what the channel answers itself dedupes on a marker
         set only *after* the answer went out. A crash between the two answers again on
-        redelivery (a repeated /help or /new is harmless); marking first lost the answer
-        for good, since the platform is told the update was handled once we return.
+        redelivery (a repeated /help or /new is harmless), and so may two deliveries of
+        one event handled at the same moment (a webhook retried while the first still
+        runs); marking first lost the answer for good, since the platform is told the
+        update was handled once we return.
         """
         if msg.event_id is None:
             await answer()
