@@ -176,11 +176,24 @@ class TelegramChannel(BaseChannel):
         normalized = normalize(update, self.me)
         if normalized is None:
             return Handled.IGNORED
-        album = album_of(update)
+        album = album_of(update) or await self._album_to_follow(*normalized)
         if album is not None:  # safe in Redis now; published with the rest when due
             stored = await self.albums.stash(album, update.update_id, update.to_json())
             return Handled.BUFFERED if stored else Handled.DUPLICATE
         return await self._admit(*normalized)
+
+    async def _album_to_follow(self, msg: PlatformMessage, media: list[Media]) -> str | None:
+        """The album a direct chat's next message joins, so it does not overtake it.
+
+        An album waits a window before it is published; a text sent right after it
+        ("what are these?") would otherwise reach the model first, without the photos.
+        It joins the album instead (or, once the album is being published, follows it
+        as the album's next batch). Groups are left alone: another member's message
+        must not join someone's album. Commands act at once.
+        """
+        if not msg.direct or media or msg.text.startswith("/"):
+            return None
+        return await self.albums.buffer.waiting_in(msg.chat_id)
 
     async def _publish_album(self, album: Album) -> None:
         """One message for the whole album: access, pairing and downloads decided once.

@@ -95,6 +95,12 @@ class AlbumBuffer:
         args: list[ScriptArg] = [album, update_id, payload, self.window_ms, KEEP_S]
         return bool(await STASH_ALBUM_PART.run(self.redis, script_keys, args))
 
+    async def waiting_in(self, chat_id: str) -> str | None:
+        """An album of ``chat_id`` not yet published (stashed or being published), if any."""
+        prefix = f"{chat_id}:"
+        albums = cast(list[str], await self.redis.zrange(self.due_key, 0, -1))
+        return next((album for album in albums if album.startswith(prefix)), None)
+
     async def due(self, most: int) -> tuple[list[str], float | None]:
         """Albums due now (at most ``most``), and seconds until the next one (None: none)."""
         reply = cast(list[object], await DUE_ALBUMS.run(self.redis, [self.due_key], [most]))

@@ -178,3 +178,29 @@ async def test_an_album_stashed_by_a_killed_poller_is_published_by_the_next_one(
             if process is not None and process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
+
+
+async def test_a_text_sent_right_after_an_album_joins_it(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    # Regression: the text was published at once and the album a window later, so the
+    # model answered "what do you see?" without the photos.
+    await gateway(album_window_s=2.0)
+    await telegram.push_album(PHOTOS[:2], caption="my holiday", chat_id=ANN, user_id=ANN)
+    await telegram.push("what do you see?", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: final(telegram, "echo: my holiday\n\nwhat do you see?"))
+    images, text = images_and_text(fake_model)  # one request: photos and both texts
+    assert len(images) == 2
+    assert "my holiday" in text and "what do you see?" in text
+    assert len(telegram.called("sendMessage")) == 1
+
+
+async def test_a_command_after_an_album_acts_at_once(
+    gateway: Any, telegram: FakeBotAPI, fake_model: FakeModelServer
+) -> None:
+    await gateway(album_window_s=2.0)
+    await telegram.push_album(PHOTOS[:1], caption="later", chat_id=ANN, user_id=ANN)
+    await telegram.push("/help", chat_id=ANN, user_id=ANN)
+    await telegram.wait_for(lambda: any("/new" in shown for shown in telegram.texts()))
+    assert fake_model.requests == []  # the album still waits for its window
+    await telegram.wait_for(lambda: final(telegram, "echo: later"))
