@@ -137,8 +137,8 @@ def check_workspace(settings: Settings) -> None:
     path = settings.workspace
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass  # created and removed: the directory takes new files
+        # Created and removed at once: the directory takes new files.
+        tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
         fail(
             ConfigError(
