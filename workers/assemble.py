@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.core.bus.client import RedisTarget
+from gateway.core.bus.consumer import Outage, cancel_until_done
 from gateway.core.metrics import GatewayMetrics
 from gateway.core.runtime import AgentRuntime
 from gateway.core.sessions.redis import RedisSessionStore
@@ -37,8 +38,8 @@ log = logging.getLogger(__name__)
 
 SIDE_JOBS_RESTART_S = 1.0
 SIDE_JOBS_RESTART_MAX_S = 30.0
-SIDE_JOBS_STOP_TRIES = 50
-SIDE_JOBS_STOP_WAIT_S = 0.2
+SIDE_JOBS_STOP_TRIES = 20
+"""Rounds of ``cancel_until_done`` (0.5 s each) before the side jobs are left behind."""
 SIDE_JOBS_HEALTHY_S = 10.0
 """A run of the side jobs this long counts as healthy: its end is a new outage."""
 
@@ -128,20 +129,11 @@ async def _side_jobs(make: Callable[[], arq.Worker]) -> AsyncIterator[None]:
 
 
 async def _end(task: asyncio.Task[None], running: list[arq.Worker]) -> None:
-    """Cancel the side jobs until they end, bounded.
-
-    arq's main task can miss a cancellation (seen under load: ``stop`` then waited for
-    ever on a task parked in arq's poll sleep), so it is cancelled again until it ends.
-    """
-    for _ in range(SIDE_JOBS_STOP_TRIES):
-        task.cancel()
-        main_task = running[0].main_task if running else None
-        if main_task is not None:
-            main_task.cancel()
-        done, _ = await asyncio.wait([task], timeout=SIDE_JOBS_STOP_WAIT_S)
-        if done:
-            break
-    else:
+    """Cancel the side jobs (and arq's own main task, which can miss a cancellation:
+    seen under load, ``stop`` then waited for ever) until they end, bounded."""
+    main_task = running[0].main_task if running else None
+    tasks = [task] if main_task is None else [task, main_task]
+    if await cancel_until_done(tasks, rounds=SIDE_JOBS_STOP_TRIES):
         log.warning("arq side jobs did not stop after %d cancellations", SIDE_JOBS_STOP_TRIES)
         return
     if not task.cancelled() and (error := task.exception()) is not None:
@@ -155,7 +147,7 @@ async def _keep_running(make: Callable[[], arq.Worker], running: list[arq.Worker
     again, so reminders and turn retries would wait for a worker restart.
     """
     loop = asyncio.get_running_loop()
-    delay = SIDE_JOBS_RESTART_S
+    outage = Outage("arq side jobs", base_s=SIDE_JOBS_RESTART_S, max_s=SIDE_JOBS_RESTART_MAX_S)
     while True:
         side_jobs = make()
         running[:] = [side_jobs]
@@ -164,14 +156,11 @@ async def _keep_running(make: Callable[[], arq.Worker], running: list[arq.Worker
             await side_jobs.async_run()
             return
         except (RedisError, OSError) as exc:
+            failure = exc
             if loop.time() - started >= SIDE_JOBS_HEALTHY_S:
-                delay = SIDE_JOBS_RESTART_S  # one warning per outage, not per attempt
-                log.warning("arq side jobs stopped (%s); starting them again", exc)
-            else:
-                log.debug("arq side jobs could not start (%s); again in %g s", exc, delay)
+                outage.recovered()  # a healthy run ended: a new outage, one warning again
         try:
             await side_jobs.close()
         except (RedisError, OSError) as exc:  # the dead connection's pool; a new one follows
             log.debug("closing the stopped arq side jobs: %s", exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, SIDE_JOBS_RESTART_MAX_S)
+        await outage.failed(failure)  # logged when an outage begins; then the backoff

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+from gateway.core.bus.consumer import cancel_until_done
 from gateway.core.events import TERMINAL_EVENT_TYPES, ReasoningDelta, StreamEvent, TextDelta
 
 log = logging.getLogger(__name__)
@@ -217,24 +218,6 @@ class CoalescingOutbox:
         self._arm_timer()
 
 
-RECANCEL_S = 0.5
-"""How long a cancelled task may take before it is cancelled again."""
-
-
-async def _cancel_until_done(tasks: tuple[asyncio.Task[None], ...]) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again those still running.
-
-    A cancellation that lands inside a redis-py command can be swallowed (seen in make
-    chaos, and as stopped turns that never ended under load): a task that missed it
-    would keep the turn, and its lease, alive until it ended on its own, or for ever.
-    """
-    pending = set(tasks)
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
-
-
 async def supervise(
     required: tuple[asyncio.Task[None], ...], watchers: tuple[asyncio.Task[None], ...] = ()
 ) -> None:
@@ -254,7 +237,7 @@ async def supervise(
                     raised = error
                     raise error
     finally:
-        await _cancel_until_done(tasks)
+        await cancel_until_done(tasks)
         for task in tasks:
             if not task.cancelled() and (error := task.exception()) not in (None, raised):
                 log.error("task %s failed", task.get_name(), exc_info=error)

@@ -19,7 +19,6 @@ PING works (a client output buffer limit, a proxy cutting long replies).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core.bus import keys
+from gateway.core.bus.consumer import Outage
 from gateway.core.bus.scripts import RELEASE_LEASE
 from gateway.core.bus.signals import Signal, ack
 from gateway.core.settings import Settings
@@ -37,8 +37,6 @@ from gateway.workers.busy import hand_off
 
 log = logging.getLogger(__name__)
 
-PING_BACKOFF_S = 0.1
-PING_BACKOFF_MAX_S = 5.0
 MAX_RERUNS = 3
 """Re-runs of one signal's drain after outages; past that ``claim_stale`` takes over."""
 
@@ -93,21 +91,21 @@ class UnreleasedGrants:
 
 async def recovered(redis: Redis, grants: UnreleasedGrants, stopping: Callable[[], bool]) -> bool:
     """Wait until Redis answers a PING and ``grants`` are let go (True), or the worker
-    stops while Redis does not answer (False). Polled with backoff: nothing notifies a
-    client that a server came back."""
-    delay = PING_BACKOFF_S
+    stops while Redis does not answer (False). Polled with the consumer's backoff:
+    nothing notifies a client that a server came back."""
+    outage = Outage(f"drain of {grants.session_key}")
     while True:
         # Tried once even when stopping: a stopping worker that reaches Redis can still
         # let its grants go and hand the session off, rather than leave it for a claim.
         try:
             await redis.ping()
             await grants.let_go(redis)
+            outage.recovered()
             return True
-        except OUTAGE_ERRORS:
+        except OUTAGE_ERRORS as exc:
             if stopping():
                 return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, PING_BACKOFF_MAX_S)
+            await outage.failed(exc)
 
 
 async def after_outage(

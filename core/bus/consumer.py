@@ -291,6 +291,30 @@ def _log_crash(loop: asyncio.Task[None]) -> None:
         log.critical("%s crashed; this consumer reads no more", loop.get_name(), exc_info=error)
 
 
+RECANCEL_S = 0.5
+"""How long a cancelled task may take before ``cancel_until_done`` cancels it again."""
+
+
+async def cancel_until_done(
+    tasks: Iterable[asyncio.Future[Any]], *, rounds: int | None = None
+) -> set[asyncio.Future[Any]]:
+    """Cancel ``tasks`` and wait for them, cancelling again those still running every
+    ``RECANCEL_S``; with ``rounds``, give up after that many and return those left.
+
+    A cancellation that lands inside a redis-py command (or arq's) can be swallowed
+    (seen in make chaos, and as stopped turns and a gateway stop that never ended
+    under load): a task that missed it would otherwise run on, or be waited for ever.
+    """
+    pending = set(tasks)
+    done_rounds = 0
+    while pending and (rounds is None or done_rounds < rounds):
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        done_rounds += 1
+    return pending
+
+
 async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
     """Cancel ``tasks`` and wait until they have ended."""
     pending = list(tasks)
