@@ -156,6 +156,16 @@ class AgentRuntime:
         """
         return RunStream(self._turn_events(turn, store or self.store))
 
+    def events_here(
+        self, turn: TurnRequest, *, store: SessionStore | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """The events of one turn, run in the caller's own task (no buffer, no task of
+        its own): for a consumer that never waits between events, such as the worker's
+        producer, which only hands each to its outbox. The turn holds the session's lock
+        while the consumer handles an event, so a consumer that waits must use ``stream``.
+        Closing the generator, or cancelling its task, cancels the turn."""
+        return self._turn_events(turn, store or self.store)
+
     async def stream(
         self, turn: TurnRequest, *, store: SessionStore | None = None
     ) -> AsyncGenerator[StreamEvent, None]:

@@ -183,6 +183,9 @@ class WorkerSettings(_Section):
     ready_partitions: int = Field(default=8, ge=1, le=1024)
     coalesce_ms: int = Field(default=50, ge=0)
     coalesce_chars: int = Field(default=1024, ge=1)
+    start_linger_ms: int = Field(default=20, ge=0)
+    """How long a turn's ``run.started`` waits for the run's next event, so that a quick
+    model's first reply (or the whole reply) goes onto the bus in the same write."""
     stream_maxlen: int = Field(default=10_000, ge=100)
     compact_idle_after_s: int = Field(default=3600, ge=60)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -24,8 +24,8 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.core.bus.backoff import Outage, cancel_until_done
 from gateway.core.bus.client import RedisTarget
-from gateway.core.bus.consumer import Outage, cancel_until_done
 from gateway.core.metrics import GatewayMetrics
 from gateway.core.runtime import AgentRuntime
 from gateway.core.sessions.redis import RedisSessionStore

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.core.bus import keys
-from gateway.core.bus.consumer import Outage
+from gateway.core.bus.backoff import Outage
 from gateway.core.bus.scripts import RELEASE_LEASE
 from gateway.core.bus.signals import Signal, ack
 from gateway.core.settings import Settings

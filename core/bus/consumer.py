@@ -8,6 +8,10 @@ worker's heartbeat), marks the signals of its running jobs as just delivered, an
 takes over signals any consumer left pending for ``claim_idle_ms`` (``XAUTOCLAIM``:
 that consumer died, or its job gave up).
 
+A stop never cancels a read in flight: it wakes the blocked ``XREADGROUP``
+(``core.bus.blocking_reader``) and starts whatever that read returned, so no signal is
+left delivered to a consumer that is gone.
+
 Redis errors back off exponentially, with one log line when an outage begins and one
 when it ends; a consumer group that Redis lost (a restart without its data) is
 recreated at once. The consumer never acks: ``job`` acks what it finished, so a job
@@ -18,6 +22,7 @@ to claim.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
@@ -25,6 +30,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, RedisError
 
+from gateway.core.bus.backoff import Outage, cancel_all
+from gateway.core.bus.blocking_reader import BlockingReader
 from gateway.core.bus.signals import (
     ClaimScan,
     Signal,
@@ -39,38 +46,14 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 5_000
 """Longest single XREADGROUP block (re-issued; well under the clients' socket timeout)."""
+WAKE_EVERY_S = 0.05
+"""How often a stop asks again to wake a read it found not blocked yet."""
 CLAIM_INTERVAL_MAX_S = 5.0
 LOADING_WAIT_S = 120.0
 """How long start-up waits for a Redis that is still loading its data (AOF replay)."""
-BACKOFF_BASE_S = 0.1
-BACKOFF_MAX_S = 5.0
 
 Job = Callable[[Signal], Coroutine[Any, Any, None]]
 Tick = Callable[[], Awaitable[None]]
-
-
-class Outage:
-    """Backoff for a failing Redis operation, logged once when it starts and once on recovery."""
-
-    def __init__(self, what: str, *, base_s: float = BACKOFF_BASE_S, max_s: float = BACKOFF_MAX_S):
-        self.what = what
-        self.base_s = base_s
-        self.max_s = max_s
-        self.failures = 0
-
-    async def failed(self, exc: BaseException) -> None:
-        """Count a failure (logging the first of an outage), then wait the backoff."""
-        self.failures += 1
-        if self.failures == 1:
-            log.warning("%s: Redis failed (%s); retrying with backoff", self.what, exc)
-        else:
-            log.debug("%s: Redis failed again (%d): %s", self.what, self.failures, exc)
-        await asyncio.sleep(min(self.max_s, self.base_s * 2 ** (self.failures - 1)))
-
-    def recovered(self) -> None:
-        if self.failures:
-            log.warning("%s: Redis answers again (after %d failures)", self.what, self.failures)
-        self.failures = 0
 
 
 class SignalConsumer:
@@ -100,6 +83,11 @@ class SignalConsumer:
         self._tick = tick
         self._slots = asyncio.Semaphore(concurrency)
         self._loops: list[asyncio.Task[None]] = []
+        self._reader: BlockingReader | None = None
+        self._closing = False
+        self._taking = False
+        """True while the read loop claims or reads signals and starts their jobs: a
+        stop then lets it finish (they are this consumer's once Redis answered)."""
         self._jobs: dict[asyncio.Task[None], Signal] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -140,6 +128,8 @@ class SignalConsumer:
         if self._loops:
             return
         name = f"{self.group} {self.consumer}"
+        self._closing = False
+        self._reader = BlockingReader(self.redis)
         self._loops = [
             asyncio.create_task(self._read_loop(), name=f"{name} read"),
             asyncio.create_task(self._claim_loop(), name=f"{name} claim"),
@@ -153,7 +143,12 @@ class SignalConsumer:
         Returns the signals whose jobs were cancelled: unfinished, so never acked.
         """
         loops, self._loops = self._loops, []
-        await cancel_all(loops)
+        if not loops:
+            return []
+        self._closing = True
+        read, claim = loops
+        await cancel_all([claim])
+        await self._end_reading(read)
         late: Iterable[asyncio.Task[None]] = list(self._jobs)
         if late and grace_s > 0:
             _, late = await asyncio.wait(late, timeout=grace_s)
@@ -166,6 +161,28 @@ class SignalConsumer:
         tasks = [*self._loops, *self._jobs]
         self._loops = []
         await cancel_all(tasks)
+        await self._close_reader()
+
+    async def _end_reading(self, read: asyncio.Task[None]) -> None:
+        """Let the read loop finish what it is taking (waking its blocked read), then
+        end it; bounded by one block, after which it is cancelled as before."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.block_ms / 1000 + 1.0
+        while self._taking and not read.done() and loop.time() < deadline:
+            if self._reader is not None:
+                try:
+                    await self._reader.wake()
+                except (RedisError, OSError):
+                    break  # Redis is gone: so is the reply the read waited for
+            await asyncio.wait([read], timeout=WAKE_EVERY_S)
+        await cancel_all([read])
+        await self._close_reader()
+
+    async def _close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(RedisError, OSError):  # its connection is dropped anyway
+                await reader.aclose()
 
     async def wait_idle(self) -> None:
         """Return once no job runs (every signal read so far handled)."""
@@ -174,28 +191,35 @@ class SignalConsumer:
     # -- loops -----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        while True:
+        while not self._closing:
             await self._slots.acquire()  # read only with a free slot
             self._slots.release()
+            self._taking = True
             try:
-                if self._claim_due:
-                    self._claim_due = False
-                    if await self._claim_and_start():
-                        continue  # slots may be left: claim again before new work
-                signals = await read_signals(
-                    self.redis,
-                    self.streams,
-                    self.group,
-                    self.consumer,
-                    count=max(1, self.concurrency - self.active),
-                    block_ms=self.block_ms,
-                )
+                await self._take()
             except (RedisError, OSError) as exc:
+                self._taking = False
                 await self._after_error(exc)
-                continue
-            self.outage.recovered()
-            for signal in signals:
-                await self._start_job(signal)
+            finally:
+                self._taking = False
+
+    async def _take(self) -> None:
+        """Claim stale signals when due, else read new ones; start a job for each."""
+        if self._claim_due:
+            self._claim_due = False
+            if await self._claim_and_start():
+                return  # slots may be left: claim again before new work
+        reader = self._reader
+        assert reader is not None  # set by start(), before this loop
+        count = max(1, self.concurrency - self.active)
+        signals = await reader.read(
+            lambda conn: read_signals(
+                conn, self.streams, self.group, self.consumer, count=count, block_ms=self.block_ms
+            )
+        )
+        self.outage.recovered()
+        for signal in signals:
+            await self._start_job(signal)
 
     async def _claim_loop(self) -> None:
         interval = min(CLAIM_INTERVAL_MAX_S, self.claim_idle_ms / 2000)
@@ -289,36 +313,3 @@ def _log_crash(loop: asyncio.Task[None]) -> None:
     # Redis errors never end a loop; anything else is a bug that leaves the consumer deaf.
     if not loop.cancelled() and (error := loop.exception()) is not None:
         log.critical("%s crashed; this consumer reads no more", loop.get_name(), exc_info=error)
-
-
-RECANCEL_S = 0.5
-"""How long a cancelled task may take before ``cancel_until_done`` cancels it again."""
-
-
-async def cancel_until_done(
-    tasks: Iterable[asyncio.Future[Any]], *, rounds: int | None = None
-) -> set[asyncio.Future[Any]]:
-    """Cancel ``tasks`` and wait for them, cancelling again those still running every
-    ``RECANCEL_S``; with ``rounds``, give up after that many and return those left.
-
-    A cancellation that lands inside a redis-py command (or arq's) can be swallowed
-    (seen in make chaos, and as stopped turns and a gateway stop that never ended
-    under load): a task that missed it would otherwise run on, or be waited for ever.
-    """
-    pending = set(tasks)
-    done_rounds = 0
-    while pending and (rounds is None or done_rounds < rounds):
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
-        done_rounds += 1
-    return pending
-
-
-async def cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-    """Cancel ``tasks`` and wait until they have ended."""
-    pending = list(tasks)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)

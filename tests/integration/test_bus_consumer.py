@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -219,3 +220,66 @@ async def test_a_running_job_is_not_claimed_however_long_it_takes(redis: Redis) 
     finally:
         await consumer.stop()
     assert (await redis.xpending(streams[0], "g"))["pending"] == 0
+
+
+async def _blocked_readers(redis: Redis) -> int:
+    clients = await redis.client_list()
+    return sum(1 for client in clients if client.get("cmd") == "xreadgroup")
+
+
+async def _until_a_read_blocks(redis: Redis) -> None:
+    """Polls CLIENT LIST: Redis tells no one when a client blocks."""
+    async with asyncio.timeout(10):
+        for _ in itertools.count():
+            if await _blocked_readers(redis):
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_stop_handles_what_the_read_in_flight_returned(redis: Redis) -> None:
+    # Regression: stop() cancelled the XREADGROUP in flight. A signal Redis had already
+    # delivered (now pending for this consumer) was dropped with the reply and waited
+    # claim_idle_ms (a minute) for a peer: a message sent as a worker stopped.
+    streams = ["gw:test:signals"]
+    handled: list[str] = []
+
+    async def job(signal: Signal) -> None:
+        handled.append(signal.session_key)
+        await ack(redis, signal, "g")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "c1", job, concurrency=4, claim_idle_ms=60_000, block_ms=30_000
+    )
+    await consumer.ensure_groups()
+    consumer.start()
+    try:
+        await _until_a_read_blocks(redis)
+        # The XADD is on the wire (sent, its reply not read) when stop() begins: Redis
+        # hands the signal to the blocked read while the consumer is stopping.
+        sent = asyncio.create_task(signal(redis, streams[0], "late", "test"))
+        await asyncio.sleep(0)
+    finally:
+        async with asyncio.timeout(10):  # a 30 s block: the stop wakes it, not waits it out
+            unfinished = await consumer.stop(grace_s=5.0)
+    await sent
+    assert unfinished == []
+    assert handled == ["late"]
+    assert (await redis.xpending(streams[0], "g"))["pending"] == 0
+
+
+async def test_a_stop_wakes_an_idle_blocked_read(redis: Redis) -> None:
+    streams = ["gw:test:signals"]
+
+    async def job(signal: Signal) -> None:
+        raise AssertionError(f"no signal was sent: {signal}")
+
+    consumer = SignalConsumer(
+        redis, streams, "g", "c1", job, concurrency=1, claim_idle_ms=60_000, block_ms=60_000
+    )
+    await consumer.ensure_groups()
+    consumer.start()
+    await _until_a_read_blocks(redis)
+    async with asyncio.timeout(10):
+        assert await consumer.stop() == []  # woken: well within the 60 s block
+    assert await _blocked_readers(redis) == 0
+    assert not consumer.running

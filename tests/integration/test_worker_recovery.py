@@ -223,7 +223,7 @@ async def test_reading_survives_a_failed_recreation_of_lost_groups(
     # The outage's one line: the recreation failed, and the loop went on to back off.
     failed_reads = _Counted("Redis failed", times=1)
     recovered = _Counted("Redis answers again", times=1)
-    worker_log = logging.getLogger("gateway.core.bus.consumer")
+    worker_log = logging.getLogger("gateway.core.bus.backoff")  # Outage logs there
     worker_log.addHandler(failed_reads)
     worker_log.addHandler(recovered)
     limited = Redis.from_url(redis_url, username=user, password="pw", decode_responses=True)

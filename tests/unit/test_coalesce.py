@@ -147,3 +147,33 @@ async def test_outbox_close_flushes_and_discard_drops() -> None:
     dropped.put(text(2, "partial"))
     dropped.discard()
     assert [event async for batch in dropped.batches() for event in batch] == []
+
+
+async def test_outbox_lone_run_started_lingers_for_the_next_event() -> None:
+    outbox = CoalescingOutbox(DeltaCoalescer(window_s=0.0, max_chars=1000), linger_s=5.0)
+    batches = outbox.batches()
+    outbox.put(RunStarted(run_id="r1", seq=1))
+    waiting = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # run.started alone waits for company
+    outbox.put(text(2, "hi"))
+    first = await asyncio.wait_for(waiting, timeout=1.0)
+    assert [e.type for e in first] == ["run.started", "text.delta"]
+    outbox.put(text(3, "there"))  # later events never linger
+    second = await asyncio.wait_for(anext(batches), timeout=1.0)
+    assert [e.type for e in second] == ["text.delta"]
+    outbox.close()
+    assert [event async for batch in batches for event in batch] == []
+
+
+async def test_outbox_linger_ends_on_its_timer_and_on_close() -> None:
+    outbox = CoalescingOutbox(DeltaCoalescer(window_s=0.0, max_chars=1000), linger_s=0.02)
+    outbox.put(RunStarted(run_id="r1", seq=1))
+    alone = await asyncio.wait_for(anext(outbox.batches()), timeout=1.0)
+    assert [e.type for e in alone] == ["run.started"]  # published after the linger
+
+    closing = CoalescingOutbox(DeltaCoalescer(window_s=0.0, max_chars=1000), linger_s=5.0)
+    closing.put(RunStarted(run_id="r2", seq=1))
+    closing.close()
+    got = await asyncio.wait_for(anext(closing.batches()), timeout=1.0)
+    assert [e.type for e in got] == ["run.started"]
