@@ -30,13 +30,28 @@ class MemoryStore:
         self.memory_path = self._dir / "MEMORY.md"
         self.history_path = self._dir / "history.jsonl"
         self._lock = threading.Lock()  # flock is per open file; this orders our own threads
+        self._cached: tuple[tuple[int, int, int], str] | None = None
+        """The text last read, under the (inode, size, mtime) it was read at."""
 
     def read(self) -> str:
-        """The text of ``MEMORY.md``; "" when it does not exist."""
+        """The text of ``MEMORY.md``; "" when it does not exist.
+
+        Read on every turn, so it is kept and only read again when the file's inode,
+        size or mtime changed (``write`` replaces the file: a new inode); one ``stat``
+        per turn instead of an open, a read and a close."""
         try:
-            return self.memory_path.read_text(encoding="utf-8")
+            st = os.stat(self.memory_path)
         except FileNotFoundError:
             return ""
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._cached is not None and self._cached[0] == stamp:
+            return self._cached[1]
+        try:
+            text = self.memory_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+        self._cached = (stamp, text)
+        return text
 
     def write(self, text: str) -> None:
         """Replace ``MEMORY.md`` atomically (temp file in the same directory, then rename)."""

@@ -129,3 +129,18 @@ def test_history_lines_are_json_objects(tmp_path: Path) -> None:
     memory.append_history("hello", session_key="s:1")
     (line,) = memory.history_path.read_text(encoding="utf-8").splitlines()
     assert set(json.loads(line)) == {"cursor", "ts", "session_key", "text"}
+
+
+def test_read_follows_every_change_of_the_file(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path)
+    assert store.read() == ""
+    store.write("first")
+    assert store.read() == "first"
+    assert store.read() == "first"  # kept: the file did not change
+    store.write("second, longer")  # replaced: a new inode
+    assert store.read() == "second, longer"
+    # Edited in place by someone else (same inode), one byte shorter: read again.
+    store.memory_path.write_text("edited in place", encoding="utf-8")
+    assert store.read() == "edited in place"
+    store.memory_path.unlink()
+    assert store.read() == ""
