@@ -16,7 +16,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.core.channel_settings import BusyPolicy, ChannelSettings, validate_channels
@@ -250,6 +258,8 @@ class Settings(BaseSettings):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     pipelines: dict[str, PipelineSettings] = Field(default_factory=dict)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    _unconfigured_default: AgentSettings | None = PrivateAttr(default=None)
+    """What ``agent()`` gives for a default agent no ``agents`` entry configures."""
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -280,7 +290,9 @@ class Settings(BaseSettings):
         if name in self.agents:
             return self.agents[name]
         if name == self.default_agent:
-            return AgentSettings()
+            if self._unconfigured_default is None:  # built once: this is asked every turn
+                self._unconfigured_default = AgentSettings()
+            return self._unconfigured_default
         raise ConfigError(f"agents.{name}: no such agent (configured: {sorted(self.agents)})")
 
     def default_model_choice(self) -> tuple[str | None, str | None]:
