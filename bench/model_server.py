@@ -1,7 +1,9 @@
 """A lean OpenAI-compatible chat completions server for the benchmarks, in its own process.
 
 ``python -m bench.model_server [--port N]`` prints ``ready <port>`` once it listens.
-Every request is answered at once with ``echo: <last user text>`` streamed in a few
+Every request is answered at once, in one write on a bare ``asyncio.Protocol`` (no web
+framework: the benchmark's helpers should take little of the cores they share with the
+measured processes), with ``echo: <last user text>`` streamed in a few
 ``chat.completion.chunk`` frames, a usage chunk when ``stream_options.include_usage``,
 then ``[DONE]``: the same wire format as ``tests/fakes/openai_server.py``, without
 recording requests (a 1,000-turn session would make that the benchmark's cost).
@@ -14,9 +16,8 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
-from aiohttp import web
 from pydantic_core import from_json
 
 from gateway.core.process import run
@@ -71,33 +72,80 @@ def _frames(model: str, text: str, prompt_tokens: int, include_usage: bool) -> b
     return b"".join(frames)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    raw = await request.read()
-    body: dict[str, Any] = from_json(raw)
+def answer(raw: bytes) -> tuple[int, bytes]:
+    """The status and body for one chat completions request body."""
+    try:
+        body: dict[str, Any] = from_json(raw)
+    except ValueError:
+        return 400, b'{"error": {"message": "the body is not JSON"}}'
+    if not body.get("stream"):
+        return 400, b'{"error": {"message": "bench server streams only"}}'
     messages = body.get("messages") or []
     text = f"echo: {_last_user_text(messages)}"
     model = str(body.get("model", "fake-model"))
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    payload = _frames(model, text, max(1, len(raw) // 4), include_usage)
-    if not body.get("stream"):
-        return web.json_response({"error": {"message": "bench server streams only"}}, status=400)
-    # The whole stream in one response body: one write, so the fake model's CPU per
-    # request stays small next to the processes the benchmark measures.
-    return web.Response(body=payload, headers={"Content-Type": "text/event-stream"})
+    return 200, _frames(model, text, max(1, len(raw) // 4), include_usage)
+
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
+
+
+class ChatProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive, enough for the ``openai`` client and ``aiohttp``:
+    requests with a ``Content-Length`` body, each answered in one write. Written on
+    the bare protocol (no web framework) so that the fake model takes as little of
+    the two cores as it can from the processes the benchmark measures."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (request := self._next_request()) is not None:
+            target, raw = request
+            status, payload = answer(raw) if target == CHAT_PATH else (404, b"{}")
+            kind = b"text/event-stream" if status == 200 else b"application/json"
+            assert self._transport is not None
+            self._transport.write(
+                b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (status, _REASONS[status], kind, len(payload), payload)
+            )
+
+    def _next_request(self) -> tuple[bytes, bytes] | None:
+        """(target, body) of the first whole request in the buffer, taken out of it."""
+        head_end = self._buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        head = self._buffer[:head_end].split(b"\r\n")
+        length = 0
+        for line in head[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                raise ValueError("bench model server: chunked request bodies are not supported")
+        body_start = head_end + 4
+        if len(self._buffer) < body_start + length:
+            return None
+        raw = self._buffer[body_start : body_start + length]
+        self._buffer = self._buffer[body_start + length :]
+        return head[0].split(b" ")[1], raw
+
+
+CHAT_PATH = b"/v1/chat/completions"
 
 
 async def serve(port: int) -> None:
-    app = web.Application(client_max_size=256 * 1024 * 1024)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print(f"ready {runner.addresses[0][1]}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(ChatProtocol, "127.0.0.1", port)
+    print(f"ready {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
 
 
 def main() -> None:
