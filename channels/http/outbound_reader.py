@@ -116,9 +116,7 @@ class OutboundReader:
         self._fail_all(ReaderClosed("the event stream reader stopped"))
         conn, self._conn = self._conn, None
         if conn is not None:
-            # Its read may have been cancelled mid-reply: never reuse it as it is.
             await conn.disconnect()
-            await self._redis.connection_pool.release(conn)
 
     def subscribe(self, session_key: str, after: str) -> Subscription:
         """Follow ``session_key`` from after entry id ``after``."""
@@ -203,7 +201,8 @@ class OutboundReader:
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
-            self._conn = await self._redis.connection_pool.get_connection("XREAD")
+            # Its own, outside the pool: it is blocked most of the time.
+            self._conn = self._redis.connection_pool.make_connection()
             self._client_id = None
         conn = self._conn
         if self._client_id is None or not conn.is_connected:
