@@ -29,16 +29,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, NamedTuple, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Final, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError, ResponseError
 
 from gateway.channels.http.subscription import Entry, StreamPos, Subscription
+from gateway.channels.http.xread import (
+    Planned,
+    Read,
+    XreadCommand,
+    entry_fields,
+    xread_batches,
+)
 from gateway.core.bus import keys
-from gateway.core.bus.codec import decode_event, pairs_to_dict, parse_stream_id
+from gateway.core.bus.codec import decode_event, parse_stream_id
 from gateway.core.bus.consumer import Outage, cancel_until_done
 from gateway.core.errors import PayloadError
 from gateway.core.events import StreamEvent
@@ -55,18 +62,6 @@ UNBLOCK_RETRY_S: Final = (0.001, 0.05)
 """First and longest wait between unblock attempts that found no read blocked yet."""
 
 Render = Callable[[str, StreamEvent], bytes]
-
-
-class Planned(NamedTuple):
-    """Where the read in flight reads one stream: after ``after`` (at ``pos``)."""
-
-    session_key: str
-    after: str
-    pos: StreamPos
-
-
-Read = dict[str, Planned]
-"""The read in flight: each stream it covers."""
 
 
 class ReaderClosed(RuntimeError):
@@ -97,6 +92,7 @@ class OutboundReader:
         self._read: Read | None = None
         """What the read in flight covers (None between reads)."""
         self._reads = 0
+        self._command = XreadCommand(count=READ_COUNT, block_ms=block_ms)
         self.outage = Outage("SSE outbound reader")
 
     @property
@@ -190,19 +186,22 @@ class OutboundReader:
         self._reads += 1
         self._read = read
         try:
-            await conn.send_command(*_xread_args(read, self._block_ms), check_health=False)
+            await conn.send_packed_command(self._command.pack(read), check_health=False)
             reply = await conn.read_response()
         except ResponseError as exc:
             await self._isolate(read, exc)
             return
         finally:
             self._read = None
-        self._dispatch(read, reply)
+        if self._dispatch(read, reply):
+            # Let the streams write what they got before reading again: entries that
+            # land meanwhile come in the same read (a read names every followed stream).
+            await asyncio.sleep(0)
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:
             # Its own, outside the pool: it is blocked most of the time.
-            self._conn = self._redis.connection_pool.make_connection()
+            self._conn = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             self._client_id = None
         conn = self._conn
         if self._client_id is None or not conn.is_connected:
@@ -215,6 +214,13 @@ class OutboundReader:
         """Each followed stream from its furthest-behind unpaused subscription."""
         read: Read = {}
         for session_key, subs in self._sessions.items():
+            if len(subs) == 1:  # the common case, without the loop
+                (only,) = subs
+                if not only.paused:
+                    read[keys.outbound(session_key)] = Planned(
+                        session_key, only.after, only.position
+                    )
+                continue
             low: Subscription | None = None
             for sub in subs:
                 if not sub.paused and (low is None or sub.position < low.position):
@@ -255,14 +261,17 @@ class OutboundReader:
 
     # -- handing entries out ------------------------------------------------------------
 
-    def _dispatch(self, read: Read, reply: object) -> None:
-        for stream, entries in _batches(reply):
+    def _dispatch(self, read: Read, reply: object) -> bool:
+        """Hand out the entries of ``reply``; True if there were any."""
+        batches = xread_batches(reply)
+        for stream, entries in batches:
             planned = read.get(stream)
             if planned is None:
                 continue
             subs = self._covered(planned.session_key, planned.pos)
             if subs:
                 self._hand_out(planned.session_key, entries, subs)
+        return bool(batches)
 
     def _covered(self, session_key: str, start: StreamPos) -> list[Subscription]:
         """The subscriptions a read from ``start`` serves: those at or after it (one
@@ -274,33 +283,10 @@ class OutboundReader:
             pos = parse_stream_id(entry_id)
             entry: Entry | None = None
             try:
-                event = decode_event(_fields(fields))
+                event = decode_event(entry_fields(fields))
             except PayloadError as exc:
                 log.error("skipping malformed event %s of %s: %s", entry_id, session_key, exc)
             else:
                 entry = Entry(entry_id, event, self._render(entry_id, event))
             for sub in subs:
                 sub.offer(pos, entry_id, entry)
-
-
-def _xread_args(read: Read, block_ms: int) -> list[Any]:
-    streams = list(read)
-    return [
-        "XREAD", "COUNT", READ_COUNT, "BLOCK", block_ms, "STREAMS",
-        *streams, *(read[s].after for s in streams),
-    ]  # fmt: skip
-
-
-def _batches(reply: object) -> list[tuple[str, Sequence[Any]]]:
-    """A raw ``XREAD`` reply (RESP2 list, RESP3 map; None on timeout) as (stream, entries)."""
-    if not reply:
-        return []
-    if isinstance(reply, Mapping):
-        return [(str(k), cast(Sequence[Any], v)) for k, v in reply.items()]
-    return [(str(k), cast(Sequence[Any], v)) for k, v in cast(list[Sequence[Any]], reply)]
-
-
-def _fields(fields: object) -> Mapping[str, str]:
-    if isinstance(fields, Mapping):
-        return cast(Mapping[str, str], fields)
-    return pairs_to_dict(cast(Sequence[str], fields))
