@@ -68,6 +68,11 @@ class Subscription:
     def ended(self) -> bool:
         return self._error is not None
 
+    @property
+    def buffered(self) -> int:
+        """Entries taken and not yet handed to the consumer."""
+        return len(self._buffer)
+
     def offer(self, pos: StreamPos, entry_id: str, entry: Entry | None) -> None:
         """Take the entry at ``pos`` if it is new here (``None``: an entry no consumer
         gets, a malformed one: only the position moves past it)."""
