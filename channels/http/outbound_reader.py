@@ -162,8 +162,7 @@ class OutboundReader:
     async def _run(self) -> None:
         while True:
             if not self._sessions:
-                self._joined.clear()
-                await self._joined.wait()
+                await self._idle()
                 continue
             try:
                 await self._read_once()
@@ -180,8 +179,7 @@ class OutboundReader:
         conn = await self._connection()
         read = self._plan()
         if not read:  # every subscription paused: wait for one to resume
-            self._joined.clear()
-            await self._joined.wait()
+            await self._idle()
             return
         self._reads += 1
         self._read = read
@@ -197,6 +195,20 @@ class OutboundReader:
             # Let the streams write what they got before reading again: entries that
             # land meanwhile come in the same read (a read names every followed stream).
             await asyncio.sleep(0)
+
+    async def _idle(self) -> None:
+        """Wait for a subscription to join or resume; the connection may die meanwhile
+        (a Redis restart), unnoticed as nothing reads it: check it before the next read."""
+        self._joined.clear()
+        await self._joined.wait()
+        conn = self._conn
+        if conn is not None and conn.is_connected:
+            try:
+                stale = await conn.can_read_destructive()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is None:

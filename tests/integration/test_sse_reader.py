@@ -53,7 +53,9 @@ async def blocked_clients(redis: Redis) -> int:
 
 async def until_blocked(redis: Redis) -> None:
     async with asyncio.timeout(HANG_GUARD_S):
-        while await blocked_clients(redis) < 1:
+        while True:
+            if await blocked_clients(redis) >= 1:
+                return
             await asyncio.sleep(0.01)
 
 
@@ -208,6 +210,15 @@ async def test_redis_restart_ends_the_streams_and_the_reader_recovers(
         again = reader.subscribe("http:r", "0-0")
         await publish(client, "http:r", "after")
         assert texts(await take(again, 1)) == ["after"]
+        # Restarted while nobody follows: the reader's idle connection died unnoticed,
+        # and the next subscriber must not pay for it with an ended stream.
+        reader.unsubscribe(again)
+        own_redis.kill()
+        own_redis.start()
+        await client.connection_pool.disconnect()  # the test's own connections died too
+        idle_then = reader.subscribe("http:r", "0-0")
+        await publish(client, "http:r", "later")
+        assert texts(await take(idle_then, 1)) == ["later"]
     finally:
         await reader.close()
         await client.aclose()
