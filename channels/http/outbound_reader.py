@@ -46,7 +46,7 @@ from gateway.channels.http.xread import (
 )
 from gateway.core.bus import keys
 from gateway.core.bus.codec import decode_event, parse_stream_id
-from gateway.core.bus.consumer import Outage, cancel_until_done
+from gateway.core.bus.backoff import Outage, cancel_until_done
 from gateway.core.errors import PayloadError
 from gateway.core.events import StreamEvent
 
