@@ -45,8 +45,8 @@ from gateway.channels.http.xread import (
     xread_batches,
 )
 from gateway.core.bus import keys
-from gateway.core.bus.codec import decode_event, parse_stream_id
 from gateway.core.bus.backoff import Outage, cancel_until_done
+from gateway.core.bus.codec import decode_event, parse_stream_id
 from gateway.core.errors import PayloadError
 from gateway.core.events import StreamEvent
 
