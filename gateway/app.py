@@ -151,7 +151,6 @@ class GatewayApp:
             stack.push_async_callback(runner.cleanup)
             self.url = await _listen(runner, self.settings.http)
             stack.callback(setattr, self, "url", None)
-            self._events.start()  # no await since listening: no request came before it
             stack.push_async_callback(self._events.close)
             if self._assembly is not None:
                 await stack.enter_async_context(self._assembly.running())

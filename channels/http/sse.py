@@ -12,9 +12,6 @@ end of the stream (only new events). A comment line is sent every
 ``HEAD`` checks the same (parameters, session) and answers the headers at once. If
 Redis goes away, a stream not yet started answers 503; a started one ends (the
 client resumes with ``Last-Event-ID``), logged once per outage.
-
-The streams of a process share one Redis read (``channels.http.outbound_reader``):
-``start()`` starts it, ``close()`` ends every open stream and stops it.
 """
 
 from __future__ import annotations
@@ -30,10 +27,10 @@ from redis.asyncio import Redis
 
 from gateway.channels.http.errors import ApiError
 from gateway.channels.http.outage import UNAVAILABLE_ERRORS, report_unavailable
-from gateway.channels.http.outbound_reader import BUFFER_LIMIT, OutboundReader, ReaderClosed
 from gateway.channels.http.parsing import session_key_param, stream_id_param
 from gateway.core.bus import keys
 from gateway.core.bus.codec import parse_stream_id
+from gateway.core.bus.outbound import read_events
 from gateway.core.errors import PayloadError
 from gateway.core.events import RunCompleted, RunFailed, StreamEvent
 
@@ -85,19 +82,13 @@ def _run_covers(run_id: str, run_after: str | None) -> bool:
 
 
 class EventStream:
-    """The SSE handler; ``start()`` before serving, ``close()`` ends every open stream."""
+    """The SSE handler; ``close()`` ends every open stream (server shutdown)."""
 
     def __init__(
-        self,
-        redis: Redis,
-        *,
-        heartbeat_s: float = 15.0,
-        metrics: StreamMetrics | None = None,
-        buffer_limit: int = BUFFER_LIMIT,
+        self, redis: Redis, *, heartbeat_s: float = 15.0, metrics: StreamMetrics | None = None
     ) -> None:
         self._redis = redis
-        self._heartbeat_s = heartbeat_s
-        self.reader = OutboundReader(redis, sse_frame, buffer_limit=buffer_limit)
+        self._heartbeat_ms = max(1, int(heartbeat_s * 1000))
         # The labelled child once: ``labels()`` is a lock and a dict lookup per call.
         self._answered = metrics.messages_out.labels(channel="http") if metrics else None
         self._open: set[asyncio.Task[None]] = set()
@@ -107,18 +98,12 @@ class EventStream:
         # default pattern also refuses "{" and "}", which chat ids may hold.
         return [web.get("/v1/sessions/{key:[^/]+}/events", self.stream_events)]
 
-    def start(self) -> None:
-        """Start the shared reader (idempotent)."""
-        self.reader.start()
-
     async def close(self) -> None:
-        """End every open stream, then stop the reader (idempotent)."""
         tasks = list(self._open)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        await self.reader.close()
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
         session_key = session_key_param(request.match_info["key"])
@@ -152,9 +137,7 @@ class EventStream:
         if isinstance(error, ConnectionResetError):
             log.debug("SSE client of %s went away", session_key)
             return response
-        if isinstance(error, ReaderClosed):
-            log.debug("SSE stream of %s ended: the server is stopping", session_key)
-        elif isinstance(error, UNAVAILABLE_ERRORS):
+        if isinstance(error, UNAVAILABLE_ERRORS):
             report_unavailable(request, error)
         elif error is not None:
             # The status line is sent already: end the stream; the client resumes later.
@@ -183,32 +166,30 @@ class EventStream:
         follow: bool,
     ) -> None:
         run_after, message = ends_on
-        sub = self.reader.subscribe(session_key, after)
-        try:
-            while True:
-                batch = await sub.next(self._heartbeat_s)
-                if not batch:
-                    await response.write(HEARTBEAT)
-                    continue
-                # One write per batch, not per event: a write is a send() each, and a
-                # batch holds a turn's coalesced deltas.
-                frames: list[bytes] = []
-                ended = False
-                for entry in batch:
-                    frames.append(entry.frame)
-                    event = entry.event
-                    if (
-                        isinstance(event, RunCompleted | RunFailed)
-                        and _run_covers(event.run_id, run_after)
-                        and answers(event, message)
-                    ):
-                        if self._answered is not None:
-                            self._answered.inc()
-                        if not follow:
-                            ended = True
-                            break
-                await response.write(b"".join(frames))
-                if ended:
-                    return
-        finally:
-            self.reader.unsubscribe(sub)
+        while True:
+            batch = await read_events(
+                self._redis, session_key, after=after, block_ms=self._heartbeat_ms
+            )
+            if not batch:
+                await response.write(HEARTBEAT)
+                continue
+            # One write per batch, not per event: a write is a send() each, and a batch
+            # holds a turn's coalesced deltas.
+            frames: list[bytes] = []
+            ended = False
+            for entry_id, event in batch:
+                frames.append(sse_frame(entry_id, event))
+                after = entry_id
+                if (
+                    isinstance(event, RunCompleted | RunFailed)
+                    and _run_covers(event.run_id, run_after)
+                    and answers(event, message)
+                ):
+                    if self._answered is not None:
+                        self._answered.inc()
+                    if not follow:
+                        ended = True
+                        break
+            await response.write(b"".join(frames))
+            if ended:
+                return
