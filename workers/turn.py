@@ -140,7 +140,10 @@ class TurnRunner:
                 accepts=lambda message: known_agent(settings, message.agent) == plan.agent,
             )
         self._failure: str | None = None
-        self._signalled = False
+        self._started_out = False
+        """True once a publish holding run.started returned: it is on the bus. Until
+        then (it may linger in the outbox, or its write was cut short) an ending the
+        turn writes itself (stop, interrupt, dead letter) starts the run again."""
         self._final: list[StreamEvent] = []
         """The batch holding the terminal event (and anything after it): written by the commit."""
 
@@ -176,11 +179,11 @@ class TurnRunner:
         try:
             await self._stream()
         except _Interrupted:
-            await self._publish([interrupted_event(self._plan.run_id, self._outbox.last_seq + 1)])
+            await self._publish(self._interrupted_events())
             return TurnOutcome.INTERRUPTED
         except TurnStopped as stop:
             entries = stop.covered(self._covered())
-            ending = stopped_events(self._plan.run_id, self._outbox.last_seq + 1, self._key)
+            ending = stopped_events(self._plan.run_id, self._ending_seq(), self._key)
             ending = [self._stamped(event, entries) for event in ending]
             await commit_stopped(
                 self._lease,
@@ -292,12 +295,30 @@ class TurnRunner:
             maxlen=self._deps.settings.worker.stream_maxlen,
             signal=self._signal_for(events),
         )
+        if any(isinstance(event, RunStarted) for event in events):
+            self._started_out = True
+
+    def _ending_seq(self) -> int:
+        """The ``seq`` of an ending the turn writes itself: 1 (the ending starts with
+        run.started) while run.started is not known to be on the bus; the events still
+        in the outbox are dropped, so 1, 2 follow whatever the bus holds of this run."""
+        return self._outbox.last_seq + 1 if self._started_out else 1
+
+    def _interrupted_events(self) -> list[StreamEvent]:
+        seq = self._ending_seq()
+        events: list[StreamEvent] = []
+        if seq == 1:
+            start = RunStarted(run_id=self._plan.run_id, seq=1, session_key=self._key)
+            events.append(self._stamped(start))
+            seq = 2
+        events.append(interrupted_event(self._plan.run_id, seq))
+        return events
 
     def _signal_for(self, events: list[StreamEvent]) -> DeliverySignal | None:
-        """Wake the deliverer once per turn, with the write that carries run.started."""
-        if self._signalled or not any(isinstance(event, RunStarted) for event in events):
+        """Wake the deliverer with the write that carries run.started (once per turn,
+        again only when that write may not have reached the bus)."""
+        if not any(isinstance(event, RunStarted) for event in events):
             return None
-        self._signalled = True
         if self._channel not in self._deps.deliver_channels:
             return None
         return DeliverySignal(self._channel, self._deps.settings.worker.ready_partitions)
@@ -335,7 +356,7 @@ class TurnRunner:
         entries = self._covered()
         events = dead_letter_events(
             self._plan.run_id,
-            self._outbox.last_seq + 1,
+            self._ending_seq(),
             self._key,
             attempts=attempts,
             cause=cause,
