@@ -11,9 +11,10 @@ as a timeout would, and whatever the read returns is still handled.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 
 T = TypeVar("T")
 
@@ -26,6 +27,7 @@ class BlockingReader:
         self._conn: Redis = redis.client()
         """A single-connection client from the same pool: its ``CLIENT ID`` is known."""
         self._id: int | None = None
+        self._following = False
         self.reading = False
         """True while a read runs (from before its id is known until its reply is read)."""
 
@@ -34,6 +36,7 @@ class BlockingReader:
         self.reading = True
         try:
             if self._id is None:
+                await self._follow_reconnects()
                 self._id = int(await self._conn.client_id())
             return await call(self._conn)
         except BaseException:
@@ -41,6 +44,20 @@ class BlockingReader:
             raise
         finally:
             self.reading = False
+
+    async def _follow_reconnects(self) -> None:
+        """Learn the id of every new connection: with ``redis.retries`` the client
+        re-makes a dropped connection and re-sends the read inside the command, and an
+        unblock of the old id would wake nobody (or, after a Redis restart, a stranger)."""
+        await self._conn.initialize()
+        conn = self._conn.connection
+        if conn is not None and not self._following:
+            conn.register_connect_callback(self._on_connect)  # type: ignore[no-untyped-call]
+            self._following = True
+
+    async def _on_connect(self, conn: AbstractConnection) -> None:
+        await conn.send_command("CLIENT", "ID", check_health=False)
+        self._id = int(cast(int, await conn.read_response()))
 
     async def wake(self) -> bool:
         """End the read blocked now, as if its block timed out; False if none was blocked
@@ -50,4 +67,8 @@ class BlockingReader:
         return bool(await self._redis.client_unblock(self._id))
 
     async def aclose(self) -> None:
+        conn = self._conn.connection
+        if conn is not None and self._following:  # it goes back to the pool: not ours
+            conn.deregister_connect_callback(self._on_connect)  # type: ignore[no-untyped-call]
+            self._following = False
         await self._conn.aclose()

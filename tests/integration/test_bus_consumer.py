@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.channels.delivery import Deliverer
 from gateway.core.bus.client import RedisTarget
@@ -283,3 +286,46 @@ async def test_a_stop_wakes_an_idle_blocked_read(redis: Redis) -> None:
         assert await consumer.stop() == []  # woken: well within the 60 s block
     assert await _blocked_readers(redis) == 0
     assert not consumer.running
+
+
+async def _blocked_reader_id(redis: Redis, *, not_: int | None = None) -> int:
+    async with asyncio.timeout(10):
+        for _ in itertools.count():
+            for client in await redis.client_list():
+                if client.get("cmd") == "xreadgroup" and int(client["id"]) != not_:
+                    return int(client["id"])
+            await asyncio.sleep(0.01)
+    raise AssertionError("unreachable")
+
+
+async def test_a_stop_wakes_a_read_the_client_re_sent_on_a_new_connection(
+    redis: Redis, redis_url: str
+) -> None:
+    # Regression: with redis.retries, a dropped connection is re-made and the blocked
+    # XREADGROUP re-sent inside the command, unseen by the consumer: it kept the old
+    # CLIENT ID, its stop's CLIENT UNBLOCK woke nobody, and the stop sat out the block.
+    retrying = Redis.from_url(
+        redis_url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
+    streams = ["gw:test:signals"]
+
+    async def job(signal: Signal) -> None:
+        raise AssertionError(f"no signal was sent: {signal}")
+
+    consumer = SignalConsumer(
+        retrying, streams, "g", "c1", job, concurrency=1, claim_idle_ms=60_000, block_ms=60_000
+    )
+    try:
+        await consumer.ensure_groups()
+        consumer.start()
+        first = await _blocked_reader_id(redis)
+        await redis.client_kill_filter(_id=str(first))
+        await _blocked_reader_id(redis, not_=first)  # re-sent on a new connection
+        async with asyncio.timeout(10):  # a 60 s block: only a wake ends it in time
+            assert await consumer.stop() == []
+    finally:
+        await consumer.abort()
+        await retrying.aclose()
