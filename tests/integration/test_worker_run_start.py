@@ -4,6 +4,7 @@ dead letter) still shows the chat a whole run and wakes its deliverer."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -30,8 +31,11 @@ DELIVERED = frozenset({CHANNEL})
 
 
 async def until_called(fake: FakeModelServer, count: int = 1) -> None:
+    """Polls: the fake server tells no one when a request arrives."""
     async with asyncio.timeout(20):
-        while len(fake.requests) < count:
+        for _ in itertools.count():
+            if len(fake.requests) >= count:
+                return
             await asyncio.sleep(0.01)
 
 
