@@ -171,8 +171,10 @@ class SignalConsumer:
         while self._taking and not read.done() and loop.time() < deadline:
             if self._reader is not None:
                 try:
-                    await self._reader.wake()
-                except (RedisError, OSError):
+                    # Bounded too: in a network partition the unblock itself would wait
+                    # for the socket timeout.
+                    await asyncio.wait_for(self._reader.wake(), deadline - loop.time())
+                except (RedisError, OSError, TimeoutError):
                     break  # Redis is gone: so is the reply the read waited for
             await asyncio.wait([read], timeout=WAKE_EVERY_S)
         await cancel_all([read])
