@@ -83,6 +83,8 @@ class OpenAICompatProvider:
                 base_url=settings.base_url,
                 timeout=settings.timeout_s,
                 max_retries=settings.max_retries,
+                default_headers=settings.headers or None,
+                default_query=settings.query or None,
                 # Its aiohttp session is the one requests are sent with (``ChatEndpoint``).
                 http_client=openai.DefaultAioHttpClient(),
             )

@@ -64,9 +64,35 @@ async def test_the_request_on_the_wire_is_the_sdks(wire: WireServer, suffix: str
     ours, theirs = (comparable(s) for s in reversed(wire.seen))
     assert ours == theirs
     method, path_qs, headers, body = ours
-    assert (method, path_qs, body) == ("POST", "/v1/chat/completions?api-version=1", b'{"model":"m"}')
+    assert (method, path_qs, body) == (
+        "POST",
+        "/v1/chat/completions?api-version=1",
+        b'{"model":"m"}',
+    )
     assert headers["authorization"] == f"Bearer {KEY}" and headers["x-team"] == "a"
     assert headers["x-stainless-read-timeout"] == "42"
+
+
+async def test_the_providers_settings_reach_the_wire_as_the_sdks(wire: WireServer) -> None:
+    """Key, base URL, timeout, and the extra headers and query of the provider's settings."""
+    extra = {"headers": {"X-Title": "gateway"}, "query": {"api-version": "1"}}
+    settings = ProviderSettings(base_url=wire.base_url, api_key=KEY, timeout_s=30, **extra)
+    provider = OpenAICompatProvider("local", settings)
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    try:
+        assert [chunk async for chunk in provider.stream(request)]
+    finally:
+        await provider.aclose()
+    sdk = client(
+        wire.base_url, timeout=30.0, default_headers=extra["headers"], default_query=extra["query"]
+    )
+    try:
+        await PATHS["sdk"](sdk, wire.seen[0].body)
+    finally:
+        await sdk.close()
+    ours, theirs = (comparable(s) for s in wire.seen)
+    assert ours == theirs
+    assert ours[1] == "/v1/chat/completions?api-version=1" and ours[2]["x-title"] == "gateway"
 
 
 async def test_retries_and_their_delays_are_the_sdks(
@@ -107,7 +133,9 @@ async def test_the_server_can_refuse_a_retry(wire: WireServer, headers: dict[str
 
 
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 409, 422, 429, 500, 503])
-@pytest.mark.parametrize("body", [ERROR.encode(), b"plain text", b""], ids=["json", "text", "empty"])
+@pytest.mark.parametrize(
+    "body", [ERROR.encode(), b"plain text", b""], ids=["json", "text", "empty"]
+)
 async def test_statuses_raise_the_sdks_exceptions(wire: WireServer, code: int, body: bytes) -> None:
     (sdk, ours), _ = await both(wire, [status(code, body)])
     assert ours == sdk and ours[2] == code
@@ -147,9 +175,7 @@ async def test_a_read_timeout_mid_stream_is_the_sdks(wire: WireServer) -> None:
     assert ours == sdk and ours[0] is openai.APITimeoutError
 
 
-async def test_the_key_is_never_logged(
-    wire: WireServer, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_key_is_never_logged(wire: WireServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     wire.script(
         status(503, b"{}", QUICK),
@@ -168,4 +194,3 @@ async def test_the_key_is_never_logged(
     assert len(wire.seen) == 2 and caplog.records
     for record in caplog.records:
         assert KEY not in record.getMessage()
-

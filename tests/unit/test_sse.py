@@ -7,7 +7,7 @@ import pytest
 from gateway.core.providers.sse import SSEDataDecoder
 
 BODY = (
-    b": comment\n\nevent: message\nid: 1\ndata: {\"a\": 1}\n\n"
+    b': comment\n\nevent: message\nid: 1\ndata: {"a": 1}\n\n'
     b"data: line one\ndata:line two\ndata\n\n"
     b"retry: 5\n\nunknown: x\ndata: last\n\n"
 )
