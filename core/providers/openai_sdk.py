@@ -94,6 +94,10 @@ class ChatEndpoint:
     """``POST /chat/completions`` of one client, streamed; see the module docstring."""
 
     def __init__(self, client: openai.AsyncOpenAI) -> None:
+        if client._api_key_provider or client._provider_runtime or client._workload_identity_auth:
+            # These rewrite each request per send (``_prepare_options``, ``_send_request``):
+            # remembered headers would be stale. The provider passes a plain key.
+            raise ValueError("ChatEndpoint needs a client with a plain API key")
         self._client = client
         transport = client._client._transport_for_url(client.base_url)
         if not isinstance(transport, AiohttpTransport):
@@ -176,7 +180,8 @@ class ChatEndpoint:
     async def _prepare(self, attempt: int) -> Prepared:
         """The SDK's request for ``attempt``, rebuilt when what it depends on changed."""
         client = self._client
-        key = (client.api_key, client.base_url, client.timeout)
+        # ``_base_url``: the ``base_url`` property imports a module at each read.
+        key = (client.api_key, client._base_url, client.timeout)
         if key != self._prepared_for:
             if client._platform is None:  # as request() does: it may read files
                 client._platform = await asyncio.to_thread(get_platform)

@@ -18,6 +18,7 @@ import pytest
 from gateway.core.errors import ProviderError
 from gateway.core.providers.base import ModelRequest, ModelSpec
 from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.providers.openai_sdk import ChatEndpoint
 from gateway.core.settings import ProviderSettings
 from tests.fakes.sdk_paths import KEY, PATHS, client, outcome
 from tests.fakes.wire_server import STREAM, Seen, WireServer, sse, status, wire  # noqa: F401
@@ -194,3 +195,32 @@ async def test_the_key_is_never_logged(wire: WireServer, caplog: pytest.LogCaptu
     assert len(wire.seen) == 2 and caplog.records
     for record in caplog.records:
         assert KEY not in record.getMessage()
+
+
+async def test_a_changed_key_or_base_url_is_followed(wire: WireServer) -> None:
+    """The remembered request is rebuilt when the client's key or base URL changes."""
+    sdk = client(wire.base_url)
+    endpoint = ChatEndpoint(sdk)
+    try:
+        for _ in range(2):
+            response = await endpoint.open(b"{}")
+            async with response:
+                assert [event async for event in endpoint.events(response, b"{}")]
+            sdk.base_url = wire.base_url.removesuffix("/v1") + "/v2"
+            sdk.api_key = "sk-another"
+    finally:
+        await sdk.close()
+    assert [s.path_qs for s in wire.seen] == ["/v1/chat/completions", "/v2/chat/completions"]
+    assert [s.headers["authorization"] for s in wire.seen] == [f"Bearer {KEY}", "Bearer sk-another"]
+
+
+async def test_a_client_that_rewrites_each_request_is_refused() -> None:
+    async def key() -> str:
+        return KEY
+
+    sdk = openai.AsyncOpenAI(api_key=key, http_client=openai.DefaultAioHttpClient())
+    try:
+        with pytest.raises(ValueError, match="plain API key"):
+            ChatEndpoint(sdk)
+    finally:
+        await sdk.close()
