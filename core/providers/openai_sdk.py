@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx2
 import openai
-from aiohttp import BasicAuth, ClientResponse, ClientSession, ClientTimeout
+from aiohttp import BasicAuth, ClientError, ClientResponse, ClientSession, ClientTimeout
 from multidict import CIMultiDict
 from openai._base_client import get_platform
 from openai._httpx2 import request_exceptions, timeout_exceptions
@@ -228,9 +228,8 @@ class ChatEndpoint:
             if error is None:
                 raise
             raise error from exc
-        headers = [
-            (k, v) for k, v in response.raw_headers if k.lower() not in (b"content-encoding",)
-        ]
+        # The body is already decompressed (aiohttp's default, see ``_NOT_SENT``).
+        headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-encoding"]
         return httpx2.Response(
             response.status,
             headers=headers,
@@ -257,11 +256,12 @@ def _proxy_arguments(proxy: httpx2.Proxy | None) -> dict[str, Any]:
 
 
 async def _drain(response: ClientResponse) -> None:
+    """Read what follows ``[DONE]`` to the end of the body, for at most ``_DRAIN_S``."""
     reader = response.content
     try:
         async with asyncio.timeout(_DRAIN_S):
             while await reader.readany():
                 pass
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, ClientError) as exc:
         # The answer is complete: the connection is closed instead of reused.
         log.debug("the rest of the stream after [DONE] was not read: %r", exc)
