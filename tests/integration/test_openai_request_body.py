@@ -165,8 +165,14 @@ async def test_an_unserialisable_message_is_a_provider_error(
 
 @pytest.mark.parametrize(
     "frame",
-    [b"[1, 2]", b'{"choices": [1]}', b'{"choices": [{"delta": {"tool_calls": ["x"]}}]}'],
-    ids=["chunk", "choice", "tool-call-delta"],
+    [
+        b"[1, 2]",
+        b'{"choices": [1]}',
+        b'{"choices": [{"delta": 1}]}',
+        b'{"choices": [{"delta": {"tool_calls": ["x"]}}]}',
+        b'{"choices": [{"delta": {"tool_calls": "x"}}]}',
+    ],
+    ids=["chunk", "choice", "delta", "tool-call-delta", "tool-calls"],
 )
 async def test_a_malformed_stream_chunk_is_one_clear_error(frame: bytes) -> None:
     async def answer(request: web.Request) -> web.StreamResponse:
@@ -186,7 +192,9 @@ async def test_a_malformed_stream_chunk_is_one_clear_error(frame: bytes) -> None
         "odd", ProviderSettings(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
     )
     try:
-        with pytest.raises(ProviderError, match=r"odd: malformed stream: .* is not an object"):
+        with pytest.raises(
+            ProviderError, match=r"odd: malformed stream: .* (is not an object|are not a list)$"
+        ):
             await collect(odd, ModelSpec(provider="odd", model="m"))
     finally:
         await odd.aclose()

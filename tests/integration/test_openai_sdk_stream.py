@@ -1,0 +1,102 @@
+"""``ChatEndpoint``'s reading of the event stream against the SDK's own stream.
+
+The same bytes, written in the same pieces, read both ways: the same chunks, or the
+same ``APIError`` for an error event. Then what the provider adds: a data line that
+is not JSON is one clear error, and the connection is reused after ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.core.errors import ProviderError
+from gateway.core.providers.base import ModelRequest, ModelSpec
+from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.settings import ProviderSettings
+from tests.fakes.sdk_paths import PATHS, client, outcome
+from tests.fakes.wire_server import CHUNK, STREAM, USAGE, WireServer, sse, wire  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+UNICODE = '{"choices":[{"index":0,"delta":{"content":"日本語 ✓"}}]}'.encode()
+FIELDS = (
+    b": a comment\n\nevent: message\nid: 7\nretry: 100\ndata: " + CHUNK + b"\n\n"
+    b'data: {"choices":\ndata:[]}\n\n'  # two data lines, joined with LF; no space
+    b"data: " + USAGE + b"\n\ndata: [DONE]\n\n"
+)
+STREAMS: dict[str, list[bytes]] = {
+    "lf": [STREAM],
+    "crlf": [STREAM.replace(b"\n", b"\r\n")],
+    "cr": [STREAM.replace(b"\n", b"\r")],
+    "byte-by-byte": [bytes([b]) for b in STREAM.replace(b"\n", b"\r\n")],
+    "other-fields": [FIELDS],
+    "after-done": [STREAM + b"data: " + CHUNK + b"\n\n"],
+    "no-done": [STREAM.removesuffix(b"data: [DONE]\n\n")],
+    "unicode-split": [b"data: " + UNICODE[:45], UNICODE[45:] + b"\n\ndata: [DONE]\n\n"],
+}
+ERRORS = {
+    "message": b'data: {"error": {"message": "the model is overloaded", "code": 1}}\n\n',
+    "no-message": b'data: {"error": {"code": "overloaded"}}\n\n',
+    "named": b'event: error\ndata: {"error": {"message": "boom"}}\n\n',
+}
+
+
+async def read_both(server: WireServer, pieces: list[bytes]) -> list[Any]:
+    results = []
+    for path in PATHS.values():
+        server.script(sse(*pieces))
+        sdk = client(server.base_url)
+        try:
+            results.append(await outcome(path, sdk))
+        finally:
+            await sdk.close()
+    return results
+
+
+@pytest.mark.parametrize("name", STREAMS)
+async def test_the_chunks_are_the_sdks(wire: WireServer, name: str) -> None:
+    sdk, ours = await read_both(wire, STREAMS[name])
+    assert ours == sdk
+    assert isinstance(ours, list) and ours
+
+
+@pytest.mark.parametrize("name", ERRORS)
+async def test_an_error_event_is_the_sdks_api_error(wire: WireServer, name: str) -> None:
+    sdk, ours = await read_both(wire, [b"data: " + CHUNK + b"\n\n", ERRORS[name]])
+    assert ours == sdk
+    assert isinstance(ours, tuple) and ours[0].__name__ == "APIError"
+
+
+async def test_data_that_is_not_json_is_one_clear_error(wire: WireServer) -> None:
+    wire.script(sse(b"data: " + CHUNK + b"\n\ndata: {not json\n\ndata: [DONE]\n\n"))
+    provider = OpenAICompatProvider(
+        "odd", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
+    try:
+        with pytest.raises(ProviderError, match=r"^model provider odd: malformed stream: an event"):
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+
+
+async def test_the_connection_is_reused_after_done(wire: WireServer) -> None:
+    """[DONE] and the end of the body written separately: the response is released
+    with its body read to the end, so the next request goes over the same connection."""
+    head, done = STREAM.split(b"data: [DONE]")
+    provider = OpenAICompatProvider(
+        "local", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    try:
+        for _ in range(2):
+            wire.script(sse(head, b"data: [DONE]" + done))
+            chunks = [chunk async for chunk in provider.stream(request)]
+            assert chunks
+    finally:
+        await provider.aclose()
+    first, second = wire.seen
+    assert first.port == second.port
