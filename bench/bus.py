@@ -240,12 +240,13 @@ async def _variant(variant: str, with_latency: bool, with_memory: bool) -> Varia
 
 
 REFERENCE = {
-    "gateway": "0.88 ms",
-    "worker": "2.50 ms",
-    "p99": "45-159 ms",
-    "rate": "180 msgs/s",
+    "gateway": "0.63 ms",
+    "worker": "1.36 ms",
+    "p99": "6.5-16 ms",
+    "rate": "607 msgs/s",
 }
-"""Last round's figures (README, issue 12), printed next to this run's."""
+"""This round's starting figures (README, issue 12: last round's final code on the
+machine of this round, measured the same day), printed next to this run's."""
 
 
 def _targets(results: list[VariantResult]) -> list[Target]:
