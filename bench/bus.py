@@ -242,7 +242,7 @@ async def _variant(variant: str, with_latency: bool, with_memory: bool) -> Varia
 REFERENCE = {
     "gateway": "0.63 ms",
     "worker": "1.36 ms",
-    "p99": "6.5-16 ms",
+    "p99": "6.5 ms, 1 run",
     "rate": "607 msgs/s",
 }
 """This round's starting figures (README, issue 12: last round's final code on the
