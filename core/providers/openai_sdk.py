@@ -134,11 +134,15 @@ class ChatEndpoint:
                 raise error from exc
             if 200 <= response.status < 300:
                 return response
-            failed = await self._sdk_response(response, body, attempt)
-            if retry and client._should_retry(failed):
-                await self._sleep(attempt, max_retries, failed.headers)
+            if retry and client._should_retry(head := self._sdk_head(response, body, attempt)):
+                # As the SDK: decided on the status and headers, the body left unread (a
+                # stalled or cut error body must not cost the retry); the connection closes.
+                response.release()
+                await self._sleep(attempt, max_retries, head.headers)
                 continue
-            raise client._make_status_error_from_response(failed)
+            raise client._make_status_error_from_response(
+                await self._sdk_response(response, body, attempt)
+            )
         raise AssertionError("the retry loop returns or raises")
 
     async def events(self, response: ClientResponse, body: bytes) -> AsyncIterator[Any]:
@@ -228,6 +232,12 @@ class ChatEndpoint:
             if error is None:
                 raise
             raise error from exc
+        return self._sdk_head(response, body, attempt, content)
+
+    def _sdk_head(
+        self, response: ClientResponse, body: bytes, attempt: int, content: bytes = b""
+    ) -> httpx2.Response:
+        """``response``'s status and headers (and ``content``) as an ``httpx2`` response."""
         # The body is already decompressed (aiohttp's default, see ``_NOT_SENT``).
         headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-encoding"]
         return httpx2.Response(

@@ -77,11 +77,15 @@ class WireServer:
         await self.stopping.wait()
         return web.Response(status=500)
 
-    def hang_after(self, first: bytes) -> Answer:
-        """``first``, then nothing until the server stops (a read timeout mid-stream)."""
+    def hang_after(
+        self, first: bytes, code: int = 200, headers: dict[str, str] | None = None
+    ) -> Answer:
+        """Status ``code``, ``first`` of the body, then nothing until the server stops or
+        the client hangs up (a read timeout mid-stream; a stalled error body)."""
+        sent = {"Content-Type": "text/event-stream", **(headers or {})}
 
         async def answer(request: web.Request) -> web.StreamResponse:
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            response = web.StreamResponse(status=code, headers=sent)
             await response.prepare(request)
             await response.write(first)
             await self.stopping.wait()

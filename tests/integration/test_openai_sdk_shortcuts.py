@@ -133,6 +133,16 @@ async def test_the_server_can_refuse_a_retry(wire: WireServer, headers: dict[str
     assert len(our_seen) == len(sdk_seen) == 1
 
 
+async def test_a_retry_is_decided_before_the_error_body_is_read(wire: WireServer) -> None:
+    """A 503 whose body stalls: retried at once on its status and headers, as the SDK
+    does, not failed after a read timeout on a body nobody needs."""
+    stalled = wire.hang_after(b'{"error":', 503, {**QUICK, "Content-Type": "application/json"})
+    script = [stalled, sse(STREAM)]
+    (sdk, ours), (sdk_seen, our_seen) = await both(wire, script, max_retries=1, timeout=1)
+    assert ours == sdk and ours[0]["choices"][0]["delta"]["content"] == "hi"
+    assert len(our_seen) == len(sdk_seen) == 2
+
+
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 409, 422, 429, 500, 503])
 @pytest.mark.parametrize(
     "body", [ERROR.encode(), b"plain text", b""], ids=["json", "text", "empty"]
