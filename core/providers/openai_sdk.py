@@ -53,6 +53,9 @@ _NOT_SENT = frozenset({"host", "content-length", "accept-encoding", "transfer-en
 """Headers aiohttp writes itself: host and length per request; the encodings it can
 decode (it decompresses; the SDK's transport leaves that to httpx2)."""
 
+_HEAD_BYTES = 300
+"""How much of a body without events an error shows."""
+
 _DRAIN_S = 0.1
 """How long the rest of a body after ``[DONE]`` is read for, as the SDK does, so the
 connection goes back to the pool instead of being closed."""
@@ -149,6 +152,8 @@ class ChatEndpoint:
         """Each event's decoded JSON up to ``[DONE]``; an error event raises ``APIError``."""
         decoder = SSEDataDecoder()
         reader = response.content
+        # The body's start until an event comes: for the error if none ever does.
+        head: bytes | None = b""
         while True:
             try:
                 chunk = await reader.readany()
@@ -158,8 +163,13 @@ class ChatEndpoint:
                     raise
                 raise error from exc
             if not chunk:
+                if head is not None:
+                    raise self._no_events(response, head, body)
                 return
-            for data in decoder.feed(chunk):
+            events = decoder.feed(chunk)
+            if head is not None:
+                head = None if events else (head + chunk)[:_HEAD_BYTES]
+            for data in events:
                 if data[:6] == b"[DONE]":
                     if not reader.at_eof():
                         await _drain(response)
@@ -180,6 +190,16 @@ class ChatEndpoint:
                 message = "An error occurred during streaming"
             raise openai.APIError(message, self._request(body, 0), body=error)
         return value
+
+    def _no_events(self, response: ClientResponse, head: bytes, body: bytes) -> openai.APIError:
+        """A 2xx answer that ended without one event: a JSON body, an HTML page, nothing."""
+        kind = response.headers.get("Content-Type") or "no content type"
+        text = head.decode(errors="replace") if head else "an empty body"
+        return openai.APIError(
+            f"malformed stream: the answer has no events ({kind}): {text}",
+            self._request(body, 0),
+            body=None,
+        )
 
     async def _prepare(self, attempt: int) -> Prepared:
         """The SDK's request for ``attempt``, rebuilt when what it depends on changed."""

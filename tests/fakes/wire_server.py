@@ -46,13 +46,16 @@ def sse(*pieces: bytes) -> Answer:
     return answer
 
 
-def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Answer:
-    """An error (or any) status with a JSON body as given."""
+def status(
+    code: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Answer:
+    """An error (or any) status with a body as given, JSON unless told."""
 
     async def answer(_request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            status=code, body=body, headers=headers, content_type="application/json"
-        )
+        return web.Response(status=code, body=body, headers=headers, content_type=content_type)
 
     return answer
 

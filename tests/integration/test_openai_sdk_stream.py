@@ -2,7 +2,8 @@
 
 The same bytes, written in the same pieces, read both ways: the same chunks, or the
 same ``APIError`` for an error event. Then what the provider adds: a data line that
-is not JSON is one clear error, and the connection is reused after ``[DONE]``.
+is not JSON, or an answer without a single event, is one clear error; the connection
+is reused after ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from gateway.core.providers.base import ModelRequest, ModelSpec
 from gateway.core.providers.openai_compat import OpenAICompatProvider
 from gateway.core.settings import ProviderSettings
 from tests.fakes.sdk_paths import PATHS, client, outcome
-from tests.fakes.wire_server import CHUNK, STREAM, USAGE, WireServer, sse, wire  # noqa: F401
+from tests.fakes.wire_server import (  # noqa: F401
+    CHUNK,
+    STREAM,
+    USAGE,
+    WireServer,
+    sse,
+    status,
+    wire,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +109,29 @@ async def test_the_connection_is_reused_after_done(wire: WireServer) -> None:
         await provider.aclose()
     first, second = wire.seen
     assert first.port == second.port
+
+
+NO_EVENTS = {
+    "completion": (b'{"id":"c","choices":[{"message":{"content":"hi"}}]}', "application/json"),
+    "html": (b"<html><body>Sign in</body></html>", "text/html"),
+    "empty": (b"", "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("name", NO_EVENTS)
+async def test_an_answer_without_events_is_one_clear_error(wire: WireServer, name: str) -> None:
+    """Not an empty reply: a server that ignores ``stream``, a login page, nothing."""
+    body, kind = NO_EVENTS[name]
+    wire.script(status(200, body, content_type=kind))
+    provider = OpenAICompatProvider(
+        "odd", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
+    expected = rf"^model provider odd: malformed stream: the answer has no events \({kind}\): "
+    try:
+        with pytest.raises(ProviderError, match=expected) as caught:
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+    assert str(caught.value).endswith(body.decode() or "an empty body")
