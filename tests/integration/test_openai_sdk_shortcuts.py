@@ -207,6 +207,23 @@ async def test_the_key_is_never_logged(wire: WireServer, caplog: pytest.LogCaptu
         assert KEY not in record.getMessage()
 
 
+async def test_a_key_where_the_message_is_cut_is_redacted(wire: WireServer) -> None:
+    """The server's message is cut at 300 characters: the key is taken out before, or
+    the part of it before the cut would be left in the error."""
+    message = "x" * 280 + f" bad key {KEY}"  # the cut falls inside the key
+    wire.script(status(401, json.dumps({"error": {"message": message}}).encode()))
+    settings = ProviderSettings(base_url=wire.base_url, api_key=KEY, max_retries=0)
+    provider = OpenAICompatProvider("local", settings)
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    try:
+        with pytest.raises(ProviderError, match="bad key") as caught:
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+    assert KEY[:3] not in str(caught.value)
+
+
 async def test_a_changed_key_or_base_url_is_followed(wire: WireServer) -> None:
     """The remembered request is rebuilt when the client's key or base URL changes."""
     sdk = client(wire.base_url)
