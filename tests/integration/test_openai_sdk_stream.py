@@ -1,15 +1,18 @@
 """``ChatEndpoint``'s reading of the event stream against the SDK's own stream.
 
 The same bytes, written in the same pieces, read both ways: the same chunks, or the
-same ``APIError`` for an error event. Then what the provider adds: a data line that
-is not JSON, or an answer without a single event, is one clear error; the connection
-is reused after ``[DONE]``.
+same ``APIError`` for an error event (also gzip-encoded, also cut off mid-body). Then
+what the provider adds: a data line that is not JSON, or an answer without a single
+event, is one clear error; the connection is reused after ``[DONE]``, and closed when
+the turn is cancelled mid-stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import openai
 import pytest
 
 from gateway.core.errors import ProviderError
@@ -21,7 +24,9 @@ from tests.fakes.wire_server import (  # noqa: F401
     CHUNK,
     STREAM,
     USAGE,
+    Answer,
     WireServer,
+    gzipped,
     sse,
     status,
     wire,
@@ -53,9 +58,14 @@ ERRORS = {
 
 
 async def read_both(server: WireServer, pieces: list[bytes]) -> list[Any]:
+    return await answer_both(server, sse(*pieces))
+
+
+async def answer_both(server: WireServer, answer: Answer) -> list[Any]:
+    """The outcome both ways (SDK first), ``answer`` answering each."""
     results = []
     for path in PATHS.values():
-        server.script(sse(*pieces))
+        server.script(answer)
         sdk = client(server.base_url)
         try:
             results.append(await outcome(path, sdk))
@@ -69,6 +79,17 @@ async def test_the_chunks_are_the_sdks(wire: WireServer, name: str) -> None:
     sdk, ours = await read_both(wire, STREAMS[name])
     assert ours == sdk
     assert isinstance(ours, list) and ours
+
+
+async def test_a_gzipped_stream_is_read_as_the_sdk_reads_it(wire: WireServer) -> None:
+    pieces = [event + b"\n\n" for event in STREAM.split(b"\n\n") if event]
+    sdk_result, ours = await answer_both(wire, gzipped(*pieces))
+    assert ours == sdk_result and isinstance(ours, list) and len(ours) == 2
+
+
+async def test_a_body_cut_before_done_is_the_sdks_connection_error(wire: WireServer) -> None:
+    sdk_result, ours = await answer_both(wire, wire.cut_after(b"data: " + CHUNK + b"\n\n"))
+    assert ours == sdk_result and ours[0] is openai.APIConnectionError
 
 
 @pytest.mark.parametrize("name", ERRORS)
@@ -135,3 +156,29 @@ async def test_an_answer_without_events_is_one_clear_error(wire: WireServer, nam
     finally:
         await provider.aclose()
     assert str(caught.value).endswith(body.decode() or "an empty body")
+
+
+async def test_a_cancelled_stream_raises_cancelled_and_hangs_up(wire: WireServer) -> None:
+    """A stop, an interrupt or a lost lease cancels the turn mid-stream: the cancellation
+    goes through (no retry, no provider error) and the connection is closed."""
+    wire.script(wire.hang_after(b"data: " + CHUNK + b"\n\n"))
+    provider = OpenAICompatProvider(
+        "local", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=2)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    received = asyncio.Event()
+
+    async def consume() -> None:
+        async for _chunk in provider.stream(request):
+            received.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await received.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wire.hung_up.wait()
+    finally:
+        await provider.aclose()
+    assert len(wire.seen) == 1
