@@ -53,8 +53,7 @@ _NOT_SENT = frozenset({"host", "content-length", "accept-encoding", "transfer-en
 """Headers aiohttp writes itself: host and length per request; the encodings it can
 decode (it decompresses; the SDK's transport leaves that to httpx2)."""
 
-_HEAD_BYTES = 300
-"""How much of a body without events an error shows."""
+_HEAD_BYTES = 300  # how much of a body without events its error shows
 
 _DRAIN_S = 0.1
 """How long the rest of a body after ``[DONE]`` is read for, as the SDK does, so the
@@ -237,6 +236,12 @@ class ChatEndpoint:
             return openai.APITimeoutError(request=self._request(body, attempt))
         except request_exceptions():
             return openai.APIConnectionError(request=self._request(body, attempt))
+        except ClientError:
+            # Not in the transport's table (an answer that is not HTTP, too many redirects):
+            # a connection error, as with the SDK's default transport.
+            detail = " ".join(str(getattr(exc, "message", "")).split())[:200]
+            message = f"Connection error: {detail or type(exc).__name__}"
+            return openai.APIConnectionError(message=message, request=self._request(body, attempt))
         except Exception:  # the caller re-raises the original
             return None
 

@@ -8,6 +8,7 @@ upgrade that changes any of these fails here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.core.errors import ProviderError
+from gateway.core.errors import ProviderError, RetryableProviderError
 from gateway.core.providers.base import ModelRequest, ModelSpec
 from gateway.core.providers.openai_compat import OpenAICompatProvider
 from gateway.core.providers.openai_sdk import ChatEndpoint
@@ -173,6 +174,31 @@ async def test_a_connection_failure_is_retried_with_the_sdks_backoff(
     sdk_result, ours = results
     assert ours == sdk_result and issubclass(ours[0], openai.APIConnectionError)
     assert calls == [(2, None), (1, None)] * 2
+
+
+async def test_an_answer_that_is_not_http_is_a_connection_error() -> None:
+    """The base URL names another service: one clear, retryable error, not aiohttp's."""
+
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"+PONG\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ProviderSettings(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+    provider = OpenAICompatProvider("local", settings)
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    try:
+        with pytest.raises(
+            RetryableProviderError, match=r"^model provider local: Connection error"
+        ):
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_request_timeout_is_the_sdks(wire: WireServer) -> None:
