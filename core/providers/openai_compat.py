@@ -196,13 +196,13 @@ class OpenAICompatProvider:
         """One line: provider, status, the server's message; transient failures are retryable."""
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            text = f"model provider {self.name}: HTTP {status}: {_server_message(exc)}"
+            text = f"model provider {self.name}: HTTP {status}: {self._server_message(exc)}"
             retryable = isinstance(exc, openai.RateLimitError) or status == 429 or status >= 500
         elif isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
             text = f"model provider {self.name}: {exc.message} ({type(exc).__name__})"
             retryable = True
         else:
-            text = f"model provider {self.name}: {_server_message(exc)}"
+            text = f"model provider {self.name}: {self._server_message(exc)}"
             retryable = False
         text = self._redact(" ".join(text.split()))
         if retryable:
@@ -210,6 +210,10 @@ class OpenAICompatProvider:
         if isinstance(exc, openai.APIStatusError) and exc.status_code in _PERMANENT_STATUSES:
             return PermanentProviderError(text)
         return ProviderError(text)
+
+    def _server_message(self, exc: openai.APIError) -> str:
+        """The server's message, redacted before it is cut (a cut key would not match)."""
+        return self._redact(_server_message(exc))[:_MAX_ERROR_CHARS]
 
     def _redact(self, text: str) -> str:
         key = self._api_key.get_secret_value() if self._api_key else ""
@@ -243,5 +247,5 @@ def _server_message(exc: openai.APIError) -> str:
         inner = body.get("error", body)
         message = inner.get("message") if isinstance(inner, dict) else inner
         if isinstance(message, str) and message:
-            return message[:_MAX_ERROR_CHARS]
-    return exc.message[:_MAX_ERROR_CHARS]
+            return message
+    return exc.message

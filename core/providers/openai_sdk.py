@@ -53,6 +53,8 @@ _NOT_SENT = frozenset({"host", "content-length", "accept-encoding", "transfer-en
 """Headers aiohttp writes itself: host and length per request; the encodings it can
 decode (it decompresses; the SDK's transport leaves that to httpx2)."""
 
+_HEAD_BYTES = 300  # how much of a body without events its error shows
+
 _DRAIN_S = 0.1
 """How long the rest of a body after ``[DONE]`` is read for, as the SDK does, so the
 connection goes back to the pool instead of being closed."""
@@ -134,17 +136,23 @@ class ChatEndpoint:
                 raise error from exc
             if 200 <= response.status < 300:
                 return response
-            failed = await self._sdk_response(response, body, attempt)
-            if retry and client._should_retry(failed):
-                await self._sleep(attempt, max_retries, failed.headers)
+            if retry and client._should_retry(head := self._sdk_head(response, body, attempt)):
+                # As the SDK: decided on the status and headers, the body left unread (a
+                # stalled or cut error body must not cost the retry); the connection closes.
+                response.release()
+                await self._sleep(attempt, max_retries, head.headers)
                 continue
-            raise client._make_status_error_from_response(failed)
+            raise client._make_status_error_from_response(
+                await self._sdk_response(response, body, attempt)
+            )
         raise AssertionError("the retry loop returns or raises")
 
     async def events(self, response: ClientResponse, body: bytes) -> AsyncIterator[Any]:
         """Each event's decoded JSON up to ``[DONE]``; an error event raises ``APIError``."""
         decoder = SSEDataDecoder()
         reader = response.content
+        # The body's start until an event comes: for the error if none ever does.
+        head: bytes | None = b""
         while True:
             try:
                 chunk = await reader.readany()
@@ -154,8 +162,13 @@ class ChatEndpoint:
                     raise
                 raise error from exc
             if not chunk:
+                if head is not None:
+                    raise self._no_events(response, head, body)
                 return
-            for data in decoder.feed(chunk):
+            events = decoder.feed(chunk)
+            if head is not None:
+                head = None if events else (head + chunk)[:_HEAD_BYTES]
+            for data in events:
                 if data[:6] == b"[DONE]":
                     if not reader.at_eof():
                         await _drain(response)
@@ -176,6 +189,16 @@ class ChatEndpoint:
                 message = "An error occurred during streaming"
             raise openai.APIError(message, self._request(body, 0), body=error)
         return value
+
+    def _no_events(self, response: ClientResponse, head: bytes, body: bytes) -> openai.APIError:
+        """A 2xx answer that ended without one event: a JSON body, an HTML page, nothing."""
+        kind = response.headers.get("Content-Type") or "no content type"
+        text = head.decode(errors="replace") if head else "an empty body"
+        return openai.APIError(
+            f"malformed stream: the answer has no events ({kind}): {text}",
+            self._request(body, 0),
+            body=None,
+        )
 
     async def _prepare(self, attempt: int) -> Prepared:
         """The SDK's request for ``attempt``, rebuilt when what it depends on changed."""
@@ -213,6 +236,12 @@ class ChatEndpoint:
             return openai.APITimeoutError(request=self._request(body, attempt))
         except request_exceptions():
             return openai.APIConnectionError(request=self._request(body, attempt))
+        except ClientError:
+            # Not in the transport's table (an answer that is not HTTP, too many redirects):
+            # a connection error, as with the SDK's default transport.
+            detail = " ".join(str(getattr(exc, "message", "")).split())[:200]
+            message = f"Connection error: {detail or type(exc).__name__}"
+            return openai.APIConnectionError(message=message, request=self._request(body, attempt))
         except Exception:  # the caller re-raises the original
             return None
 
@@ -228,6 +257,12 @@ class ChatEndpoint:
             if error is None:
                 raise
             raise error from exc
+        return self._sdk_head(response, body, attempt, content)
+
+    def _sdk_head(
+        self, response: ClientResponse, body: bytes, attempt: int, content: bytes = b""
+    ) -> httpx2.Response:
+        """``response``'s status and headers (and ``content``) as an ``httpx2`` response."""
         # The body is already decompressed (aiohttp's default, see ``_NOT_SENT``).
         headers = [(k, v) for k, v in response.raw_headers if k.lower() != b"content-encoding"]
         return httpx2.Response(

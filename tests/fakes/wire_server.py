@@ -8,6 +8,7 @@ Each request takes the next queued ``Answer``; with none queued, a short chat st
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -46,13 +47,33 @@ def sse(*pieces: bytes) -> Answer:
     return answer
 
 
-def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Answer:
-    """An error (or any) status with a JSON body as given."""
+def gzipped(*pieces: bytes) -> Answer:
+    """A 200 event stream, gzip-encoded, each piece flushed in its own write."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        headers = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        encoder = zlib.compressobj(wbits=31)
+        for piece in pieces:
+            await response.write(encoder.compress(piece) + encoder.flush(zlib.Z_SYNC_FLUSH))
+        await response.write(encoder.flush())
+        await response.write_eof()
+        return response
+
+    return answer
+
+
+def status(
+    code: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Answer:
+    """An error (or any) status with a body as given, JSON unless told."""
 
     async def answer(_request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            status=code, body=body, headers=headers, content_type="application/json"
-        )
+        return web.Response(status=code, body=body, headers=headers, content_type=content_type)
 
     return answer
 
@@ -62,6 +83,8 @@ class WireServer:
         self.seen: list[Seen] = []
         self.answers: deque[Answer] = deque()
         self.stopping = asyncio.Event()
+        self.hung_up = asyncio.Event()
+        """Set when the client closed a connection ``hang_after`` was answering on."""
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -77,14 +100,36 @@ class WireServer:
         await self.stopping.wait()
         return web.Response(status=500)
 
-    def hang_after(self, first: bytes) -> Answer:
-        """``first``, then nothing until the server stops (a read timeout mid-stream)."""
+    def hang_after(
+        self, first: bytes, code: int = 200, headers: dict[str, str] | None = None
+    ) -> Answer:
+        """Status ``code``, ``first`` of the body, then nothing until the server stops or
+        the client hangs up (a read timeout mid-stream; a stalled error body)."""
+        sent = {"Content-Type": "text/event-stream", **(headers or {})}
+
+        async def answer(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(status=code, headers=sent)
+            await response.prepare(request)
+            await response.write(first)
+            try:
+                await self.stopping.wait()
+            except asyncio.CancelledError:  # the client hung up (``handler_cancellation``)
+                self.hung_up.set()
+                raise
+            return response
+
+        return answer
+
+    @staticmethod
+    def cut_after(first: bytes) -> Answer:
+        """A 200 event stream that stops after ``first``: the connection is dropped."""
 
         async def answer(request: web.Request) -> web.StreamResponse:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             await response.write(first)
-            await self.stopping.wait()
+            assert request.transport is not None
+            request.transport.abort()
             return response
 
         return answer

@@ -8,6 +8,7 @@ upgrade that changes any of these fails here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.core.errors import ProviderError
+from gateway.core.errors import ProviderError, RetryableProviderError
 from gateway.core.providers.base import ModelRequest, ModelSpec
 from gateway.core.providers.openai_compat import OpenAICompatProvider
 from gateway.core.providers.openai_sdk import ChatEndpoint
@@ -133,6 +134,16 @@ async def test_the_server_can_refuse_a_retry(wire: WireServer, headers: dict[str
     assert len(our_seen) == len(sdk_seen) == 1
 
 
+async def test_a_retry_is_decided_before_the_error_body_is_read(wire: WireServer) -> None:
+    """A 503 whose body stalls: retried at once on its status and headers, as the SDK
+    does, not failed after a read timeout on a body nobody needs."""
+    stalled = wire.hang_after(b'{"error":', 503, {**QUICK, "Content-Type": "application/json"})
+    script = [stalled, sse(STREAM)]
+    (sdk, ours), (sdk_seen, our_seen) = await both(wire, script, max_retries=1, timeout=1)
+    assert ours == sdk and ours[0]["choices"][0]["delta"]["content"] == "hi"
+    assert len(our_seen) == len(sdk_seen) == 2
+
+
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 409, 422, 429, 500, 503])
 @pytest.mark.parametrize(
     "body", [ERROR.encode(), b"plain text", b""], ids=["json", "text", "empty"]
@@ -165,6 +176,31 @@ async def test_a_connection_failure_is_retried_with_the_sdks_backoff(
     assert calls == [(2, None), (1, None)] * 2
 
 
+async def test_an_answer_that_is_not_http_is_a_connection_error() -> None:
+    """The base URL names another service: one clear, retryable error, not aiohttp's."""
+
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"+PONG\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ProviderSettings(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+    provider = OpenAICompatProvider("local", settings)
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    try:
+        with pytest.raises(
+            RetryableProviderError, match=r"^model provider local: Connection error"
+        ):
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_request_timeout_is_the_sdks(wire: WireServer) -> None:
     (sdk, ours), _ = await both(wire, [wire.hang], timeout=0.2)
     assert ours == sdk and ours[0] is openai.APITimeoutError
@@ -195,6 +231,23 @@ async def test_the_key_is_never_logged(wire: WireServer, caplog: pytest.LogCaptu
     assert len(wire.seen) == 2 and caplog.records
     for record in caplog.records:
         assert KEY not in record.getMessage()
+
+
+async def test_a_key_where_the_message_is_cut_is_redacted(wire: WireServer) -> None:
+    """The server's message is cut at 300 characters: the key is taken out before, or
+    the part of it before the cut would be left in the error."""
+    message = "x" * 280 + f" bad key {KEY}"  # the cut falls inside the key
+    wire.script(status(401, json.dumps({"error": {"message": message}}).encode()))
+    settings = ProviderSettings(base_url=wire.base_url, api_key=KEY, max_retries=0)
+    provider = OpenAICompatProvider("local", settings)
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    try:
+        with pytest.raises(ProviderError, match="bad key") as caught:
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+    assert KEY[:3] not in str(caught.value)
 
 
 async def test_a_changed_key_or_base_url_is_followed(wire: WireServer) -> None:

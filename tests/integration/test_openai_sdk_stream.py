@@ -1,14 +1,18 @@
 """``ChatEndpoint``'s reading of the event stream against the SDK's own stream.
 
 The same bytes, written in the same pieces, read both ways: the same chunks, or the
-same ``APIError`` for an error event. Then what the provider adds: a data line that
-is not JSON is one clear error, and the connection is reused after ``[DONE]``.
+same ``APIError`` for an error event (also gzip-encoded, also cut off mid-body). Then
+what the provider adds: a data line that is not JSON, or an answer without a single
+event, is one clear error; the connection is reused after ``[DONE]``, and closed when
+the turn is cancelled mid-stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import openai
 import pytest
 
 from gateway.core.errors import ProviderError
@@ -16,7 +20,17 @@ from gateway.core.providers.base import ModelRequest, ModelSpec
 from gateway.core.providers.openai_compat import OpenAICompatProvider
 from gateway.core.settings import ProviderSettings
 from tests.fakes.sdk_paths import PATHS, client, outcome
-from tests.fakes.wire_server import CHUNK, STREAM, USAGE, WireServer, sse, wire  # noqa: F401
+from tests.fakes.wire_server import (  # noqa: F401
+    CHUNK,
+    STREAM,
+    USAGE,
+    Answer,
+    WireServer,
+    gzipped,
+    sse,
+    status,
+    wire,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +58,14 @@ ERRORS = {
 
 
 async def read_both(server: WireServer, pieces: list[bytes]) -> list[Any]:
+    return await answer_both(server, sse(*pieces))
+
+
+async def answer_both(server: WireServer, answer: Answer) -> list[Any]:
+    """The outcome both ways (SDK first), ``answer`` answering each."""
     results = []
     for path in PATHS.values():
-        server.script(sse(*pieces))
+        server.script(answer)
         sdk = client(server.base_url)
         try:
             results.append(await outcome(path, sdk))
@@ -60,6 +79,17 @@ async def test_the_chunks_are_the_sdks(wire: WireServer, name: str) -> None:
     sdk, ours = await read_both(wire, STREAMS[name])
     assert ours == sdk
     assert isinstance(ours, list) and ours
+
+
+async def test_a_gzipped_stream_is_read_as_the_sdk_reads_it(wire: WireServer) -> None:
+    pieces = [event + b"\n\n" for event in STREAM.split(b"\n\n") if event]
+    sdk_result, ours = await answer_both(wire, gzipped(*pieces))
+    assert ours == sdk_result and isinstance(ours, list) and len(ours) == 2
+
+
+async def test_a_body_cut_before_done_is_the_sdks_connection_error(wire: WireServer) -> None:
+    sdk_result, ours = await answer_both(wire, wire.cut_after(b"data: " + CHUNK + b"\n\n"))
+    assert ours == sdk_result and ours[0] is openai.APIConnectionError
 
 
 @pytest.mark.parametrize("name", ERRORS)
@@ -100,3 +130,55 @@ async def test_the_connection_is_reused_after_done(wire: WireServer) -> None:
         await provider.aclose()
     first, second = wire.seen
     assert first.port == second.port
+
+
+NO_EVENTS = {
+    "completion": (b'{"id":"c","choices":[{"message":{"content":"hi"}}]}', "application/json"),
+    "html": (b"<html><body>Sign in</body></html>", "text/html"),
+    "empty": (b"", "text/event-stream"),
+}
+
+
+@pytest.mark.parametrize("name", NO_EVENTS)
+async def test_an_answer_without_events_is_one_clear_error(wire: WireServer, name: str) -> None:
+    """Not an empty reply: a server that ignores ``stream``, a login page, nothing."""
+    body, kind = NO_EVENTS[name]
+    wire.script(status(200, body, content_type=kind))
+    provider = OpenAICompatProvider(
+        "odd", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
+    expected = rf"^model provider odd: malformed stream: the answer has no events \({kind}\): "
+    try:
+        with pytest.raises(ProviderError, match=expected) as caught:
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+    assert str(caught.value).endswith(body.decode() or "an empty body")
+
+
+async def test_a_cancelled_stream_raises_cancelled_and_hangs_up(wire: WireServer) -> None:
+    """A stop, an interrupt or a lost lease cancels the turn mid-stream: the cancellation
+    goes through (no retry, no provider error) and the connection is closed."""
+    wire.script(wire.hang_after(b"data: " + CHUNK + b"\n\n"))
+    provider = OpenAICompatProvider(
+        "local", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=2)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="local", model="m"), messages=[])
+    received = asyncio.Event()
+
+    async def consume() -> None:
+        async for _chunk in provider.stream(request):
+            received.set()
+
+    task = asyncio.create_task(consume())
+    try:
+        await received.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wire.hung_up.wait()
+    finally:
+        await provider.aclose()
+    assert len(wire.seen) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def runtime(fake_model: FakeModelServer, tmp_path: Path) -> AgentRuntime:
+async def runtime(fake_model: FakeModelServer, tmp_path: Path) -> AsyncIterator[AgentRuntime]:
     settings = Settings(
         model="local/fake-model",
         providers={"local": {"base_url": fake_model.base_url, "api_key": "x", "max_retries": 0}},
         workspace=tmp_path / "ws",
         agents={"assistant": {"system_prompt": "Base prompt.", "tools": []}},
     )
-    return AgentRuntime(settings, store=FileSessionStore(tmp_path / "sessions"))
+    created = AgentRuntime(settings, store=FileSessionStore(tmp_path / "sessions"))
+    yield created
+    await created.aclose()  # its model client's aiohttp session
 
 
 def user(text: str) -> dict[str, str]:
