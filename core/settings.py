@@ -51,10 +51,12 @@ class ProviderSettings(_Section):
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Sent with every request (e.g. OpenRouter's ``HTTP-Referer``), after the SDK's own."""
-    query: dict[str, str] = Field(default_factory=dict)
-    """Added to every request's URL (e.g. Azure's ``api-version``)."""
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    """Sent with every request (e.g. OpenRouter's ``HTTP-Referer``), after the SDK's own.
+    Secret like the key: some providers take theirs in a header."""
+    query: dict[str, SecretStr] = Field(default_factory=dict)
+    """Added to every request's URL (e.g. Azure's ``api-version``); secret, as a key
+    passed in the query would be."""
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -83,8 +83,8 @@ class OpenAICompatProvider:
                 base_url=settings.base_url,
                 timeout=settings.timeout_s,
                 max_retries=settings.max_retries,
-                default_headers=settings.headers or None,
-                default_query=settings.query or None,
+                default_headers=_revealed(settings.headers),
+                default_query=_revealed(settings.query),
                 # Its aiohttp session is the one requests are sent with (``ChatEndpoint``).
                 http_client=openai.DefaultAioHttpClient(),
             )
@@ -249,3 +249,8 @@ def _server_message(exc: openai.APIError) -> str:
         if isinstance(message, str) and message:
             return message
     return exc.message
+
+
+def _revealed(values: dict[str, SecretStr]) -> dict[str, str] | None:
+    """The settings' secret values as the client needs them (None when there are none)."""
+    return {name: value.get_secret_value() for name, value in values.items()} or None

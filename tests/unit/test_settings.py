@@ -203,3 +203,19 @@ def test_unknown_agent(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, ISSUE_EXAMPLE))
     with pytest.raises(ConfigError, match=r"agents\.nope"):
         settings.agent("nope")
+
+
+def test_provider_headers_and_query_are_secret(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n"
+        "  azure:\n"
+        "    base_url: https://example.invalid/openai\n"
+        "    headers: {api-key: header-s3cret}\n"
+        "    query: {api-version: query-s3cret}\n"
+    )
+    provider = load_settings(config).providers["azure"]
+    shown = f"{provider!r} {provider} {provider.model_dump()} {provider.model_dump_json()}"
+    assert "header-s3cret" not in shown and "query-s3cret" not in shown
+    assert provider.headers["api-key"].get_secret_value() == "header-s3cret"
+    assert provider.query["api-version"].get_secret_value() == "query-s3cret"
