@@ -40,7 +40,6 @@ from gateway.core.errors import LeaseLostError
 from gateway.core.events import (
     ChatAddress,
     RunFailed,
-    RunResult,
     RunStarted,
     StreamEvent,
     addressed,
@@ -59,6 +58,7 @@ from gateway.workers.busy import (
     wait_for_newer,
 )
 from gateway.workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
+from gateway.workers.endings import dead_letter_events, interrupted_event, is_attempt_failure
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.stop import TurnStopped, commit_stopped, stopped_events
 from gateway.workers.store import TurnStore
@@ -255,7 +255,7 @@ class TurnRunner:
             events = self._deps.runtime.events_here(self._request(), store=self._store)
             async with aclosing(events):
                 async for event in events:
-                    if isinstance(event, RunFailed) and _is_attempt_failure(event):
+                    if isinstance(event, RunFailed) and is_attempt_failure(event):
                         self._failure = event.error
                         continue
                     self._outbox.put(self._stamped(event))
@@ -382,51 +382,3 @@ class TurnRunner:
         )
         if self._metrics is not None:
             self._metrics.dead_letters.inc(len(entries))
-
-
-def _is_attempt_failure(event: RunFailed) -> bool:
-    """A provider failure worth another attempt; timeouts, a refused key or an unknown
-    model are final (the chat gets the error at once)."""
-    if event.permanent:
-        return False
-    return event.result is None or event.result.stop_reason == "error"
-
-
-def interrupted_event(run_id: str, seq: int) -> RunFailed:
-    """The end of a turn cancelled by a newer message (busy policy ``interrupt``)."""
-    reason = "interrupted by a newer message"
-    result = RunResult(stop_reason="interrupted", error=reason)
-    return RunFailed(run_id=run_id, seq=seq, error=reason, result=result)
-
-
-def dead_letter_events(
-    run_id: str,
-    next_seq: int,
-    session_key: str,
-    *,
-    attempts: int,
-    cause: str,
-    message_ids: list[str],
-) -> list[StreamEvent]:
-    """What the chat sees when its messages are dead-lettered (``run.started`` first
-    when this attempt published nothing yet, i.e. ``next_seq`` is 1)."""
-    events: list[StreamEvent] = []
-    if next_seq == 1:
-        events.append(
-            RunStarted(run_id=run_id, seq=1, session_key=session_key, message_ids=message_ids)
-        )
-        next_seq = 2
-    text = f"Sorry, I could not process your message after {attempts} attempts."
-    result = RunResult(stop_reason="error", error=cause)
-    metadata = {"dead_lettered": True, "attempts": attempts}
-    events.append(
-        RunFailed(
-            run_id=run_id,
-            seq=next_seq,
-            error=text,
-            result=result,
-            metadata=metadata,
-            message_ids=message_ids,
-        )
-    )
-    return events

@@ -13,7 +13,7 @@ from gateway.workers.busy import (
     plan_turn,
     policy_for,
 )
-from gateway.workers.turn import dead_letter_events, interrupted_event
+from gateway.workers.endings import dead_letter_events, interrupted_event
 
 
 def settings_with(policy: BusyPolicy, *, max_backlog: int = 20, **extra: object) -> Settings:
