@@ -414,6 +414,9 @@ def load_settings(
     data: dict[str, Any] = {}
     if path.is_file():
         data = _read_yaml(path)
+    elif config_path is not None and path.is_dir():
+        example = path / "config.yaml"
+        raise ConfigError(f"{path}: a directory, not a config file (e.g. {example})")
     elif config_path is not None and required:
         raise FileNotFoundError(f"config file not found: {path}")
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -219,3 +219,10 @@ def test_provider_headers_and_query_are_secret(tmp_path: Path) -> None:
     assert "header-s3cret" not in shown and "query-s3cret" not in shown
     assert provider.headers["api-key"].get_secret_value() == "header-s3cret"
     assert provider.query["api-version"].get_secret_value() == "query-s3cret"
+
+
+def test_a_directory_given_as_the_config_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="a directory, not a config file"):
+        load_settings(tmp_path, required=True)
+    with pytest.raises(ConfigError, match="a directory, not a config file"):
+        load_settings(tmp_path)  # an explicit path, even where the file is optional
