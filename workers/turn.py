@@ -35,15 +35,11 @@ from redis.asyncio import Redis
 
 from gateway.core.bus.attempts import dead_letter, record_attempt
 from gateway.core.bus.control import wait_for_stop
-from gateway.core.bus.session_writer import Committed, DeliverySignal, Finish, SessionWriter
+from gateway.core.bus.session_writer import Committed, Finish, SessionWriter
 from gateway.core.errors import LeaseLostError
 from gateway.core.events import (
-    ChatAddress,
     RunFailed,
-    RunStarted,
-    StreamEvent,
     addressed,
-    is_terminal,
 )
 from gateway.core.metrics import GatewayMetrics
 from gateway.core.runtime import AgentRuntime, TurnRequest
@@ -58,10 +54,11 @@ from gateway.workers.busy import (
     wait_for_newer,
 )
 from gateway.workers.coalesce import CoalescingOutbox, DeltaCoalescer, supervise
-from gateway.workers.endings import dead_letter_events, interrupted_event, is_attempt_failure
+from gateway.workers.endings import dead_letter_events, is_attempt_failure
 from gateway.workers.session_cache import SessionCache
 from gateway.workers.stop import TurnStopped, commit_stopped, stopped_events
 from gateway.workers.store import TurnStore
+from gateway.workers.turn_events import TurnEvents
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +119,17 @@ class TurnRunner:
         self._plan = plan
         self._lost = lost
         self._key = lease.session_key
-        self._channel = plan.batch[0][1].channel
-        self._address = ChatAddress.of(plan.batch[0][1])
         cfg = deps.settings.worker
         coalescer = DeltaCoalescer(window_s=cfg.coalesce_ms / 1000, max_chars=cfg.coalesce_chars)
         self._outbox = CoalescingOutbox(coalescer, linger_s=cfg.start_linger_ms / 1000)
+        self._events = TurnEvents(
+            lease,
+            plan,
+            self._outbox,
+            settings=deps.settings,
+            deliver_channels=deps.deliver_channels,
+            covered=self._covered,
+        )
         self._store = store or TurnStore(deps.sessions, lease, cursor=plan.run_id)
         self._steering: RedisSteeringInbox | None = None
         if plan.steers:
@@ -140,12 +143,6 @@ class TurnRunner:
                 accepts=lambda message: known_agent(settings, message.agent) == plan.agent,
             )
         self._failure: str | None = None
-        self._started_out = False
-        """True once a publish holding run.started returned: it is on the bus. Until
-        then (it may linger in the outbox, or its write was cut short) an ending the
-        turn writes itself (stop, interrupt, dead letter) starts the run again."""
-        self._final: list[StreamEvent] = []
-        """The batch holding the terminal event (and anything after it): written by the commit."""
 
     async def run(self) -> tuple[TurnOutcome, int]:
         """Run the turn; returns the outcome and which attempt it was.
@@ -179,12 +176,12 @@ class TurnRunner:
         try:
             await self._stream()
         except _Interrupted:
-            await self._publish(self._interrupted_events())
+            await self._events.publish(self._events.interrupted())
             return TurnOutcome.INTERRUPTED
         except TurnStopped as stop:
             entries = stop.covered(self._covered())
-            ending = stopped_events(self._plan.run_id, self._ending_seq(), self._key)
-            ending = [self._stamped(event, entries) for event in ending]
+            ending = stopped_events(self._plan.run_id, self._events.ending_seq(), self._key)
+            ending = [self._events.stamped(event, entries) for event in ending]
             await commit_stopped(
                 self._lease,
                 self._deps.sessions,
@@ -192,7 +189,7 @@ class TurnRunner:
                 self._plan.run_id,
                 events=ending,
                 maxlen=self._deps.settings.worker.stream_maxlen,
-                signal=self._signal_for(ending),
+                signal=self._events.signal_for(ending),
             )
             return TurnOutcome.STOPPED
         if self._failure is None:
@@ -200,9 +197,9 @@ class TurnRunner:
             self._store.cursor = covered[-1]
             self.committed = await self._store.commit(
                 entry_ids=covered,
-                events=self._final,
+                events=self._events.final,
                 maxlen=self._deps.settings.worker.stream_maxlen,
-                signal=self._signal_for(self._final),
+                signal=self._events.signal_for(self._events.final),
                 finish=self._finish,
             )
             return TurnOutcome.COMMITTED
@@ -237,7 +234,7 @@ class TurnRunner:
     async def _stream(self) -> None:
         """Produce and publish the run's events, with the watchers its policy needs."""
         producer = asyncio.create_task(self._produce(), name=f"turn {self._key}")
-        publisher = asyncio.create_task(self._publish_batches(), name=f"publish {self._key}")
+        publisher = asyncio.create_task(self._events.publish_all(), name=f"publish {self._key}")
         watchers = [
             asyncio.create_task(self._raise_when_lost()),
             asyncio.create_task(self._stop_on_request()),
@@ -258,7 +255,7 @@ class TurnRunner:
                     if isinstance(event, RunFailed) and is_attempt_failure(event):
                         self._failure = event.error
                         continue
-                    self._outbox.put(self._stamped(event))
+                    self._outbox.put(self._events.stamped(event))
         except Exception as exc:  # a bug or a broken session: count it as a failed attempt
             log.exception("turn %s of %s raised", self._plan.run_id, self._key)
             self._failure = f"{type(exc).__name__}: {exc}"
@@ -267,61 +264,6 @@ class TurnRunner:
         else:
             # Keep what is already on the bus; the unsent tail would only be replaced.
             self._outbox.discard()
-
-    def _stamped(self, event: StreamEvent, covered: list[Entry] | None = None) -> StreamEvent:
-        """The event naming the inbound ids it answers (run.started: the batch so far;
-        the terminal event: ``covered``, by default every message the turn took in)."""
-        if isinstance(event, RunStarted):
-            ids = [entry_id for entry_id, _ in self._plan.batch]
-            address = event.address or self._address
-            return event.model_copy(update={"message_ids": ids, "address": address})
-        if is_terminal(event):
-            ids = [entry_id for entry_id, _ in (self._covered() if covered is None else covered)]
-            return event.model_copy(update={"message_ids": ids})
-        return event
-
-    async def _publish_batches(self) -> None:
-        async for batch in self._outbox.batches():
-            if self._final or any(is_terminal(event) for event in batch):
-                # The run has ended: the commit, the very next write, carries the rest of
-                # its events (one round trip less, and one wake-up less for each reader).
-                self._final.extend(batch)
-            else:
-                await self._publish(batch)
-
-    async def _publish(self, events: list[StreamEvent]) -> None:
-        await self._lease.publish(
-            addressed(events, self._address),
-            maxlen=self._deps.settings.worker.stream_maxlen,
-            signal=self._signal_for(events),
-        )
-        if any(isinstance(event, RunStarted) for event in events):
-            self._started_out = True
-
-    def _ending_seq(self) -> int:
-        """The ``seq`` of an ending the turn writes itself: 1 (the ending starts with
-        run.started) while run.started is not known to be on the bus; the events still
-        in the outbox are dropped, so 1, 2 follow whatever the bus holds of this run."""
-        return self._outbox.last_seq + 1 if self._started_out else 1
-
-    def _interrupted_events(self) -> list[StreamEvent]:
-        seq = self._ending_seq()
-        events: list[StreamEvent] = []
-        if seq == 1:
-            start = RunStarted(run_id=self._plan.run_id, seq=1, session_key=self._key)
-            events.append(self._stamped(start))
-            seq = 2
-        events.append(interrupted_event(self._plan.run_id, seq))
-        return events
-
-    def _signal_for(self, events: list[StreamEvent]) -> DeliverySignal | None:
-        """Wake the deliverer with the write that carries run.started (once per turn,
-        again only when that write may not have reached the bus)."""
-        if not any(isinstance(event, RunStarted) for event in events):
-            return None
-        if self._channel not in self._deps.deliver_channels:
-            return None
-        return DeliverySignal(self._channel, self._deps.settings.worker.ready_partitions)
 
     async def _raise_when_lost(self) -> None:
         await self._lost.wait()
@@ -356,13 +298,13 @@ class TurnRunner:
         entries = self._covered()
         events = dead_letter_events(
             self._plan.run_id,
-            self._ending_seq(),
+            self._events.ending_seq(),
             self._key,
             attempts=attempts,
             cause=cause,
             message_ids=[entry_id for entry_id, _ in entries],
         )
-        events = addressed(events, self._address)
+        events = addressed(events, self._events.address)
         log.error(
             "dead-lettering %d message(s) of %s after %d attempts: %s",
             len(entries),
@@ -378,7 +320,7 @@ class TurnRunner:
             cursor=entries[-1][0],
             events=events,
             maxlen=self._deps.settings.worker.stream_maxlen,
-            signal=self._signal_for(events),
+            signal=self._events.signal_for(events),
         )
         if self._metrics is not None:
             self._metrics.dead_letters.inc(len(entries))
