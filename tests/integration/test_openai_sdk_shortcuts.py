@@ -120,7 +120,9 @@ async def test_max_retries_is_honoured_and_the_last_error_raised(wire: WireServe
     script = [status(500, ERROR.encode(), QUICK)] * 3
     (sdk, ours), (sdk_seen, our_seen) = await both(wire, script, max_retries=2)
     assert ours == sdk
-    assert ours[:3] == (openai.InternalServerError, "Error code: 500 - no such model", 500)
+    # How the message quotes the body is the SDK's and changed between versions.
+    assert (ours[0], ours[2]) == (openai.InternalServerError, 500)
+    assert "no such model" in ours[1]
     assert len(our_seen) == len(sdk_seen) == 3
 
 
