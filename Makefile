@@ -43,13 +43,14 @@ bench: install
 	$(BIN)/python -m bench
 
 # The declared lower bounds hold: the lowest allowed versions (uv's lowest-direct
-# resolution) installed in a scratch venv pass the unit tests.
+# resolution) installed in a scratch venv pass the unit and integration tests (real
+# redis-server, fake platform and model servers; e2e and browser tests run in `make test`).
 floors: install
 	$(BIN)/python -m pip install --quiet 'uv>=0.4'
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST)
 	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install --quiet --resolution lowest-direct -e '.[test]'
-	$(LOWEST)/bin/python -m pytest tests/unit -q -p no:cacheprovider -k 'not hadolint'
+	$(LOWEST)/bin/python -m pytest tests/unit tests/integration -n 2 -q -p no:cacheprovider -k 'not hadolint'
 
 # The bus under chaos at 10,000 messages (kills workers, Redis and the gateway);
 # prints lost / out of order / doubled / dead-lettered / time to reply.

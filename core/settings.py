@@ -41,7 +41,9 @@ OPENAI_ENV_MODEL = "openai/gpt-4.1-mini"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # ``model``/``model_preset`` are ours: pydantic before 2.10 warns on any ``model_``
+    # field (on every start, at this project's floor version) unless told not to.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class ProviderSettings(_Section):
