@@ -40,7 +40,7 @@ from openai._vendor.httpx_aiohttp.transport import AiohttpTransport, map_aiohttp
 from pydantic_core import from_json
 from yarl import URL
 
-from gateway.core.providers.sse import SSEDataDecoder
+from gateway.core.providers.sse import EventTooLarge, SSEDataDecoder
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,12 @@ class ChatEndpoint:
                 if head is not None:
                     raise self._no_events(response, head, body)
                 return
-            events = decoder.feed(chunk)
+            try:
+                events = decoder.feed(chunk)
+            except EventTooLarge as exc:
+                raise openai.APIError(
+                    f"malformed stream: {exc}", self._request(body, 0), body=None
+                ) from exc
             if head is not None:
                 head = None if events else (head + chunk)[:_HEAD_BYTES]
             for data in events:

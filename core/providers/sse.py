@@ -4,7 +4,8 @@ Lines end in LF, CRLF or CR (also when a CRLF is split between two reads); ``dat
 lines of one event are joined with LF; a blank line ends the event. The other fields
 (``event``, ``id``, ``retry``) and comments are read past: a chat completions stream
 carries everything in ``data``, errors included. An event without data is not
-dispatched, as the SSE specification says. No line or event size limit.
+dispatched, as the SSE specification says. An event (or a line) bigger than
+``MAX_EVENT_BYTES`` is refused: a server that never ends one would fill the memory.
 """
 
 from __future__ import annotations
@@ -12,13 +13,23 @@ from __future__ import annotations
 _LF = b"\n"
 _CR = b"\r"
 
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+"""Far above any chunk a model streams (a whole file in a tool call's arguments included)."""
+
+
+class EventTooLarge(ValueError):
+    """An event, or a line, passed ``MAX_EVENT_BYTES`` before it ended."""
+
 
 class SSEDataDecoder:
     """Feed the body's bytes as they arrive; each call returns the events completed."""
 
-    __slots__ = ("_data", "_skip_lf", "_tail")
+    __slots__ = ("_data", "_held", "_limit", "_skip_lf", "_tail")
 
-    def __init__(self) -> None:
+    def __init__(self, *, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._held = 0
+        """Bytes held for the unfinished line and event (``_tail`` and ``_data``)."""
         self._tail: list[bytes] = []
         """Bytes of the current, unfinished line (several reads for a long line)."""
         self._data: list[bytes] = []
@@ -27,6 +38,14 @@ class SSEDataDecoder:
         """The last read ended in CR: a LF starting the next one ends no further line."""
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        """The events ``chunk`` completes; ``EventTooLarge`` past the limit."""
+        events = self._feed(chunk)
+        self._held = sum(map(len, self._tail)) + sum(map(len, self._data))
+        if self._held > self._limit:
+            raise EventTooLarge(f"an event over {self._limit} bytes")
+        return events
+
+    def _feed(self, chunk: bytes) -> list[bytes]:
         if self._skip_lf:
             self._skip_lf = False
             if chunk[:1] == _LF:

@@ -18,6 +18,7 @@ import pytest
 from gateway.core.errors import ProviderError
 from gateway.core.providers.base import ModelRequest, ModelSpec
 from gateway.core.providers.openai_compat import OpenAICompatProvider
+from gateway.core.providers.sse import MAX_EVENT_BYTES
 from gateway.core.settings import ProviderSettings
 from tests.fakes.sdk_paths import PATHS, client, outcome
 from tests.fakes.wire_server import (  # noqa: F401
@@ -107,6 +108,22 @@ async def test_data_that_is_not_json_is_one_clear_error(wire: WireServer) -> Non
     request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
     try:
         with pytest.raises(ProviderError, match=r"^model provider odd: malformed stream: an event"):
+            async for _chunk in provider.stream(request):
+                pass
+    finally:
+        await provider.aclose()
+
+
+async def test_an_event_that_never_ends_is_one_clear_error(wire: WireServer) -> None:
+    # A server streaming one endless line: refused at the limit, not held until memory runs out.
+    endless = b"data: " + b"x" * (MAX_EVENT_BYTES + 1024)
+    wire.script(sse(endless))
+    provider = OpenAICompatProvider(
+        "odd", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
+    )
+    request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
+    try:
+        with pytest.raises(ProviderError, match=r"malformed stream: an event over \d+ bytes"):
             async for _chunk in provider.stream(request):
                 pass
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.providers.sse import SSEDataDecoder
+from gateway.core.providers.sse import EventTooLarge, SSEDataDecoder
 
 BODY = (
     b': comment\n\nevent: message\nid: 1\ndata: {"a": 1}\n\n'
@@ -37,3 +37,14 @@ def test_a_long_line_over_many_reads() -> None:
     line = b"x" * 100_000
     pieces = [b"data: "] + [line[i : i + 1000] for i in range(0, len(line), 1000)] + [b"\n\n"]
     assert decode(pieces) == [line]
+
+
+def test_an_event_past_the_limit_is_refused() -> None:
+    decoder = SSEDataDecoder(limit=1000)
+    assert decoder.feed(b"data: " + b"x" * 900 + b"\n\n") == [b"x" * 900]  # within it
+    with pytest.raises(EventTooLarge, match="over 1000 bytes"):
+        for _ in range(5):  # a line that never ends, read after read
+            decoder.feed(b"y" * 300)
+    many = SSEDataDecoder(limit=1000)
+    with pytest.raises(EventTooLarge):
+        many.feed(b"data: aaaaaaaaaa\n" * 200)  # an event of many lines that never ends
