@@ -24,12 +24,10 @@ class EventTooLarge(ValueError):
 class SSEDataDecoder:
     """Feed the body's bytes as they arrive; each call returns the events completed."""
 
-    __slots__ = ("_data", "_held", "_limit", "_skip_lf", "_tail")
+    __slots__ = ("_data", "_limit", "_skip_lf", "_tail")
 
     def __init__(self, *, limit: int = MAX_EVENT_BYTES) -> None:
         self._limit = limit
-        self._held = 0
-        """Bytes held for the unfinished line and event (``_tail`` and ``_data``)."""
         self._tail: list[bytes] = []
         """Bytes of the current, unfinished line (several reads for a long line)."""
         self._data: list[bytes] = []
@@ -40,8 +38,9 @@ class SSEDataDecoder:
     def feed(self, chunk: bytes) -> list[bytes]:
         """The events ``chunk`` completes; ``EventTooLarge`` past the limit."""
         events = self._feed(chunk)
-        self._held = sum(map(len, self._tail)) + sum(map(len, self._data))
-        if self._held > self._limit:
+        # Bytes held for the unfinished line and event.
+        held = sum(map(len, self._tail)) + sum(map(len, self._data))
+        if held > self._limit:
             raise EventTooLarge(f"an event over {self._limit} bytes")
         return events
 

@@ -100,34 +100,30 @@ async def test_an_error_event_is_the_sdks_api_error(wire: WireServer, name: str)
     assert isinstance(ours, tuple) and ours[0].__name__ == "APIError"
 
 
-async def test_data_that_is_not_json_is_one_clear_error(wire: WireServer) -> None:
-    wire.script(sse(b"data: " + CHUNK + b"\n\ndata: {not json\n\ndata: [DONE]\n\n"))
+async def _raises_provider_error(wire: WireServer, answer: Any, match: str) -> None:
+    """Streaming through the provider against ``answer`` ends in a ProviderError."""
+    wire.script(answer)
     provider = OpenAICompatProvider(
         "odd", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
     )
     request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
     try:
-        with pytest.raises(ProviderError, match=r"^model provider odd: malformed stream: an event"):
+        with pytest.raises(ProviderError, match=match):
             async for _chunk in provider.stream(request):
                 pass
     finally:
         await provider.aclose()
+
+
+async def test_data_that_is_not_json_is_one_clear_error(wire: WireServer) -> None:
+    answer = sse(b"data: " + CHUNK + b"\n\ndata: {not json\n\ndata: [DONE]\n\n")
+    await _raises_provider_error(wire, answer, r"^model provider odd: malformed stream: an event")
 
 
 async def test_an_event_that_never_ends_is_one_clear_error(wire: WireServer) -> None:
     # A server streaming one endless line: refused at the limit, not held until memory runs out.
     endless = b"data: " + b"x" * (MAX_EVENT_BYTES + 1024)
-    wire.script(sse(endless))
-    provider = OpenAICompatProvider(
-        "odd", ProviderSettings(base_url=wire.base_url, api_key="k", max_retries=0)
-    )
-    request = ModelRequest(spec=ModelSpec(provider="odd", model="m"), messages=[])
-    try:
-        with pytest.raises(ProviderError, match=r"malformed stream: an event over \d+ bytes"):
-            async for _chunk in provider.stream(request):
-                pass
-    finally:
-        await provider.aclose()
+    await _raises_provider_error(wire, sse(endless), r"malformed stream: an event over \d+ bytes")
 
 
 async def test_the_connection_is_reused_after_done(wire: WireServer) -> None:
