@@ -24,8 +24,9 @@ SDK's own path, so an SDK upgrade that changes one fails there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,13 +155,8 @@ class ChatEndpoint:
         # The body's start until an event comes: for the error if none ever does.
         head: bytes | None = b""
         while True:
-            try:
+            with self._as_sdk_errors(body, 0):
                 chunk = await reader.readany()
-            except Exception as exc:
-                error = self._transport_error(exc, body, 0)
-                if error is None:
-                    raise
-                raise error from exc
             if not chunk:
                 if head is not None:
                     raise self._no_events(response, head, body)
@@ -229,6 +225,17 @@ class ChatEndpoint:
             transport.client = transport.get_client()
         return transport.client
 
+    @contextlib.contextmanager
+    def _as_sdk_errors(self, body: bytes, attempt: int) -> Iterator[None]:
+        """Transport failures inside raised as ``request()`` raises them."""
+        try:
+            yield
+        except Exception as exc:
+            error = self._transport_error(exc, body, attempt)
+            if error is None:
+                raise
+            raise error from exc
+
     def _transport_error(
         self, exc: Exception, body: bytes, attempt: int
     ) -> openai.APIConnectionError | None:
@@ -254,14 +261,9 @@ class ChatEndpoint:
         self, response: ClientResponse, body: bytes, attempt: int
     ) -> httpx2.Response:
         """A failed response, read and released, as the ``httpx2`` response the SDK reads."""
-        try:
+        with self._as_sdk_errors(body, attempt):
             async with response:
                 content = await response.read()
-        except Exception as exc:
-            error = self._transport_error(exc, body, attempt)
-            if error is None:
-                raise
-            raise error from exc
         return self._sdk_head(response, body, attempt, content)
 
     def _sdk_head(
